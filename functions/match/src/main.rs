@@ -1,0 +1,17 @@
+//! The match Lambda: normalized events (SQS) → one dispatch message per match.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use custos_trigger::runtime::{self, Wiring};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    runtime::init_tracing();
+    let wiring = Wiring::from_env().await?;
+    let stage = wiring.match_stage()?;
+    let stage = &stage;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(runtime::match_events(stage, event.payload).await?)
+    }))
+    .await
+}

@@ -1,0 +1,279 @@
+//! The dedup ledger on DynamoDB. The protocol lives in `dedup`; here are its conditions:
+//! a claim is an `UpdateItem` that only succeeds when the item is absent, expired,
+//! released / dead-lettered / loop-rejected, or a claim whose lease has passed; on
+//! failure `ReturnValuesOnConditionCheckFailure=ALL_OLD` hands back the blocking item,
+//! which tells a duplicate from an in-flight claim without a second read. Commit and
+//! release are conditioned on the claim token.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::Client;
+
+use super::attrs::{get_n, get_s, n, s, Item};
+use super::describe;
+use crate::dedup::{
+    Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,
+    MatchKind, Release,
+};
+use crate::ids::{EventId, WorkspaceId};
+
+/// The item may be (re)claimed: absent, expired, given back, or its lease has passed.
+const CLAIMABLE: &str = "attribute_not_exists(dedupKey) OR expiresAt <= :nowS \
+     OR #status IN (:released, :dead, :loop) OR (#status = :claimed AND leaseUntilMs <= :nowMs)";
+
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn update(&self, workspace: &WorkspaceId, key: &DedupKey) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("workspaceId", s(workspace.as_str()))
+            .key("dedupKey", s(key.as_str()))
+            .expression_attribute_names("#status", "status")
+    }
+
+    /// Runs a token-conditioned update; a failed condition means the claim was lost.
+    async fn held_update(
+        &self,
+        claim: &Claim,
+        request: UpdateItemFluentBuilder,
+    ) -> Result<(), LedgerError> {
+        let result = request
+            .condition_expression("#status = :claimed AND claimToken = :token")
+            .expression_attribute_values(":claimed", s(LedgerStatus::Claimed.as_str()))
+            .expression_attribute_values(":token", s(claim.token.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(LedgerError::ClaimLost(claim.key.clone()))
+            }
+            Err(e) => Err(LedgerError::Unavailable(describe(&e))),
+        }
+    }
+}
+
+fn claimable_values(request: UpdateItemFluentBuilder, now_ms: i64) -> UpdateItemFluentBuilder {
+    request
+        .expression_attribute_values(":nowS", n(now_ms.div_euclid(1000)))
+        .expression_attribute_values(":nowMs", n(now_ms))
+        .expression_attribute_values(":released", s(LedgerStatus::Released.as_str()))
+        .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
+        .expression_attribute_values(":loop", s(LedgerStatus::LoopRejected.as_str()))
+        .expression_attribute_values(":claimed", s(LedgerStatus::Claimed.as_str()))
+}
+
+fn match_kind_str(kind: MatchKind) -> &'static str {
+    match kind {
+        MatchKind::Start => "start",
+        MatchKind::Resume => "resume",
+    }
+}
+
+/// Decodes a ledger item read back from the table.
+pub fn entry_from_item(item: &Item) -> Option<LedgerEntry> {
+    Some(LedgerEntry {
+        workspace_id: WorkspaceId::new(get_s(item, "workspaceId")?).ok()?,
+        key: DedupKey::from_stored(get_s(item, "dedupKey")?.to_owned()),
+        event_id: EventId::new(get_s(item, "eventId")?).ok()?,
+        target_id: get_s(item, "targetId")?.to_owned(),
+        match_kind: match get_s(item, "matchKind")? {
+            "resume" => MatchKind::Resume,
+            _ => MatchKind::Start,
+        },
+        status: LedgerStatus::parse(get_s(item, "status")?)?,
+        claim_token: get_s(item, "claimToken").map(str::to_owned),
+        lease_until_ms: get_n(item, "leaseUntilMs").unwrap_or(0),
+        run_id: get_s(item, "runId").map(str::to_owned),
+        last_error: get_s(item, "lastError").map(str::to_owned),
+        attempts: get_n(item, "attempts").unwrap_or(0),
+        expires_at: get_n(item, "expiresAt").unwrap_or(0),
+        updated_at_ms: get_n(item, "updatedAtMs").unwrap_or(0),
+    })
+}
+
+#[async_trait]
+impl Ledger for DynamoLedger {
+    async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, LedgerError> {
+        let request = self
+            .update(&req.workspace_id, &req.key)
+            .update_expression(
+                "SET #status = :claimed, claimToken = :token, leaseUntilMs = :lease, \
+                 attempts = if_not_exists(attempts, :zero) + :one, eventId = :event, targetId = :target, \
+                 matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we \
+                 REMOVE runId",
+            )
+            .condition_expression(CLAIMABLE)
+            .expression_attribute_values(":token", s(req.token.as_str()))
+            .expression_attribute_values(":lease", n(req.lease_until_ms))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":event", s(req.event_id.as_str()))
+            .expression_attribute_values(":target", s(req.target_id.as_str()))
+            .expression_attribute_values(":kind", s(match_kind_str(req.match_kind)))
+            .expression_attribute_values(":expires", n(req.expires_at))
+            .expression_attribute_values(":we", s(format!("{}#{}", req.workspace_id, req.event_id)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match claimable_values(request, req.now_ms).send().await {
+            Ok(output) => Ok(ClaimOutcome::Claimed(Claim {
+                workspace_id: req.workspace_id.clone(),
+                key: req.key.clone(),
+                token: req.token.clone(),
+                attempts: output
+                    .attributes()
+                    .and_then(|a| get_n(a, "attempts"))
+                    .unwrap_or(1),
+            })),
+            Err(e) => {
+                let blocking = e
+                    .as_service_error()
+                    .filter(|s| s.is_conditional_check_failed_exception())
+                    .map(|s| match s {
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                            c.item().cloned().unwrap_or_default()
+                        }
+                        _ => Item::new(),
+                    });
+                let Some(old) = blocking else {
+                    return Err(LedgerError::Unavailable(describe(&e)));
+                };
+                Ok(match get_s(&old, "status") {
+                    Some("committed") => ClaimOutcome::Duplicate {
+                        run_id: get_s(&old, "runId").map(str::to_owned),
+                    },
+                    _ => ClaimOutcome::InFlight {
+                        lease_until_ms: get_n(&old, "leaseUntilMs").unwrap_or(0),
+                    },
+                })
+            }
+        }
+    }
+
+    async fn commit(
+        &self,
+        claim: &Claim,
+        run_id: Option<&str>,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let mut request = self
+            .update(&claim.workspace_id, &claim.key)
+            .expression_attribute_values(":committed", s(LedgerStatus::Committed.as_str()))
+            .expression_attribute_values(":expires", n(expires_at))
+            .expression_attribute_values(":nowMs", n(now_ms));
+        request = match run_id {
+            Some(run) => request
+                .update_expression(
+                    "SET #status = :committed, runId = :run, expiresAt = :expires, updatedAtMs = :nowMs \
+                     REMOVE claimToken, leaseUntilMs",
+                )
+                .expression_attribute_values(":run", s(run)),
+            None => request.update_expression(
+                "SET #status = :committed, expiresAt = :expires, updatedAtMs = :nowMs REMOVE claimToken, leaseUntilMs",
+            ),
+        };
+        self.held_update(claim, request).await
+    }
+
+    async fn release(
+        &self,
+        claim: &Claim,
+        release: &Release,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let request = self
+            .update(&claim.workspace_id, &claim.key)
+            .expression_attribute_values(":nowMs", n(now_ms));
+        let request = match release {
+            Release::Retry { error } => request
+                .update_expression(
+                    "SET #status = :released, lastError = :error, updatedAtMs = :nowMs REMOVE claimToken, leaseUntilMs",
+                )
+                .expression_attribute_values(":released", s(LedgerStatus::Released.as_str()))
+                .expression_attribute_values(":error", s(error.as_str())),
+            Release::DeadLetter { reason, expires_at } => request
+                .update_expression(
+                    "SET #status = :dead, lastError = :error, expiresAt = :expires, updatedAtMs = :nowMs \
+                     REMOVE claimToken, leaseUntilMs",
+                )
+                .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
+                .expression_attribute_values(":error", s(reason.as_str()))
+                .expression_attribute_values(":expires", n(*expires_at)),
+        };
+        self.held_update(claim, request).await
+    }
+
+    async fn record_unclaimed(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
+        let set_error = if entry.last_error.is_some() {
+            ", lastError = :error"
+        } else {
+            ""
+        };
+        let mut request = self
+            .update(&entry.workspace_id, &entry.key)
+            .update_expression(format!(
+                "SET #status = :new, eventId = :event, targetId = :target, matchKind = :kind, \
+                 expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we{set_error}, \
+                 attempts = if_not_exists(attempts, :zero) + :one REMOVE claimToken, leaseUntilMs, runId"
+            ))
+            .condition_expression(CLAIMABLE)
+            .expression_attribute_values(":new", s(entry.status.as_str()))
+            .expression_attribute_values(":event", s(entry.event_id.as_str()))
+            .expression_attribute_values(":target", s(entry.target_id.as_str()))
+            .expression_attribute_values(":kind", s(match_kind_str(entry.match_kind)))
+            .expression_attribute_values(":expires", n(entry.expires_at))
+            .expression_attribute_values(":we", s(format!("{}#{}", entry.workspace_id, entry.event_id)))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
+        if let Some(error) = &entry.last_error {
+            request = request.expression_attribute_values(":error", s(error.as_str()));
+        }
+        match claimable_values(request, entry.updated_at_ms).send().await {
+            Ok(_) => Ok(()),
+            // A committed item or a live claim wins over an unclaimed outcome.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(LedgerError::Unavailable(describe(&e))),
+        }
+    }
+
+    async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        key: &DedupKey,
+    ) -> Result<Option<LedgerEntry>, LedgerError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("workspaceId", s(workspace.as_str()))
+            .key("dedupKey", s(key.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| LedgerError::Unavailable(describe(&e)))?;
+        Ok(output.item().and_then(entry_from_item))
+    }
+}

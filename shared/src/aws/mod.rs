@@ -1,0 +1,38 @@
+//! AWS adapters of the ports: DynamoDB (subscriptions, resume waits, the dedup ledger)
+//! and SQS (the queues between stages). Clients are built once per cold start and honour
+//! `AWS_ENDPOINT_URL`, which is how the local emulators are reached.
+
+pub mod attrs;
+pub mod ledger;
+pub mod resume;
+pub mod sqs;
+pub mod subscriptions;
+pub mod tables;
+
+pub use ledger::DynamoLedger;
+pub use resume::DynamoResumeStore;
+pub use sqs::SqsQueue;
+pub use subscriptions::DynamoSubscriptionStore;
+
+/// The shared SDK configuration (region, credentials, endpoint) of this process.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+/// Renders an SDK error with its service error code when there is one.
+pub(crate) fn describe<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    R: std::fmt::Debug,
+{
+    match error.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("ServiceError"),
+            service.message().unwrap_or_default()
+        ),
+        None => format!("{error:?}").chars().take(300).collect(),
+    }
+}

@@ -1,0 +1,158 @@
+//! An SQS queue as the queue port: `SendMessageBatch` in chunks of at most 10 entries
+//! and 256 KiB, entries that failed on the service side retried, and visibility changes
+//! for backoff.
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::Client;
+
+use crate::queue::{Queue, QueueError};
+
+/// SQS limits per message and per batch request.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+pub const MAX_BATCH_ENTRIES: usize = 10;
+const SEND_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Self {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends one chunk; returns the indexes (into `chunk`) that still failed.
+    async fn send_chunk(&self, chunk: &[&String]) -> Result<Vec<usize>, QueueError> {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body.as_str())
+                    .build()
+                    .map_err(|e| QueueError::Rejected(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| {
+                QueueError::Unavailable(format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e)))
+            })?;
+        let mut retry = Vec::new();
+        for failed in output.failed() {
+            if failed.sender_fault() {
+                return Err(QueueError::Rejected(format!(
+                    "{}: {}",
+                    failed.code(),
+                    failed.message().unwrap_or_default()
+                )));
+            }
+            retry.extend(failed.id().parse::<usize>().ok());
+        }
+        Ok(retry)
+    }
+}
+
+/// Splits bodies into request-sized chunks (≤ 10 entries, ≤ 256 KiB in total).
+pub fn chunks(bodies: &[String]) -> Result<Vec<Vec<&String>>, QueueError> {
+    let mut out: Vec<Vec<&String>> = Vec::new();
+    let mut size = 0;
+    for body in bodies {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(QueueError::Rejected(format!(
+                "message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte SQS limit",
+                body.len()
+            )));
+        }
+        let fits = out
+            .last()
+            .is_some_and(|c| c.len() < MAX_BATCH_ENTRIES && size + body.len() <= MAX_MESSAGE_BYTES);
+        if !fits {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += body.len();
+        if let Some(current) = out.last_mut() {
+            current.push(body);
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError> {
+        for chunk in chunks(bodies)? {
+            let mut pending = chunk;
+            for attempt in 1..=SEND_ATTEMPTS {
+                let failed = self.send_chunk(&pending).await?;
+                if failed.is_empty() {
+                    break;
+                }
+                if attempt == SEND_ATTEMPTS {
+                    return Err(QueueError::Unavailable(format!(
+                        "{} messages still failed after {SEND_ATTEMPTS} attempts",
+                        failed.len()
+                    )));
+                }
+                pending = failed
+                    .into_iter()
+                    .filter_map(|i| pending.get(i).copied())
+                    .collect();
+            }
+        }
+        Ok(())
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout_secs: u32,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(i32::try_from(timeout_secs).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| {
+                QueueError::Unavailable(format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&e)))
+            })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_entry_count_and_total_size() {
+        let small: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+        let sizes: Vec<usize> = chunks(&small).unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        let big: Vec<String> = (0..3).map(|_| "x".repeat(100 * 1024)).collect();
+        let sizes: Vec<usize> = chunks(&big).unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 1]);
+        let too_big = vec!["x".repeat(MAX_MESSAGE_BYTES + 1)];
+        assert!(matches!(chunks(&too_big), Err(QueueError::Rejected(_))));
+        assert!(chunks(&[]).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,150 @@
+//! Subscriptions in DynamoDB: the subscription document plus the key attributes its
+//! queries need. Every operation is keyed by workspace, so one tenant can never read
+//! another's subscriptions.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+
+use super::attrs::{doc, n, s, Item};
+use super::{describe, tables::SUBSCRIPTIONS_BY_ROUTE};
+use crate::ids::{SubscriptionId, WorkspaceId};
+use crate::store::StoreError;
+use crate::subscription::{Route, Subscription, SubscriptionStore};
+
+#[derive(Debug, Clone)]
+pub struct DynamoSubscriptionStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoSubscriptionStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+/// The sparse index key of an active start subscription.
+pub fn route_key(workspace: &WorkspaceId, route: &Route) -> String {
+    match route {
+        Route::SourceType(t) => format!("{workspace}#source:{}", t.as_str()),
+        Route::Connector(c) => format!("{workspace}#connector:{c}"),
+    }
+}
+
+fn route_of(subscription: &Subscription) -> Route {
+    match &subscription.connector_instance_id {
+        Some(c) => Route::Connector(c.clone()),
+        None => Route::SourceType(subscription.source_type),
+    }
+}
+
+fn to_item(subscription: &Subscription) -> Result<Item, StoreError> {
+    let document =
+        serde_json::to_string(subscription).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut item = Item::from([
+        (
+            "workspaceId".to_owned(),
+            s(subscription.workspace_id.as_str()),
+        ),
+        (
+            "subscriptionId".to_owned(),
+            s(subscription.subscription_id.as_str()),
+        ),
+        ("state".to_owned(), s(subscription.state.as_str())),
+        (
+            "sourceType".to_owned(),
+            s(subscription.source_type.as_str()),
+        ),
+        (
+            "createdAt".to_owned(),
+            n(subscription.created_at.unix_timestamp()),
+        ),
+        ("doc".to_owned(), s(document)),
+    ]);
+    if subscription.is_matchable() {
+        item.insert(
+            "routeKey".to_owned(),
+            s(route_key(
+                &subscription.workspace_id,
+                &route_of(subscription),
+            )),
+        );
+    }
+    Ok(item)
+}
+
+fn unavailable<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    R: std::fmt::Debug,
+{
+    StoreError::Unavailable(describe(error))
+}
+
+#[async_trait]
+impl SubscriptionStore for DynamoSubscriptionStore {
+    async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("workspaceId", s(workspace.as_str()))
+            .key("subscriptionId", s(id.as_str()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        output.item().map(doc).transpose()
+    }
+
+    async fn list_matchable(
+        &self,
+        workspace: &WorkspaceId,
+        route: &Route,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(SUBSCRIPTIONS_BY_ROUTE)
+                .key_condition_expression("routeKey = :rk")
+                .expression_attribute_values(":rk", s(route_key(workspace, route)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            for item in output.items() {
+                let subscription: Subscription = doc(item)?;
+                // The index is eventually consistent: re-check what it claims.
+                if &subscription.workspace_id == workspace && subscription.is_matchable() {
+                    found.push(subscription);
+                }
+            }
+            start = output.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(subscription)?))
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! The table layouts (one table per concern: different access patterns, TTLs and IAM
+//! scopes) and their creation, used by local setup and the emulator tests. The SAM
+//! template declares the same schema for real deployments.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+
+/// Subscriptions: `workspaceId` / `subscriptionId`; GSI `byRoute` (`routeKey` =
+/// `{workspace}#source:{type}` or `{workspace}#connector:{id}`, present only while the
+/// subscription is an active start subscription, so the index is sparse).
+pub const SUBSCRIPTIONS_BY_ROUTE: &str = "byRoute";
+/// Ledger: `workspaceId` / `dedupKey`; GSI `byEvent` (`workspaceEvent` = `{workspace}#{eventId}`).
+pub const LEDGER_BY_EVENT: &str = "byEvent";
+
+fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, String> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn attr(name: &str) -> Result<AttributeDefinition, String> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn index(name: &str, hash: &str, range: &str) -> Result<GlobalSecondaryIndex, String> {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(hash, KeyType::Hash)?)
+        .key_schema(key(range, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn create(
+    client: &Client,
+    table: &str,
+    hash: &str,
+    range: Option<&str>,
+    gsi: Option<(&str, &str, &str)>,
+    ttl: Option<&str>,
+) -> Result<(), String> {
+    let mut request = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(hash, KeyType::Hash)?)
+        .attribute_definitions(attr(hash)?);
+    if let Some(range) = range {
+        request = request
+            .key_schema(key(range, KeyType::Range)?)
+            .attribute_definitions(attr(range)?);
+    }
+    if let Some((name, gh, gr)) = gsi {
+        request = request
+            .global_secondary_indexes(index(name, gh, gr)?)
+            .attribute_definitions(attr(gh)?);
+        if Some(gr) != range && gr != hash {
+            request = request.attribute_definitions(attr(gr)?);
+        }
+    }
+    match request.send().await {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(format!("create table {table}: {}", super::describe(&e))),
+    }
+    if let Some(attribute) = ttl {
+        let spec = TimeToLiveSpecification::builder()
+            .attribute_name(attribute)
+            .enabled(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        // Already enabled is fine.
+        let _ = client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(spec)
+            .send()
+            .await;
+    }
+    Ok(())
+}
+
+/// Creates the three tables if they do not exist.
+pub async fn create_all(
+    client: &Client,
+    subscriptions: &str,
+    resumes: &str,
+    ledger: &str,
+) -> Result<(), String> {
+    create(
+        client,
+        subscriptions,
+        "workspaceId",
+        Some("subscriptionId"),
+        Some((SUBSCRIPTIONS_BY_ROUTE, "routeKey", "subscriptionId")),
+        None,
+    )
+    .await?;
+    create(client, resumes, "resumeId", None, None, Some("expiresAt")).await?;
+    create(
+        client,
+        ledger,
+        "workspaceId",
+        Some("dedupKey"),
+        Some((LEDGER_BY_EVENT, "workspaceEvent", "dedupKey")),
+        Some("expiresAt"),
+    )
+    .await
+}

@@ -1,0 +1,303 @@
+//! The dedup ledger protocol. One item per `hash(subscription-or-resume id, eventId)`:
+//! *claim* it (with a lease) before the RPC, *commit* it only after the Workflow Service
+//! confirmed the dispatch, *release* it when the dispatch failed so a redelivery can try
+//! again. A committed item means duplicate; a live claim means another worker is on it.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::ids::{EventId, WorkspaceId};
+
+/// `trigger.dedup.v1:` + hex(sha256("<len a>:" a "<len b>:" b)), lengths in UTF-8 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DedupKey(String);
+
+impl DedupKey {
+    pub fn new(target_id: &str, event_id: &str) -> Self {
+        let mut hasher = Sha256::new();
+        for part in [target_id, event_id] {
+            hasher.update(part.len().to_string().as_bytes());
+            hasher.update(b":");
+            hasher.update(part.as_bytes());
+        }
+        Self(format!(
+            "trigger.dedup.v1:{}",
+            hex::encode(hasher.finalize())
+        ))
+    }
+
+    /// A key read back from storage.
+    pub fn from_stored(key: String) -> Self {
+        Self(key)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DedupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether a ledger item belongs to a start subscription or a resume wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchKind {
+    Start,
+    Resume,
+}
+
+/// Where an item is in the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerStatus {
+    /// A worker holds the key until its lease passes.
+    Claimed,
+    /// Dispatch confirmed: later deliveries are duplicates until `expiresAt`.
+    Committed,
+    /// A failed attempt gave the key back; the next delivery may claim it.
+    Released,
+    /// Dispatch failed for good; replay may claim it again.
+    DeadLettered,
+    /// The loop guard refused the event; nothing was sent.
+    LoopRejected,
+}
+
+impl LedgerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerStatus::Claimed => "claimed",
+            LedgerStatus::Committed => "committed",
+            LedgerStatus::Released => "released",
+            LedgerStatus::DeadLettered => "dead_lettered",
+            LedgerStatus::LoopRejected => "loop_rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            LedgerStatus::Claimed,
+            LedgerStatus::Committed,
+            LedgerStatus::Released,
+            LedgerStatus::DeadLettered,
+            LedgerStatus::LoopRejected,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// What one ledger item records: enough to answer "what happened to event X".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    pub workspace_id: WorkspaceId,
+    pub key: DedupKey,
+    pub event_id: EventId,
+    /// The subscription id (start) or resume id (resume).
+    pub target_id: String,
+    pub match_kind: MatchKind,
+    pub status: LedgerStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_token: Option<String>,
+    /// Epoch milliseconds until which a claim is held.
+    #[serde(default)]
+    pub lease_until_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    /// Epoch seconds after which the item is ignored (and deleted by TTL).
+    pub expires_at: i64,
+    pub updated_at_ms: i64,
+}
+
+impl LedgerEntry {
+    /// Whether a new claim may take this item over at `now_ms`.
+    pub fn is_claimable(&self, now_ms: i64) -> bool {
+        if self.expires_at * 1000 <= now_ms {
+            return true;
+        }
+        match self.status {
+            LedgerStatus::Committed => false,
+            LedgerStatus::Claimed => self.lease_until_ms <= now_ms,
+            LedgerStatus::Released | LedgerStatus::DeadLettered | LedgerStatus::LoopRejected => {
+                true
+            }
+        }
+    }
+}
+
+/// A request to claim a key before dispatching.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub workspace_id: WorkspaceId,
+    pub key: DedupKey,
+    pub event_id: EventId,
+    pub target_id: String,
+    pub match_kind: MatchKind,
+    pub token: String,
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+    /// Retention of the item (epoch seconds), refreshed by commit.
+    pub expires_at: i64,
+}
+
+/// A held claim: commit or release it with the same token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub workspace_id: WorkspaceId,
+    pub key: DedupKey,
+    pub token: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed(Claim),
+    /// Already dispatched: skip the RPC.
+    Duplicate {
+        run_id: Option<String>,
+    },
+    /// Another worker holds a live lease.
+    InFlight {
+        lease_until_ms: i64,
+    },
+}
+
+/// How a claim is given back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// A retryable failure: the next delivery may claim again.
+    Retry { error: String },
+    /// Permanent failure or retries exhausted; kept until `expires_at` (epoch seconds).
+    DeadLetter { reason: String, expires_at: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LedgerError {
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    /// The claim was taken over (its lease passed) before this worker finished.
+    #[error("claim on {0} was lost")]
+    ClaimLost(DedupKey),
+}
+
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, LedgerError>;
+
+    /// Marks a confirmed dispatch; conditioned on the claim token.
+    async fn commit(
+        &self,
+        claim: &Claim,
+        run_id: Option<&str>,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Gives the key back after a failed dispatch; conditioned on the claim token.
+    async fn release(
+        &self,
+        claim: &Claim,
+        release: &Release,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// Records an outcome reached without a claim (loop rejected, permanent failure
+    /// before any RPC). Never overwrites a committed item or a live claim.
+    async fn record_unclaimed(&self, entry: &LedgerEntry) -> Result<(), LedgerError>;
+
+    async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        key: &DedupKey,
+    ) -> Result<Option<LedgerEntry>, LedgerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_reproduces_the_upstream_formula() {
+        let expected = format!(
+            "trigger.dedup.v1:{}",
+            hex::encode(Sha256::digest(b"1:a3:b:c"))
+        );
+        assert_eq!(DedupKey::new("a", "b:c").as_str(), expected);
+    }
+
+    #[test]
+    fn key_is_deterministic_and_varies_with_either_part() {
+        let k = DedupKey::new("sub", "evt");
+        assert_eq!(k, DedupKey::new("sub", "evt"));
+        assert_ne!(k, DedupKey::new("sub2", "evt"));
+        assert_ne!(k, DedupKey::new("sub", "evt2"));
+        assert!(k.as_str().starts_with("trigger.dedup.v1:"));
+        assert_eq!(k.as_str().len(), "trigger.dedup.v1:".len() + 64);
+    }
+
+    #[test]
+    fn length_prefix_prevents_aliasing() {
+        assert_ne!(DedupKey::new("a", "b:c"), DedupKey::new("a:b", "c"));
+        assert_ne!(DedupKey::new("ab", "c"), DedupKey::new("a", "bc"));
+    }
+
+    #[test]
+    fn lengths_are_utf8_bytes() {
+        let expected = format!(
+            "trigger.dedup.v1:{}",
+            hex::encode(Sha256::digest("2:é1:x".as_bytes()))
+        );
+        assert_eq!(DedupKey::new("é", "x").as_str(), expected);
+    }
+
+    fn entry(status: LedgerStatus, lease_until_ms: i64, expires_at: i64) -> LedgerEntry {
+        LedgerEntry {
+            workspace_id: WorkspaceId::new("ws").unwrap(),
+            key: DedupKey::new("s", "e"),
+            event_id: EventId::new("e").unwrap(),
+            target_id: "s".into(),
+            match_kind: MatchKind::Start,
+            status,
+            claim_token: None,
+            lease_until_ms,
+            run_id: None,
+            last_error: None,
+            attempts: 1,
+            expires_at,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn claimability_follows_status_lease_and_expiry() {
+        let now = 10_000;
+        assert!(!entry(LedgerStatus::Committed, 0, 100).is_claimable(now));
+        assert!(
+            entry(LedgerStatus::Committed, 0, 10).is_claimable(now),
+            "expired"
+        );
+        assert!(!entry(LedgerStatus::Claimed, 10_001, 100).is_claimable(now));
+        assert!(
+            entry(LedgerStatus::Claimed, 10_000, 100).is_claimable(now),
+            "lease passed"
+        );
+        for status in [
+            LedgerStatus::Released,
+            LedgerStatus::DeadLettered,
+            LedgerStatus::LoopRejected,
+        ] {
+            assert!(entry(status, 0, 100).is_claimable(now));
+            assert_eq!(LedgerStatus::parse(status.as_str()), Some(status));
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Retry delays for transient dispatch failures. SQS visibility timeouts are whole
+//! seconds, so the schedule is 1, 2, 4, 8, ... s (capped), plus up to 25% jitter so a
+//! burst of failures does not come back as a burst.
+
+/// Exponential backoff with a cap and additive jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base_secs: u32,
+    pub cap_secs: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base_secs: 1,
+            // SQS allows up to 12 h; a stuck Workflow Service should not park work longer
+            // than 15 min per attempt.
+            cap_secs: 900,
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before the attempt after attempt number `attempt` (1-based), with `jitter`
+    /// in `[0, 1)` scaling the extra 0–25%.
+    pub fn delay_secs(&self, attempt: u32, jitter: f64) -> u32 {
+        let exponent = attempt.saturating_sub(1).min(31);
+        let raw = u64::from(self.base_secs).saturating_mul(1u64 << exponent);
+        let capped = raw.min(u64::from(self.cap_secs));
+        let extra = (capped as f64 * 0.25 * jitter.clamp(0.0, 1.0)).floor() as u64;
+        u32::try_from((capped + extra).min(u64::from(self.cap_secs))).unwrap_or(self.cap_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doubles_per_attempt_without_jitter() {
+        let b = Backoff::default();
+        let delays: Vec<u32> = (1..=6).map(|n| b.delay_secs(n, 0.0)).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32]);
+    }
+
+    #[test]
+    fn is_capped_even_for_huge_attempt_numbers() {
+        let b = Backoff::default();
+        assert_eq!(b.delay_secs(11, 0.0), 900);
+        assert_eq!(b.delay_secs(u32::MAX, 0.99), 900);
+    }
+
+    #[test]
+    fn jitter_adds_at_most_a_quarter() {
+        let b = Backoff::default();
+        assert_eq!(b.delay_secs(4, 0.999), 9);
+        assert_eq!(b.delay_secs(6, 0.5), 36);
+        assert_eq!(b.delay_secs(6, 7.0), 40, "jitter is clamped");
+    }
+}

@@ -1,0 +1,100 @@
+//! The message between match and dispatch: one per match, carrying everything the
+//! dispatcher needs (and the full event, for the dead-letter record).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::dedup::{DedupKey, MatchKind};
+use crate::event::NormalizedEvent;
+use crate::ids::{ResumeId, SubscriptionId, WorkspaceId};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DispatchMessage {
+    /// The tenant the dispatch runs in (the subscription's, or the event's for resumes).
+    pub workspace_id: WorkspaceId,
+    pub event: NormalizedEvent,
+    pub target: DispatchTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum DispatchTarget {
+    Start {
+        subscription_id: SubscriptionId,
+        workflow_id: String,
+        #[serde(default)]
+        workflow_version_id: Option<String>,
+        /// Resolved `inputMapping`, or why it could not be resolved.
+        #[serde(default)]
+        inputs: Map<String, Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mapping_error: Option<String>,
+    },
+    Resume {
+        resume_id: ResumeId,
+        run_id: String,
+        step_id: String,
+        event_key: String,
+    },
+}
+
+impl DispatchMessage {
+    /// The subscription or resume id the dedup key is derived from.
+    pub fn target_id(&self) -> &str {
+        match &self.target {
+            DispatchTarget::Start {
+                subscription_id, ..
+            } => subscription_id.as_str(),
+            DispatchTarget::Resume { resume_id, .. } => resume_id.as_str(),
+        }
+    }
+
+    pub fn match_kind(&self) -> MatchKind {
+        match self.target {
+            DispatchTarget::Start { .. } => MatchKind::Start,
+            DispatchTarget::Resume { .. } => MatchKind::Resume,
+        }
+    }
+
+    pub fn dedup_key(&self) -> DedupKey {
+        DedupKey::new(self.target_id(), self.event.event_id.as_str())
+    }
+
+    /// The base audit attributes of upstream: start `{subscriptionId, workflowVersionId}`,
+    /// resume `{resumeId, runId, stepId, eventKey}` (`eventId` is a top-level field).
+    pub fn audit_attrs(&self) -> Map<String, Value> {
+        let mut attrs = Map::new();
+        match &self.target {
+            DispatchTarget::Start {
+                subscription_id,
+                workflow_version_id,
+                ..
+            } => {
+                attrs.insert("subscriptionId".into(), subscription_id.as_str().into());
+                attrs.insert(
+                    "workflowVersionId".into(),
+                    workflow_version_id
+                        .clone()
+                        .map_or(Value::Null, Value::String),
+                );
+            }
+            DispatchTarget::Resume {
+                resume_id,
+                run_id,
+                step_id,
+                event_key,
+            } => {
+                attrs.insert("resumeId".into(), resume_id.as_str().into());
+                attrs.insert("runId".into(), run_id.as_str().into());
+                attrs.insert("stepId".into(), step_id.as_str().into());
+                attrs.insert("eventKey".into(), event_key.as_str().into());
+            }
+        }
+        attrs
+    }
+}

@@ -1,0 +1,480 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::audit::AuditName as A;
+use crate::clock::ManualClock;
+use crate::dedup::{LedgerStatus, MatchKind};
+use crate::ids::WorkspaceId;
+use crate::memory::{MemoryLedger, MemoryResumeStore, RecordingAuditSink, ScriptedWorkflow};
+use crate::resume::{ResumeKey, ResumeStore, ResumeWait};
+
+struct Harness {
+    ledger: Arc<MemoryLedger>,
+    workflow: Arc<ScriptedWorkflow>,
+    resumes: Arc<MemoryResumeStore>,
+    audit: Arc<RecordingAuditSink>,
+    clock: Arc<ManualClock>,
+    dispatcher: Dispatcher,
+}
+
+fn harness_with(settings: Settings) -> Harness {
+    let ledger = Arc::new(MemoryLedger::default());
+    let workflow = Arc::new(ScriptedWorkflow::default());
+    let resumes = Arc::new(MemoryResumeStore::default());
+    let audit = Arc::new(RecordingAuditSink::default());
+    let clock = Arc::new(ManualClock::at_ms(1_700_000_000_000));
+    let mut dispatcher = Dispatcher::new(
+        ledger.clone(),
+        workflow.clone(),
+        resumes.clone(),
+        audit.clone(),
+        clock.clone(),
+        DispatchSettings::from_settings(Arc::new(settings)),
+    );
+    dispatcher.jitter = || 0.0;
+    Harness {
+        ledger,
+        workflow,
+        resumes,
+        audit,
+        clock,
+        dispatcher,
+    }
+}
+
+fn harness() -> Harness {
+    harness_with(Settings::from_lookup(|_| None).unwrap())
+}
+
+fn event(depth: u32) -> crate::event::NormalizedEvent {
+    serde_json::from_value(json!({
+        "eventId": "evt-1", "kind": "step.succeeded", "depth": depth,
+        "source": {"type": "internal", "occurredAt": "t"},
+        "data": {"runId": "r1", "stepId": "s1", "out": 1}
+    }))
+    .unwrap()
+}
+
+fn start(version: Option<&str>, depth: u32) -> DispatchMessage {
+    serde_json::from_value(json!({
+        "workspaceId": "ws1",
+        "event": event(depth),
+        "target": {"type": "start", "subscriptionId": "sub1", "workflowId": "wf1",
+                   "workflowVersionId": version, "inputs": {"a": 1}}
+    }))
+    .unwrap()
+}
+
+fn resume() -> DispatchMessage {
+    let key = ResumeKey {
+        run_id: "r1".into(),
+        step_id: "s1".into(),
+        event_key: "step.succeeded".into(),
+    };
+    DispatchMessage {
+        workspace_id: WorkspaceId::new("ws1").unwrap(),
+        event: event(0),
+        target: DispatchTarget::Resume {
+            resume_id: key.resume_id(),
+            run_id: "r1".into(),
+            step_id: "s1".into(),
+            event_key: "step.succeeded".into(),
+        },
+    }
+}
+
+fn attempt(number: u32) -> Attempt {
+    Attempt {
+        number,
+        deadline_ms: None,
+    }
+}
+
+fn status(code: u16) -> Result<(), WorkflowError> {
+    Err(WorkflowError::Status {
+        status: code,
+        body: "x".into(),
+    })
+}
+
+#[tokio::test]
+async fn start_success_sends_dedup_key_and_depth_then_commits() {
+    let h = harness();
+    let msg = start(Some("wv1"), 2);
+    let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    let key = msg.dedup_key();
+    let starts = h.workflow.starts();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].idempotency_key, key.as_str());
+    assert_eq!(starts[0].workspace_id, "ws1");
+    assert_eq!(starts[0].workflow_version_id, "wv1");
+    assert_eq!(
+        starts[0].inputs,
+        json!({"a": 1}).as_object().unwrap().clone()
+    );
+    assert_eq!(starts[0].trigger_depth, 3);
+    let run_id = match outcome {
+        DispatchOutcome::Dispatched { run_id: Some(run) } => run,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.audit.names(), [A::Matched, A::Dispatched]);
+    let entry = h
+        .ledger
+        .get(&msg.workspace_id, &key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.status, LedgerStatus::Committed);
+    assert_eq!(entry.run_id.as_deref(), Some(run_id.as_str()));
+    assert_eq!(entry.match_kind, MatchKind::Start);
+    assert_eq!(entry.expires_at, 1_700_000_000 + 86_400);
+    let dispatched = &h.audit.events()[1];
+    assert_eq!(dispatched.attrs["subscriptionId"], "sub1");
+    assert_eq!(dispatched.attrs["workflowVersionId"], "wv1");
+    assert_eq!(dispatched.event_id.as_deref(), Some("evt-1"));
+}
+
+#[tokio::test]
+async fn duplicate_event_is_not_dispatched_twice() {
+    let h = harness();
+    let msg = start(Some("wv1"), 0);
+    h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    let second = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    assert!(matches!(
+        second,
+        DispatchOutcome::Duplicate { run_id: Some(_) }
+    ));
+    assert_eq!(h.workflow.starts().len(), 1);
+    assert_eq!(
+        h.audit.names(),
+        [A::Matched, A::Dispatched, A::Matched, A::Deduped]
+    );
+}
+
+#[tokio::test]
+async fn committed_key_is_claimable_again_after_the_dedup_ttl() {
+    let h = harness();
+    let msg = start(Some("wv1"), 0);
+    h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    h.clock.advance_ms(86_400 * 1000);
+    let again = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    assert!(matches!(again, DispatchOutcome::Dispatched { .. }));
+    assert_eq!(h.workflow.starts().len(), 2);
+}
+
+#[tokio::test]
+async fn missing_target_version_dead_letters_without_rpc() {
+    let h = harness();
+    for version in [None, Some("")] {
+        h.audit.clear();
+        let msg = start(version, 0);
+        let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+        assert_eq!(
+            outcome,
+            DispatchOutcome::DeadLettered {
+                reason: "start subscription has no target workflow version".into(),
+                retryable: false
+            }
+        );
+        assert_eq!(h.audit.names(), [A::Matched, A::DispatchFailed]);
+        assert_eq!(h.audit.events()[1].attrs["retryable"], false);
+        let entry = h
+            .ledger
+            .get(&msg.workspace_id, &msg.dedup_key())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.status, LedgerStatus::DeadLettered);
+    }
+    assert!(h.workflow.starts().is_empty());
+}
+
+#[tokio::test]
+async fn unresolvable_input_mapping_dead_letters_with_the_reason() {
+    let h = harness();
+    let mut msg = start(Some("wv1"), 0);
+    if let DispatchTarget::Start { mapping_error, .. } = &mut msg.target {
+        *mapping_error = Some("inputMapping.a: no such key".into());
+    }
+    let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    assert!(
+        matches!(outcome, DispatchOutcome::DeadLettered { ref reason, retryable: false } if reason.contains("no such key"))
+    );
+    assert!(h.workflow.starts().is_empty());
+}
+
+#[tokio::test]
+async fn loop_guard_rejects_above_the_limit_and_dispatches_at_it() {
+    let h = harness();
+    let over = h
+        .dispatcher
+        .dispatch(&start(Some("wv1"), 17), attempt(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        over,
+        DispatchOutcome::LoopRejected {
+            depth: 17,
+            limit: 16
+        }
+    );
+    assert_eq!(h.audit.names(), [A::Matched, A::LoopDetected]);
+    assert_eq!(h.audit.events()[1].attrs["depth"], 17);
+    assert_eq!(h.audit.events()[1].attrs["limit"], 16);
+    assert!(h.workflow.starts().is_empty());
+    let at = h
+        .dispatcher
+        .dispatch(&start(Some("wv1"), 16), attempt(1))
+        .await
+        .unwrap();
+    assert!(matches!(at, DispatchOutcome::Dispatched { .. }));
+    assert_eq!(h.workflow.starts()[0].trigger_depth, 17);
+}
+
+#[tokio::test]
+async fn loop_guard_uses_the_workspace_override() {
+    let h = harness_with(
+        Settings::from_lookup(|n| {
+            (n == "TRIGGER_FANOUT_MAX_DEPTH_OVERRIDES").then(|| "ws1=2".to_owned())
+        })
+        .unwrap(),
+    );
+    let outcome = h
+        .dispatcher
+        .dispatch(&start(Some("wv1"), 3), attempt(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        DispatchOutcome::LoopRejected { depth: 3, limit: 2 }
+    );
+    let entry = h.ledger.entries().pop().unwrap();
+    assert_eq!(entry.status, LedgerStatus::LoopRejected);
+}
+
+#[tokio::test]
+async fn transient_failure_releases_and_asks_for_a_retry_with_growing_backoff() {
+    let h = harness();
+    let msg = start(Some("wv1"), 0);
+    h.workflow.script([
+        status(503),
+        Err(WorkflowError::Transport("reset".into())),
+        status(429),
+        status(408),
+    ]);
+    let mut delays = Vec::new();
+    for n in 1..=4 {
+        match h.dispatcher.dispatch(&msg, attempt(n)).await.unwrap() {
+            DispatchOutcome::RetryLater { delay_secs, .. } => delays.push(delay_secs),
+            other => panic!("{other:?}"),
+        }
+        let entry = h
+            .ledger
+            .get(&msg.workspace_id, &msg.dedup_key())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            entry.status,
+            LedgerStatus::Released,
+            "released so the retry can claim"
+        );
+    }
+    assert_eq!(delays, [1, 2, 4, 8]);
+    let last = h.dispatcher.dispatch(&msg, attempt(5)).await.unwrap();
+    assert!(matches!(last, DispatchOutcome::Dispatched { .. }));
+    assert_eq!(h.workflow.starts().len(), 5);
+    assert!(h
+        .workflow
+        .starts()
+        .iter()
+        .all(|s| s.idempotency_key == msg.dedup_key().as_str()));
+    let entry = h
+        .ledger
+        .get(&msg.workspace_id, &msg.dedup_key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.attempts, 5);
+}
+
+#[tokio::test]
+async fn final_attempt_of_a_transient_failure_dead_letters_as_retryable() {
+    let h = harness();
+    let msg = start(Some("wv1"), 0);
+    h.workflow.script([status(500)]);
+    let outcome = h.dispatcher.dispatch(&msg, attempt(6)).await.unwrap();
+    assert!(matches!(
+        outcome,
+        DispatchOutcome::DeadLettered {
+            retryable: true,
+            ..
+        }
+    ));
+    assert_eq!(h.audit.names(), [A::Matched, A::DispatchFailed]);
+    assert_eq!(h.audit.events()[1].attrs["retryable"], true);
+}
+
+#[tokio::test]
+async fn permanent_failure_dead_letters_at_once_and_releases_for_replay() {
+    let h = harness();
+    let msg = start(Some("wv1"), 0);
+    h.workflow.script([status(400)]);
+    let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    match outcome {
+        DispatchOutcome::DeadLettered {
+            reason,
+            retryable: false,
+        } => assert!(reason.contains("400")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.workflow.starts().len(), 1);
+    let failed = &h.audit.events()[1];
+    assert_eq!(failed.audit, A::DispatchFailed);
+    assert!(failed.attrs["reason"].as_str().unwrap().contains("400"));
+    let entry = h
+        .ledger
+        .get(&msg.workspace_id, &msg.dedup_key())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.status, LedgerStatus::DeadLettered);
+    assert!(entry.last_error.unwrap().contains("400"));
+    // The key was not committed: a later healthy attempt (a replay) dispatches.
+    let replay = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    assert!(matches!(replay, DispatchOutcome::Dispatched { .. }));
+}
+
+#[tokio::test]
+async fn undecodable_start_response_is_permanent() {
+    let h = harness();
+    h.workflow
+        .script([Err(WorkflowError::Decode("not a RunRef".into()))]);
+    let outcome = h
+        .dispatcher
+        .dispatch(&start(Some("wv1"), 0), attempt(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        DispatchOutcome::DeadLettered {
+            retryable: false,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_live_claim_elsewhere_means_retry_later_without_rpc() {
+    let h = harness();
+    let msg = start(Some("wv1"), 0);
+    let request = h
+        .dispatcher
+        .claim_request(&msg, &msg.dedup_key(), attempt(1));
+    h.ledger.claim(&request).await.unwrap();
+    let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    assert!(matches!(outcome, DispatchOutcome::RetryLater { .. }));
+    assert!(h.workflow.starts().is_empty());
+    // Once the lease has passed (a crashed worker), the claim is taken over.
+    h.clock.advance_ms(60_000);
+    let outcome = h.dispatcher.dispatch(&msg, attempt(2)).await.unwrap();
+    assert!(matches!(outcome, DispatchOutcome::Dispatched { .. }));
+}
+
+#[tokio::test]
+async fn lease_is_bounded_by_the_deadline() {
+    let h = harness();
+    let msg = start(Some("wv1"), 0);
+    let now = h.clock.now_ms();
+    let request = h.dispatcher.claim_request(
+        &msg,
+        &msg.dedup_key(),
+        Attempt {
+            number: 1,
+            deadline_ms: Some(now + 5_000),
+        },
+    );
+    assert_eq!(request.lease_until_ms, now + 5_000);
+    let request = h
+        .dispatcher
+        .claim_request(&msg, &msg.dedup_key(), attempt(1));
+    assert_eq!(request.lease_until_ms, now + 60_000);
+}
+
+#[tokio::test]
+async fn resume_delivers_event_data_and_deletes_the_wait() {
+    let h = harness();
+    let msg = resume();
+    let DispatchTarget::Resume { resume_id, .. } = &msg.target else {
+        unreachable!()
+    };
+    h.resumes
+        .put(&ResumeWait {
+            resume_id: resume_id.clone(),
+            run_id: "r1".into(),
+            step_id: "s1".into(),
+            event_key: "step.succeeded".into(),
+            selector: None,
+            workspace_id: None,
+            expires_at: i64::MAX,
+        })
+        .await
+        .unwrap();
+    let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    assert_eq!(outcome, DispatchOutcome::Dispatched { run_id: None });
+    let raises = h.workflow.raises();
+    assert_eq!(raises.len(), 1);
+    assert_eq!(
+        (raises[0].run_id.as_str(), raises[0].step_id.as_str()),
+        ("r1", "s1")
+    );
+    assert_eq!(raises[0].event_name, "step.succeeded");
+    assert_eq!(raises[0].workspace_id, "ws1");
+    assert_eq!(raises[0].payload, msg.event.data);
+    assert_eq!(raises[0].idempotency_key, msg.dedup_key().as_str());
+    assert_eq!(h.audit.names(), [A::Matched, A::ResumeDelivered]);
+    assert_eq!(h.audit.events()[1].attrs["resumeId"], resume_id.as_str());
+    assert!(
+        h.resumes.get(resume_id).await.unwrap().is_none(),
+        "one-shot"
+    );
+    let again = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    assert!(matches!(again, DispatchOutcome::Duplicate { .. }));
+    assert_eq!(h.workflow.raises().len(), 1);
+}
+
+#[tokio::test]
+async fn resume_to_unknown_run_is_a_permanent_failure() {
+    let h = harness();
+    h.workflow.script([status(404)]);
+    let outcome = h.dispatcher.dispatch(&resume(), attempt(1)).await.unwrap();
+    assert!(matches!(
+        outcome,
+        DispatchOutcome::DeadLettered {
+            retryable: false,
+            ..
+        }
+    ));
+    assert_eq!(h.audit.names(), [A::Matched, A::DispatchFailed]);
+}
+
+#[tokio::test]
+async fn concurrent_dispatches_of_one_key_start_one_run() {
+    let h = harness();
+    let msg = start(Some("wv1"), 0);
+    let (a, b) = tokio::join!(
+        h.dispatcher.dispatch(&msg, attempt(1)),
+        h.dispatcher.dispatch(&msg, attempt(1))
+    );
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, DispatchOutcome::Dispatched { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(h.workflow.starts().len(), 1);
+}

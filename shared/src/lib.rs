@@ -1,0 +1,27 @@
+//! custos-trigger: the event-trigger service of the workflow platform. This crate holds
+//! the whole pipeline (Normalize → Classify → Match → Dedup → Dispatch) behind small
+//! ports, with in-memory adapters for unit tests and AWS adapters for the Lambdas.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod audit;
+pub mod aws;
+pub mod classify;
+pub mod clock;
+pub mod config;
+pub mod dedup;
+pub mod dispatch;
+pub mod event;
+pub mod ids;
+pub mod mapping;
+pub mod matching;
+pub mod memory;
+pub mod normalize;
+pub mod queue;
+pub mod resume;
+pub mod runtime;
+pub mod selector;
+pub mod stage;
+pub mod store;
+pub mod subscription;
+pub mod workflow;

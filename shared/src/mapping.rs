@@ -1,0 +1,236 @@
+//! Input mapping: `${{ expr }}` placeholders in a start subscription's `inputMapping`
+//! are CEL over `event` (and `inputs` for a manual fire). A value that is exactly one
+//! placeholder keeps the expression's JSON type; placeholders inside longer strings are
+//! interpolated as text. A mapping that cannot be resolved is a permanent failure.
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::selector::{CompiledExpr, EventScope, SelectorCache};
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("inputMapping.{path}: {reason}")]
+pub struct MappingError {
+    /// Dotted location of the failing value inside the mapping.
+    pub path: String,
+    pub reason: String,
+}
+
+/// Resolves every placeholder of `mapping` against `scope`.
+pub fn resolve(
+    mapping: &Map<String, Value>,
+    scope: &EventScope,
+    cache: &SelectorCache,
+) -> Result<Map<String, Value>, MappingError> {
+    let resolver = Resolver { scope, cache };
+    mapping
+        .iter()
+        .map(|(key, value)| Ok((key.clone(), resolver.value(value, key)?)))
+        .collect()
+}
+
+/// Checks every placeholder compiles (at authoring time), without evaluating.
+pub fn validate(mapping: &Map<String, Value>) -> Result<(), MappingError> {
+    fn walk(value: &Value, path: &str) -> Result<(), MappingError> {
+        match value {
+            Value::String(text) => {
+                for segment in parse(text, path)? {
+                    if let Segment::Expr(expr) = segment {
+                        compile(expr, path)?;
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            Value::Object(map) => map
+                .iter()
+                .try_for_each(|(k, v)| walk(v, &format!("{path}.{k}"))),
+            _ => Ok(()),
+        }
+    }
+    mapping.iter().try_for_each(|(k, v)| walk(v, k))
+}
+
+#[derive(Debug, PartialEq)]
+enum Segment<'a> {
+    Text(&'a str),
+    Expr(&'a str),
+}
+
+fn parse<'a>(text: &'a str, path: &str) -> Result<Vec<Segment<'a>>, MappingError> {
+    let mut segments = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        if start > 0 {
+            segments.push(Segment::Text(&rest[..start]));
+        }
+        let after = &rest[start + 3..];
+        let end = after.find("}}").ok_or_else(|| MappingError {
+            path: path.to_owned(),
+            reason: "placeholder `${{` is not closed by `}}`".to_owned(),
+        })?;
+        segments.push(Segment::Expr(after[..end].trim()));
+        rest = &after[end + 2..];
+    }
+    if !rest.is_empty() {
+        segments.push(Segment::Text(rest));
+    }
+    Ok(segments)
+}
+
+fn compile(expr: &str, path: &str) -> Result<CompiledExpr, MappingError> {
+    CompiledExpr::mapping(expr).map_err(|e| MappingError {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+struct Resolver<'a> {
+    scope: &'a EventScope,
+    cache: &'a SelectorCache,
+}
+
+impl Resolver<'_> {
+    fn value(&self, value: &Value, path: &str) -> Result<Value, MappingError> {
+        match value {
+            Value::String(text) => self.string(text, path),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| self.value(v, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()
+                .map(Value::Array),
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.value(v, &format!("{path}.{k}"))?)))
+                .collect::<Result<_, _>>()
+                .map(Value::Object),
+            other => Ok(other.clone()),
+        }
+    }
+
+    fn string(&self, text: &str, path: &str) -> Result<Value, MappingError> {
+        let segments = parse(text, path)?;
+        match segments.as_slice() {
+            [] => Ok(Value::String(String::new())),
+            [Segment::Expr(expr)] => self.evaluate(expr, path),
+            _ => {
+                let mut out = String::with_capacity(text.len());
+                for segment in segments {
+                    match segment {
+                        Segment::Text(t) => out.push_str(t),
+                        Segment::Expr(expr) => match self.evaluate(expr, path)? {
+                            Value::String(s) => out.push_str(&s),
+                            other => out.push_str(&other.to_string()),
+                        },
+                    }
+                }
+                Ok(Value::String(out))
+            }
+        }
+    }
+
+    fn evaluate(&self, expr: &str, path: &str) -> Result<Value, MappingError> {
+        let fail = |reason: String| MappingError {
+            path: path.to_owned(),
+            reason,
+        };
+        let compiled = self.cache.mapping(expr).map_err(|e| fail(e.to_string()))?;
+        let value = compiled
+            .evaluate(self.scope)
+            .map_err(|e| fail(format!("`{expr}`: {e}")))?;
+        value
+            .json()
+            .map_err(|e| fail(format!("`{expr}` has no JSON form: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope() -> EventScope {
+        EventScope::from_json(
+            json!({"kind": "pr.opened", "data": {"n": 3, "repo": "acme/api", "tags": ["a"], "ok": true}}),
+            None,
+        )
+    }
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn exact_placeholders_keep_their_json_type() {
+        let resolved = resolve(
+            &map(json!({
+                "n": "${{ event.data.n }}", "ok": "${{event.data.ok}}",
+                "tags": "${{ event.data.tags }}", "sum": "${{ event.data.n + 1 }}",
+                "obj": "${{ event.data }}", "lit": 7
+            })),
+            &scope(),
+            &SelectorCache::default(),
+        )
+        .unwrap();
+        assert_eq!(resolved["n"], json!(3));
+        assert_eq!(resolved["ok"], json!(true));
+        assert_eq!(resolved["tags"], json!(["a"]));
+        assert_eq!(resolved["sum"], json!(4));
+        assert_eq!(resolved["obj"]["repo"], json!("acme/api"));
+        assert_eq!(resolved["lit"], json!(7));
+    }
+
+    #[test]
+    fn placeholders_inside_text_are_interpolated() {
+        let resolved = resolve(
+            &map(json!({"msg": "repo ${{ event.data.repo }} has ${{ event.data.n }} PRs", "plain": "x"})),
+            &scope(),
+            &SelectorCache::default(),
+        )
+        .unwrap();
+        assert_eq!(resolved["msg"], json!("repo acme/api has 3 PRs"));
+        assert_eq!(resolved["plain"], json!("x"));
+    }
+
+    #[test]
+    fn nested_structures_are_resolved() {
+        let resolved = resolve(
+            &map(json!({"outer": {"list": ["${{ event.kind }}", 1]}})),
+            &scope(),
+            &SelectorCache::default(),
+        )
+        .unwrap();
+        assert_eq!(resolved["outer"]["list"], json!(["pr.opened", 1]));
+    }
+
+    #[test]
+    fn failures_name_the_location_and_reason() {
+        let cache = SelectorCache::default();
+        let err = resolve(
+            &map(json!({"a": {"b": "${{ event.data.missing }}"}})),
+            &scope(),
+            &cache,
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "a.b");
+        assert!(err.reason.contains("event.data.missing"));
+        let err = resolve(&map(json!({"a": "${{ event.kind"})), &scope(), &cache).unwrap_err();
+        assert!(err.reason.contains("not closed"));
+        let err = resolve(&map(json!({"a": "${{ nope.x }}"})), &scope(), &cache).unwrap_err();
+        assert!(err.reason.contains("nope"));
+    }
+
+    #[test]
+    fn validate_compiles_without_evaluating() {
+        assert!(validate(&map(
+            json!({"a": "${{ event.data.missing }}", "b": ["${{ inputs.x }}"]})
+        ))
+        .is_ok());
+        let err = validate(&map(json!({"a": {"b": ["${{ event. }}"]}}))).unwrap_err();
+        assert_eq!(err.path, "a.b[0]");
+    }
+}

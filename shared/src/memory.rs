@@ -1,0 +1,332 @@
+//! In-memory adapters of every port, for unit tests of the pipeline logic. The AWS
+//! adapters are tested against real emulators; these never stand in for them there.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEvent, AuditName, AuditSink};
+use crate::dedup::{
+    Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,
+    Release,
+};
+use crate::ids::{ResumeId, SubscriptionId, WorkspaceId};
+use crate::queue::{Queue, QueueError};
+use crate::resume::{ResumeStore, ResumeWait};
+use crate::store::StoreError;
+use crate::subscription::{Route, Subscription, SubscriptionStore};
+use crate::workflow::{RaiseEventRequest, RunRef, StartRunRequest, WorkflowClient, WorkflowError};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Default)]
+pub struct MemorySubscriptionStore(Mutex<Vec<Subscription>>);
+
+#[async_trait]
+impl SubscriptionStore for MemorySubscriptionStore {
+    async fn get(
+        &self,
+        ws: &WorkspaceId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        Ok(lock(&self.0)
+            .iter()
+            .find(|s| &s.workspace_id == ws && &s.subscription_id == id)
+            .cloned())
+    }
+
+    async fn list_matchable(
+        &self,
+        ws: &WorkspaceId,
+        route: &Route,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        Ok(lock(&self.0)
+            .iter()
+            .filter(|s| &s.workspace_id == ws && s.is_matchable())
+            .filter(|s| match route {
+                Route::SourceType(t) => s.source_type == *t && s.connector_instance_id.is_none(),
+                Route::Connector(c) => s.connector_instance_id.as_deref() == Some(c.as_str()),
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let mut all = lock(&self.0);
+        all.retain(|s| {
+            !(s.workspace_id == subscription.workspace_id
+                && s.subscription_id == subscription.subscription_id)
+        });
+        all.push(subscription.clone());
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryResumeStore(Mutex<HashMap<ResumeId, ResumeWait>>);
+
+#[async_trait]
+impl ResumeStore for MemoryResumeStore {
+    async fn get(&self, id: &ResumeId) -> Result<Option<ResumeWait>, StoreError> {
+        Ok(lock(&self.0).get(id).cloned())
+    }
+
+    async fn put(&self, wait: &ResumeWait) -> Result<(), StoreError> {
+        lock(&self.0).insert(wait.resume_id.clone(), wait.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, id: &ResumeId) -> Result<bool, StoreError> {
+        Ok(lock(&self.0).remove(id).is_some())
+    }
+}
+
+/// The ledger protocol over a map; the same rules the DynamoDB conditions express.
+#[derive(Debug, Default)]
+pub struct MemoryLedger(Mutex<HashMap<(WorkspaceId, DedupKey), LedgerEntry>>);
+
+impl MemoryLedger {
+    pub fn entries(&self) -> Vec<LedgerEntry> {
+        lock(&self.0).values().cloned().collect()
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, LedgerError> {
+        let mut items = lock(&self.0);
+        let slot = (req.workspace_id.clone(), req.key.clone());
+        let previous = items.get(&slot).cloned();
+        if let Some(existing) = previous.as_ref().filter(|e| !e.is_claimable(req.now_ms)) {
+            return Ok(match existing.status {
+                LedgerStatus::Committed => ClaimOutcome::Duplicate {
+                    run_id: existing.run_id.clone(),
+                },
+                _ => ClaimOutcome::InFlight {
+                    lease_until_ms: existing.lease_until_ms,
+                },
+            });
+        }
+        let attempts = previous.as_ref().map_or(0, |e| e.attempts) + 1;
+        items.insert(
+            slot,
+            LedgerEntry {
+                workspace_id: req.workspace_id.clone(),
+                key: req.key.clone(),
+                event_id: req.event_id.clone(),
+                target_id: req.target_id.clone(),
+                match_kind: req.match_kind,
+                status: LedgerStatus::Claimed,
+                claim_token: Some(req.token.clone()),
+                lease_until_ms: req.lease_until_ms,
+                run_id: None,
+                last_error: previous.and_then(|e| e.last_error),
+                attempts,
+                expires_at: req.expires_at,
+                updated_at_ms: req.now_ms,
+            },
+        );
+        Ok(ClaimOutcome::Claimed(Claim {
+            workspace_id: req.workspace_id.clone(),
+            key: req.key.clone(),
+            token: req.token.clone(),
+            attempts,
+        }))
+    }
+
+    async fn commit(
+        &self,
+        claim: &Claim,
+        run_id: Option<&str>,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let mut items = lock(&self.0);
+        let entry = held(&mut items, claim)?;
+        entry.status = LedgerStatus::Committed;
+        entry.claim_token = None;
+        entry.run_id = run_id.map(str::to_owned);
+        entry.expires_at = expires_at;
+        entry.updated_at_ms = now_ms;
+        Ok(())
+    }
+
+    async fn release(
+        &self,
+        claim: &Claim,
+        release: &Release,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let mut items = lock(&self.0);
+        let entry = held(&mut items, claim)?;
+        entry.claim_token = None;
+        entry.updated_at_ms = now_ms;
+        match release {
+            Release::Retry { error } => {
+                entry.status = LedgerStatus::Released;
+                entry.last_error = Some(error.clone());
+            }
+            Release::DeadLetter { reason, expires_at } => {
+                entry.status = LedgerStatus::DeadLettered;
+                entry.last_error = Some(reason.clone());
+                entry.expires_at = *expires_at;
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_unclaimed(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
+        let mut items = lock(&self.0);
+        let slot = (entry.workspace_id.clone(), entry.key.clone());
+        if items
+            .get(&slot)
+            .is_some_and(|e| !e.is_claimable(entry.updated_at_ms))
+        {
+            return Ok(());
+        }
+        items.insert(slot, entry.clone());
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        ws: &WorkspaceId,
+        key: &DedupKey,
+    ) -> Result<Option<LedgerEntry>, LedgerError> {
+        Ok(lock(&self.0).get(&(ws.clone(), key.clone())).cloned())
+    }
+}
+
+fn held<'a>(
+    items: &'a mut HashMap<(WorkspaceId, DedupKey), LedgerEntry>,
+    claim: &Claim,
+) -> Result<&'a mut LedgerEntry, LedgerError> {
+    items
+        .get_mut(&(claim.workspace_id.clone(), claim.key.clone()))
+        .filter(|e| {
+            e.status == LedgerStatus::Claimed && e.claim_token.as_deref() == Some(&claim.token)
+        })
+        .ok_or_else(|| LedgerError::ClaimLost(claim.key.clone()))
+}
+
+/// Records sent bodies and visibility changes.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    sent: Mutex<Vec<String>>,
+    visibility: Mutex<Vec<(String, u32)>>,
+    fail_sends: Mutex<bool>,
+}
+
+impl MemoryQueue {
+    pub fn sent(&self) -> Vec<String> {
+        lock(&self.sent).clone()
+    }
+
+    pub fn take_sent(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.sent))
+    }
+
+    pub fn visibility_changes(&self) -> Vec<(String, u32)> {
+        lock(&self.visibility).clone()
+    }
+
+    pub fn fail_sends(&self, fail: bool) {
+        *lock(&self.fail_sends) = fail;
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError> {
+        if *lock(&self.fail_sends) {
+            return Err(QueueError::Unavailable("injected".into()));
+        }
+        lock(&self.sent).extend(bodies.iter().cloned());
+        Ok(())
+    }
+
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        timeout_secs: u32,
+    ) -> Result<(), QueueError> {
+        lock(&self.visibility).push((receipt_handle.to_owned(), timeout_secs));
+        Ok(())
+    }
+}
+
+/// Keeps every audit event, in order.
+#[derive(Debug, Default)]
+pub struct RecordingAuditSink(Mutex<Vec<AuditEvent>>);
+
+impl RecordingAuditSink {
+    pub fn events(&self) -> Vec<AuditEvent> {
+        lock(&self.0).clone()
+    }
+
+    pub fn names(&self) -> Vec<AuditName> {
+        lock(&self.0).iter().map(|e| e.audit).collect()
+    }
+
+    pub fn clear(&self) {
+        lock(&self.0).clear();
+    }
+}
+
+impl AuditSink for RecordingAuditSink {
+    fn emit(&self, event: AuditEvent) {
+        lock(&self.0).push(event);
+    }
+}
+
+/// A scripted Workflow Service: answers from a queue of results (success when empty),
+/// records every call. Same idempotency key → same run id, like the real one.
+#[derive(Debug, Default)]
+pub struct ScriptedWorkflow {
+    script: Mutex<VecDeque<Result<(), WorkflowError>>>,
+    starts: Mutex<Vec<StartRunRequest>>,
+    raises: Mutex<Vec<RaiseEventRequest>>,
+}
+
+impl ScriptedWorkflow {
+    /// Queues the results of the next calls.
+    pub fn script(&self, results: impl IntoIterator<Item = Result<(), WorkflowError>>) {
+        lock(&self.script).extend(results);
+    }
+
+    pub fn starts(&self) -> Vec<StartRunRequest> {
+        lock(&self.starts).clone()
+    }
+
+    pub fn raises(&self) -> Vec<RaiseEventRequest> {
+        lock(&self.raises).clone()
+    }
+
+    fn next(&self) -> Result<(), WorkflowError> {
+        lock(&self.script).pop_front().unwrap_or(Ok(()))
+    }
+}
+
+#[async_trait]
+impl WorkflowClient for ScriptedWorkflow {
+    async fn start_run(&self, request: &StartRunRequest) -> Result<RunRef, WorkflowError> {
+        lock(&self.starts).push(request.clone());
+        self.next()?;
+        let suffix: String = request.idempotency_key.chars().rev().take(12).collect();
+        Ok(RunRef {
+            run_id: format!("run-{suffix}"),
+            status: "queued".into(),
+            workspace_id: request.workspace_id.clone(),
+            workflow_version_id: request.workflow_version_id.clone(),
+            started_at: None,
+        })
+    }
+
+    async fn raise_event(&self, request: &RaiseEventRequest) -> Result<(), WorkflowError> {
+        lock(&self.raises).push(request.clone());
+        self.next()
+    }
+}

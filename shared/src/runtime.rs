@@ -1,0 +1,198 @@
+//! What the Lambda `main`s call: logging set-up compatible with Lambda's log controls,
+//! adapter wiring from settings (done once per cold start), and one handler per
+//! function that turns an SQS batch into a partial-batch response.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use serde_json::Value;
+
+use crate::audit::{AuditSink, JsonLinesAuditSink};
+use crate::aws::{DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore, SqsQueue};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigError, Settings};
+use crate::dispatch::{DispatchMessage, DispatchSettings, Dispatcher};
+use crate::event::QueuedEvent;
+use crate::stage::batch::{self, MissingMessageId, OnParseError, Received, RetryMessage};
+use crate::stage::{ingest, DispatchStage, IngestStage, MatchStage};
+use crate::workflow::http::HttpWorkflowClient;
+
+/// Messages of one batch handled at once.
+pub const BATCH_CONCURRENCY: usize = 8;
+/// CloudWatch metric namespace of the audit counters.
+pub const METRIC_NAMESPACE: &str = "Custos/Trigger";
+
+/// JSON logs (text when `AWS_LAMBDA_LOG_FORMAT=Text`) at `AWS_LAMBDA_LOG_LEVEL`,
+/// else `LOG_LEVEL`, else info.
+pub fn init_tracing() {
+    let level = ["AWS_LAMBDA_LOG_LEVEL", "LOG_LEVEL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|l| !l.trim().is_empty()))
+        .unwrap_or_else(|| "info".to_owned())
+        .to_ascii_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .without_time();
+    let _ = if text {
+        builder.try_init()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    };
+}
+
+/// Shared pieces every function builds once.
+pub struct Wiring {
+    pub settings: Arc<Settings>,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub audit: Arc<dyn AuditSink>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Wiring {
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let settings = Arc::new(Settings::from_env()?);
+        let config = crate::aws::sdk_config().await;
+        Ok(Self {
+            settings,
+            dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            audit: Arc::new(JsonLinesAuditSink::stdout(METRIC_NAMESPACE)),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    fn queue(
+        &self,
+        url: &Option<String>,
+        variable: &'static str,
+    ) -> Result<Arc<SqsQueue>, ConfigError> {
+        Ok(Arc::new(SqsQueue::new(
+            self.sqs.clone(),
+            Settings::require(url, variable)?,
+        )))
+    }
+
+    fn table(&self, name: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
+        Settings::require(name, variable).map(str::to_owned)
+    }
+
+    pub fn ingest_stage(&self) -> Result<IngestStage, ConfigError> {
+        Ok(IngestStage {
+            normalized_queue: self
+                .queue(&self.settings.normalized_queue_url, "NORMALIZED_QUEUE_URL")?,
+        })
+    }
+
+    pub fn match_stage(&self) -> Result<MatchStage, ConfigError> {
+        let s = &self.settings;
+        Ok(MatchStage::new(
+            Arc::new(DynamoSubscriptionStore::new(
+                self.dynamodb.clone(),
+                self.table(&s.subscriptions_table, "SUBSCRIPTIONS_TABLE")?,
+            )),
+            Arc::new(DynamoResumeStore::new(
+                self.dynamodb.clone(),
+                self.table(&s.resume_table, "RESUME_TABLE")?,
+            )),
+            self.queue(&s.dispatch_queue_url, "DISPATCH_QUEUE_URL")?,
+            Arc::clone(&self.audit),
+            Arc::clone(&self.clock),
+            s.subscription_cache_secs,
+        ))
+    }
+
+    pub fn dispatch_stage(&self) -> Result<DispatchStage, ConfigError> {
+        let s = &self.settings;
+        let url = Settings::require(&s.workflow_service_url, "WORKFLOW_SERVICE_URL")?;
+        let workflow = HttpWorkflowClient::new(url).map_err(|e| ConfigError {
+            variable: "WORKFLOW_SERVICE_URL",
+            reason: e.to_string(),
+        })?;
+        let dispatcher = Dispatcher::new(
+            Arc::new(DynamoLedger::new(
+                self.dynamodb.clone(),
+                self.table(&s.ledger_table, "LEDGER_TABLE")?,
+            )),
+            Arc::new(workflow),
+            Arc::new(DynamoResumeStore::new(
+                self.dynamodb.clone(),
+                self.table(&s.resume_table, "RESUME_TABLE")?,
+            )),
+            Arc::clone(&self.audit),
+            Arc::clone(&self.clock),
+            DispatchSettings::from_settings(Arc::clone(s)),
+        );
+        Ok(DispatchStage {
+            dispatcher,
+            queue: self.queue(&s.dispatch_queue_url, "DISPATCH_QUEUE_URL")?,
+        })
+    }
+}
+
+/// Workflow lifecycle envelopes → normalized queue. Malformed envelopes are dropped with
+/// a logged reason; a valid one is acknowledged only once it is enqueued.
+pub async fn ingest_workflow_events(
+    stage: &IngestStage,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, MissingMessageId> {
+    batch::run(
+        event,
+        BATCH_CONCURRENCY,
+        OnParseError::Drop,
+        |m: Received<Value>| async move {
+            let queued = match ingest::lifecycle_envelope(&m.body) {
+                Ok(queued) => queued,
+                Err(error) => {
+                    tracing::warn!(message_id = m.message_id, %error, "workflow envelope dropped");
+                    return Ok(());
+                }
+            };
+            stage
+                .enqueue(std::slice::from_ref(&queued))
+                .await
+                .map_err(|e| RetryMessage(e.to_string()))
+        },
+    )
+    .await
+}
+
+/// Normalized events → dispatch messages. An unparseable event goes to the DLQ.
+pub async fn match_events(
+    stage: &MatchStage,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, MissingMessageId> {
+    batch::run(
+        event,
+        BATCH_CONCURRENCY,
+        OnParseError::Fail,
+        |m: Received<QueuedEvent>| async move {
+            stage
+                .handle(&m.body)
+                .await
+                .map(|_| ())
+                .map_err(|e| RetryMessage(e.to_string()))
+        },
+    )
+    .await
+}
+
+/// Dispatch messages → Workflow Service.
+pub async fn dispatch_messages(
+    stage: &DispatchStage,
+    event: SqsEvent,
+    deadline_ms: Option<i64>,
+) -> Result<SqsBatchResponse, MissingMessageId> {
+    batch::run(event, BATCH_CONCURRENCY, OnParseError::Fail, |m: Received<DispatchMessage>| async move {
+        stage.handle(m, deadline_ms).await.map(|_| ())
+    })
+    .await
+}

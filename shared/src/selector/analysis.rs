@@ -1,0 +1,219 @@
+//! Static checks on a parsed selector, done once at compile time: caps on nesting,
+//! unbound roots, obvious boolean-operator type mismatches, and the literal equality
+//! "pins" (`event.kind == "pr.opened"`) the matcher's pre-filter indexes on.
+
+use cel::common::ast::{EntryExpr, Expr, LiteralValue};
+use cel::IdedExpr;
+
+/// A literal an indexable top-level conjunct compares a field with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PinValue {
+    String(String),
+    Bool(bool),
+}
+
+/// `path == literal`, a conjunct at the top level of the selector: the selector can
+/// only be true for events whose field at `path` equals `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// Field path under `event`, e.g. `["data", "repo"]`.
+    pub path: Vec<String>,
+    pub value: PinValue,
+}
+
+/// What the static pass found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnalysisError {
+    TooDeep { limit: usize },
+    UnboundName(String),
+    TypeMismatch(String),
+}
+
+/// Envelope fields whose type is known to be a string (never a bool).
+const STRING_FIELDS: &[&[&str]] = &[
+    &["kind"],
+    &["subject"],
+    &["eventId"],
+    &["schemaVersion"],
+    &["source", "type"],
+    &["source", "occurredAt"],
+    &["raw", "body"],
+];
+
+pub struct Analysis {
+    pub pins: Vec<Pin>,
+}
+
+/// Walks `expr` once; `roots` are the names a selector may reference.
+pub fn analyse(
+    expr: &IdedExpr,
+    roots: &[&str],
+    max_depth: usize,
+) -> Result<Analysis, AnalysisError> {
+    let mut walker = Walker {
+        roots,
+        scope: Vec::new(),
+        max_depth,
+    };
+    walker.walk(expr, 1)?;
+    let mut pins = Vec::new();
+    collect_pins(expr, &mut pins);
+    Ok(Analysis { pins })
+}
+
+struct Walker<'a> {
+    roots: &'a [&'a str],
+    scope: Vec<String>,
+    max_depth: usize,
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, expr: &IdedExpr, depth: usize) -> Result<(), AnalysisError> {
+        if depth > self.max_depth {
+            return Err(AnalysisError::TooDeep {
+                limit: self.max_depth,
+            });
+        }
+        let next = depth + 1;
+        match &expr.expr {
+            Expr::Unspecified | Expr::Literal(_) => Ok(()),
+            Expr::Ident(name) => self.check_name(name),
+            Expr::Select(select) => self.walk(&select.operand, next),
+            Expr::Call(call) => {
+                if is_boolean_operator(&call.func_name) {
+                    if let Some(bad) = call.args.iter().find(|a| is_known_non_bool(a)) {
+                        return Err(AnalysisError::TypeMismatch(format!(
+                            "operator {} needs boolean operands, got {}",
+                            display_operator(&call.func_name),
+                            describe(bad)
+                        )));
+                    }
+                }
+                if let Some(target) = &call.target {
+                    self.walk(target, next)?;
+                }
+                call.args.iter().try_for_each(|a| self.walk(a, next))
+            }
+            Expr::List(list) => list.elements.iter().try_for_each(|e| self.walk(e, next)),
+            Expr::Map(map) => map.entries.iter().try_for_each(|entry| match &entry.expr {
+                EntryExpr::MapEntry(e) => {
+                    self.walk(&e.key, next)?;
+                    self.walk(&e.value, next)
+                }
+                EntryExpr::StructField(f) => self.walk(&f.value, next),
+            }),
+            Expr::Struct(st) => st.entries.iter().try_for_each(|entry| match &entry.expr {
+                EntryExpr::MapEntry(e) => self.walk(&e.value, next),
+                EntryExpr::StructField(f) => self.walk(&f.value, next),
+            }),
+            Expr::Comprehension(comp) => {
+                self.walk(&comp.iter_range, next)?;
+                let before = self.scope.len();
+                self.scope.push(comp.iter_var.clone());
+                if let Some(second) = &comp.iter_var2 {
+                    self.scope.push(second.clone());
+                }
+                self.scope.push(comp.accu_var.clone());
+                let result = [
+                    &comp.accu_init,
+                    &comp.loop_cond,
+                    &comp.loop_step,
+                    &comp.result,
+                ]
+                .into_iter()
+                .try_for_each(|e| self.walk(e, next));
+                self.scope.truncate(before);
+                result
+            }
+        }
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), AnalysisError> {
+        let known = name.starts_with('@')
+            || self.roots.contains(&name)
+            || self.scope.iter().any(|s| s == name);
+        if known {
+            Ok(())
+        } else {
+            Err(AnalysisError::UnboundName(name.to_owned()))
+        }
+    }
+}
+
+fn is_boolean_operator(name: &str) -> bool {
+    matches!(name, "_&&_" | "_||_" | "!_")
+}
+
+fn display_operator(name: &str) -> &str {
+    match name {
+        "_&&_" => "&&",
+        "_||_" => "||",
+        _ => "!",
+    }
+}
+
+fn is_known_non_bool(expr: &IdedExpr) -> bool {
+    match &expr.expr {
+        Expr::Literal(LiteralValue::Boolean(_)) => false,
+        Expr::Literal(_) | Expr::List(_) | Expr::Map(_) => true,
+        Expr::Select(_) => event_path(expr).is_some_and(|path| {
+            STRING_FIELDS
+                .iter()
+                .any(|known| known.iter().copied().eq(path.iter().map(String::as_str)))
+        }),
+        _ => false,
+    }
+}
+
+fn describe(expr: &IdedExpr) -> String {
+    match event_path(expr) {
+        Some(path) => format!("string field event.{}", path.join(".")),
+        None => "a non-boolean literal".to_owned(),
+    }
+}
+
+/// `event.a.b` → `["a", "b"]`; anything else (including `has(...)` tests) → None.
+pub fn event_path(expr: &IdedExpr) -> Option<Vec<String>> {
+    let mut fields = Vec::new();
+    let mut cursor = expr;
+    loop {
+        match &cursor.expr {
+            Expr::Select(select) if !select.test => {
+                fields.push(select.field.clone());
+                cursor = &select.operand;
+            }
+            Expr::Ident(name) if name == "event" && !fields.is_empty() => {
+                fields.reverse();
+                return Some(fields);
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn pin_value(expr: &IdedExpr) -> Option<PinValue> {
+    match &expr.expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(PinValue::String(s.inner().to_owned())),
+        Expr::Literal(LiteralValue::Boolean(b)) => Some(PinValue::Bool(*b.inner())),
+        _ => None,
+    }
+}
+
+fn collect_pins(expr: &IdedExpr, pins: &mut Vec<Pin>) {
+    let Expr::Call(call) = &expr.expr else {
+        return;
+    };
+    match (call.func_name.as_str(), call.args.as_slice()) {
+        ("_&&_", args) => args.iter().for_each(|a| collect_pins(a, pins)),
+        ("_==_", [left, right]) => {
+            let pin = match (event_path(left), pin_value(right)) {
+                (Some(path), Some(value)) => Some(Pin { path, value }),
+                _ => event_path(right)
+                    .zip(pin_value(left))
+                    .map(|(path, value)| Pin { path, value }),
+            };
+            pins.extend(pin);
+        }
+        _ => {}
+    }
+}

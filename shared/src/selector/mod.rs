@@ -1,0 +1,199 @@
+//! Selectors are CEL boolean expressions over `event`. They are compiled (and checked)
+//! once when authored, cached per `(subscription id, expression hash)`, and evaluated
+//! against one per-event scope; an evaluation error or a non-boolean result is a
+//! no-match that the caller gets to report, never a panic.
+
+pub mod analysis;
+pub mod cache;
+pub mod desugar;
+pub mod value;
+
+use std::sync::{Arc, LazyLock};
+
+use cel::{Context, Env, Program, Value as CelValue};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::event::{NormalizedEvent, SourceType};
+pub use analysis::{Pin, PinValue};
+pub use cache::SelectorCache;
+pub use desugar::{desugar, MatchType};
+
+/// Longest selector source accepted, in bytes.
+pub const MAX_SELECTOR_LEN: usize = 4096;
+/// Deepest expression tree accepted.
+pub const MAX_SELECTOR_DEPTH: usize = 48;
+
+/// The selector cannot be stored (API: 422 `trigger.selector_invalid`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SelectorError {
+    #[error("selector is invalid: {0}")]
+    Invalid(String),
+}
+
+/// Why evaluating a compiled selector did not produce a boolean.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EvalError {
+    /// The expression ran but produced a non-boolean (audited as
+    /// `trigger.selector_type_error`).
+    #[error("selector evaluated to {result_type}, not bool")]
+    NotBoolean { result_type: String },
+    /// A runtime error: a missing field, an operator on the wrong types, ...
+    #[error("selector evaluation failed: {0}")]
+    Execution(String),
+}
+
+/// The shared CEL environment (standard library, macros), built once per process.
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+
+/// `hex(sha256(expr))`, the cache-key component of an expression.
+pub fn expression_hash(expr: &str) -> String {
+    hex::encode(Sha256::digest(expr.as_bytes()))
+}
+
+/// A checked, compiled expression.
+#[derive(Debug)]
+pub struct CompiledExpr {
+    source: String,
+    program: Program,
+    pins: Vec<Pin>,
+}
+
+impl CompiledExpr {
+    /// Compiles a selector (root `event`).
+    pub fn selector(source: &str) -> Result<Self, SelectorError> {
+        Self::compile(source, &["event"])
+    }
+
+    /// Compiles an input-mapping expression (roots `event` and `inputs`).
+    pub fn mapping(source: &str) -> Result<Self, SelectorError> {
+        Self::compile(source, &["event", "inputs"])
+    }
+
+    fn compile(source: &str, roots: &[&str]) -> Result<Self, SelectorError> {
+        let invalid = |m: String| SelectorError::Invalid(m);
+        if source.trim().is_empty() {
+            return Err(invalid("expression is empty".into()));
+        }
+        if source.len() > MAX_SELECTOR_LEN {
+            return Err(invalid(format!(
+                "expression is {} bytes, the limit is {MAX_SELECTOR_LEN}",
+                source.len()
+            )));
+        }
+        // Bound nesting before the parser recurses into it.
+        if bracket_depth(source) > MAX_SELECTOR_DEPTH {
+            return Err(invalid(format!(
+                "expression nests deeper than {MAX_SELECTOR_DEPTH} levels"
+            )));
+        }
+        let program = ENV
+            .compile(source)
+            .map_err(|e| invalid(format!("syntax error: {e}")))?;
+        let analysis =
+            analysis::analyse(program.expression(), roots, MAX_SELECTOR_DEPTH).map_err(|e| {
+                invalid(match e {
+                    analysis::AnalysisError::TooDeep { limit } => {
+                        format!("expression nests deeper than {limit} levels")
+                    }
+                    analysis::AnalysisError::UnboundName(name) => format!(
+                        "unknown name {name:?}: expressions may only use {}",
+                        roots.join(", ")
+                    ),
+                    analysis::AnalysisError::TypeMismatch(m) => format!("type mismatch: {m}"),
+                })
+            })?;
+        Ok(Self {
+            source: source.to_owned(),
+            program,
+            pins: analysis.pins,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Top-level `event.<path> == literal` conjuncts (used by the pre-filter).
+    pub fn pins(&self) -> &[Pin] {
+        &self.pins
+    }
+
+    /// Runs the expression in `scope`, returning its raw CEL value.
+    pub fn evaluate(&self, scope: &EventScope) -> Result<CelValue, EvalError> {
+        self.program
+            .execute(&scope.context)
+            .map_err(|e| EvalError::Execution(e.to_string()))
+    }
+
+    /// Runs the expression as a predicate.
+    pub fn matches(&self, scope: &EventScope) -> Result<bool, EvalError> {
+        match self.evaluate(scope)? {
+            CelValue::Bool(b) => Ok(b),
+            other => Err(EvalError::NotBoolean {
+                result_type: other.type_of().to_string(),
+            }),
+        }
+    }
+}
+
+fn bracket_depth(source: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in source.bytes() {
+        match c {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// One event made ready for evaluation: converted to CEL once, then shared by every
+/// candidate selector and mapping expression.
+pub struct EventScope {
+    context: Context<'static, 'static>,
+    json: Value,
+}
+
+impl EventScope {
+    /// Binds `event` (and, for a manual fire, `inputs` = the fire's inputs).
+    pub fn new(event: &NormalizedEvent) -> Self {
+        let json = event.to_json();
+        let inputs = (event.source.source_type == SourceType::Manual)
+            .then(|| json.get("data").cloned())
+            .flatten();
+        Self::from_json(json, inputs)
+    }
+
+    /// Binds a plain JSON object as `event` (selector tests, the `:test` route).
+    pub fn from_json(event: Value, inputs: Option<Value>) -> Self {
+        let mut context = Context::with_env(Arc::clone(&ENV));
+        context.add_variable_from_value("event", value::to_cel(&event));
+        if let Some(inputs) = &inputs {
+            context.add_variable_from_value("inputs", value::to_cel(inputs));
+        }
+        Self {
+            context,
+            json: event,
+        }
+    }
+
+    /// The event as JSON (the pre-filter reads pinned fields from it).
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The value at `path` under `event`, if any.
+    pub fn field(&self, path: &[String]) -> Option<&Value> {
+        path.iter()
+            .try_fold(&self.json, |v, seg| v.get(seg.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+
+fn event() -> Value {
+    json!({
+        "schemaVersion": "1", "eventId": "e1", "kind": "pr.opened", "subject": "s",
+        "source": {"type": "webhook", "occurredAt": "t", "connectorInstanceId": "ci1"},
+        "data": {"repo": "acme/api", "branch": "main", "n": 3, "labels": ["a", "b"],
+                 "image": "ghcr.io/acme/app"},
+        "raw": {"headers": {}, "body": ""}, "depth": 0
+    })
+}
+
+fn eval(expr: &str) -> Result<bool, EvalError> {
+    CompiledExpr::selector(expr)
+        .unwrap()
+        .matches(&EventScope::from_json(event(), None))
+}
+
+fn compile_error(expr: &str) -> String {
+    match CompiledExpr::selector(expr) {
+        Err(SelectorError::Invalid(m)) => m,
+        Ok(_) => panic!("{expr} compiled"),
+    }
+}
+
+#[test]
+fn standard_functions_and_macros_are_available() {
+    for expr in [
+        r#"event.kind == "pr.opened""#,
+        r#"event.data.repo.startsWith("acme/")"#,
+        r#"event.data.repo.endsWith("/api")"#,
+        r#"event.data.repo.contains("me/a")"#,
+        r#"event.data.branch.matches("^ma.n$")"#,
+        r#"has(event.data.repo) && !has(event.data.nope)"#,
+        r#"size(event.data.labels) == 2"#,
+        r#""a" in event.data.labels"#,
+        r#"event.data.n + 1 == 4"#,
+        r#"event.data.labels.exists(l, l == "b")"#,
+        r#"event.source.connectorInstanceId == "ci1" || false"#,
+    ] {
+        assert_eq!(eval(expr), Ok(true), "{expr}");
+    }
+    assert_eq!(eval(r#"event.data.repo == "other""#), Ok(false));
+}
+
+#[test]
+fn compile_rejects_syntax_unbound_roots_and_type_mismatch() {
+    assert!(compile_error("event.kind ==").contains("syntax"));
+    assert!(compile_error(r#"inputs.foo == "x""#).contains("inputs"));
+    assert!(compile_error("event.kind && event.subject").contains("type mismatch"));
+    assert!(compile_error(r#"!"x""#).contains("type mismatch"));
+    assert!(compile_error("   ").contains("empty"));
+    // Comprehension variables are bound inside their macro only.
+    assert!(CompiledExpr::selector("event.data.labels.all(x, x != \"\")").is_ok());
+    assert!(compile_error("event.data.labels.all(x, x != y)").contains("\"y\""));
+}
+
+#[test]
+fn compile_caps_length_and_nesting() {
+    let long = format!("event.kind == \"{}\"", "a".repeat(MAX_SELECTOR_LEN));
+    assert!(compile_error(&long).contains("limit"));
+    let deep = format!("{}true{}", "(".repeat(60), ")".repeat(60));
+    assert!(compile_error(&deep).contains("nests deeper"));
+    let chain = vec!["event.data.n == 3"; 60].join(" && ");
+    assert!(CompiledExpr::selector(&chain).is_ok() || compile_error(&chain).contains("nests"));
+}
+
+#[test]
+fn bare_true_is_unconditional() {
+    assert_eq!(eval("true"), Ok(true));
+}
+
+#[test]
+fn missing_fields_and_runtime_errors_are_no_match_errors() {
+    assert!(matches!(
+        eval(r#"event.data.absent == "x""#),
+        Err(EvalError::Execution(_))
+    ));
+    assert!(matches!(
+        eval(r#"!(event.data.absent == "x")"#),
+        Err(EvalError::Execution(_))
+    ));
+    assert_eq!(
+        eval(r#"has(event.data.absent) && event.data.absent == "x""#),
+        Ok(false)
+    );
+}
+
+#[test]
+fn non_boolean_results_report_their_type() {
+    assert_eq!(
+        eval("event.kind"),
+        Err(EvalError::NotBoolean {
+            result_type: "string".into()
+        })
+    );
+    assert_eq!(
+        eval("event.data.n"),
+        Err(EvalError::NotBoolean {
+            result_type: "int".into()
+        })
+    );
+}
+
+#[test]
+fn pins_are_top_level_literal_equalities() {
+    let c = CompiledExpr::selector(
+        r#"event.kind == "pr.opened" && ("acme/api" == event.data.repo && event.data.n > 1)"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.pins(),
+        &[
+            Pin {
+                path: vec!["kind".into()],
+                value: PinValue::String("pr.opened".into())
+            },
+            Pin {
+                path: vec!["data".into(), "repo".into()],
+                value: PinValue::String("acme/api".into())
+            },
+        ]
+    );
+    let disjunction =
+        CompiledExpr::selector(r#"event.kind == "a.b" || event.kind == "c.d""#).unwrap();
+    assert!(disjunction.pins().is_empty());
+    let negated = CompiledExpr::selector(r#"!(event.kind == "a.b")"#).unwrap();
+    assert!(negated.pins().is_empty());
+}
+
+#[test]
+fn cache_returns_one_object_per_owner_and_expression() {
+    let cache = SelectorCache::default();
+    let a = cache.selector("sub1", "true").unwrap();
+    let b = cache.selector("sub1", "true").unwrap();
+    let c = cache.selector("sub2", "true").unwrap();
+    let d = cache.selector("sub1", "false").unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert!(!Arc::ptr_eq(&a, &d));
+    assert_eq!(cache.len(), 3);
+    cache.clear();
+    assert!(cache.is_empty());
+    assert!(!Arc::ptr_eq(&a, &cache.selector("sub1", "true").unwrap()));
+}
+
+#[test]
+fn cache_starts_over_at_capacity_and_refuses_invalid() {
+    let cache = SelectorCache::with_capacity(2);
+    cache.selector("a", "true").unwrap();
+    cache.selector("b", "true").unwrap();
+    cache.selector("c", "true").unwrap();
+    assert_eq!(cache.len(), 1);
+    assert!(cache.selector("d", "event.kind ==").is_err());
+}
+
+#[test]
+fn expression_hash_is_sha256_hex() {
+    assert_eq!(
+        expression_hash("abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
+
+#[test]
+fn desugar_eq_prefix_regex() {
+    assert_eq!(
+        desugar("repo", MatchType::Eq, "acme/api").unwrap(),
+        r#"event.data.repo == "acme/api""#
+    );
+    assert_eq!(
+        desugar("image.name", MatchType::Prefix, "ghcr.io/acme/").unwrap(),
+        r#"event.data.image.name.startsWith("ghcr.io/acme/")"#
+    );
+    assert_eq!(
+        desugar("branch", MatchType::Regex, "^rel-[0-9]+$").unwrap(),
+        r#"event.data.branch.matches("^rel-[0-9]+$")"#
+    );
+}
+
+#[test]
+fn desugared_values_escape_quotes_and_round_trip() {
+    let expr = desugar("q", MatchType::Eq, r#"say "hi" \ bye"#).unwrap();
+    let scope = EventScope::from_json(json!({"data": {"q": r#"say "hi" \ bye"#}}), None);
+    assert_eq!(
+        CompiledExpr::selector(&expr).unwrap().matches(&scope),
+        Ok(true)
+    );
+}
+
+#[test]
+fn desugared_prefix_semantics() {
+    let matches = |prefix: &str| {
+        let expr = desugar("image", MatchType::Prefix, prefix).unwrap();
+        CompiledExpr::selector(&expr)
+            .unwrap()
+            .matches(&EventScope::from_json(event(), None))
+    };
+    assert_eq!(matches("ghcr.io/acme/"), Ok(true));
+    assert_eq!(matches(""), Ok(true));
+    // The prefix minus its trailing char is not the prefix.
+    let scope = EventScope::from_json(json!({"data": {"image": "ghcr.io/acme"}}), None);
+    let expr = desugar("image", MatchType::Prefix, "ghcr.io/acme/").unwrap();
+    assert_eq!(
+        CompiledExpr::selector(&expr).unwrap().matches(&scope),
+        Ok(false)
+    );
+}
+
+#[test]
+fn desugar_rejects_bad_fields_jsonpath_cel_and_bad_regex() {
+    for field in ["", "has-hyphen", "a..b", "1st"] {
+        assert!(desugar(field, MatchType::Eq, "v").is_err(), "{field}");
+    }
+    let SelectorError::Invalid(m) = desugar("a", MatchType::Jsonpath, "$.a").unwrap_err();
+    assert!(m.contains("jsonpath"));
+    assert!(desugar("a", MatchType::Cel, "true").is_err());
+    assert!(desugar("a", MatchType::Regex, "(").is_err());
+}
+
+#[test]
+fn scope_exposes_inputs_only_for_manual_fires() {
+    let manual = crate::normalize::manual_fire(
+        "t",
+        Some("s1"),
+        json!({"x": 1}).as_object().unwrap().clone(),
+        None,
+    )
+    .unwrap();
+    let mapping = CompiledExpr::mapping("inputs.x + 1").unwrap();
+    assert_eq!(
+        mapping.evaluate(&EventScope::new(&manual)).unwrap(),
+        CelValue::Int(2)
+    );
+    let scope = EventScope::from_json(event(), None);
+    assert!(mapping.evaluate(&scope).is_err());
+    assert_eq!(
+        scope.field(&["data".into(), "repo".into()]),
+        Some(&json!("acme/api"))
+    );
+}

@@ -1,0 +1,187 @@
+//! The one SQS batch runner every function uses: parse each record into its typed
+//! body, run the handler on up to `concurrency` records at once, and report only the
+//! failed message ids, so one bad message never re-runs or blocks its neighbours.
+
+use std::future::Future;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::stream::{self, StreamExt};
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+/// One received message with its typed body.
+#[derive(Debug, Clone)]
+pub struct Received<T> {
+    pub message_id: String,
+    pub receipt_handle: String,
+    /// 1-based delivery count (`ApproximateReceiveCount`).
+    pub receive_count: u32,
+    pub body: T,
+}
+
+/// What to do with a record whose body does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnParseError {
+    /// Report it failed so the redrive policy moves it to the DLQ.
+    Fail,
+    /// Acknowledge it with a logged reason (redelivery cannot help and nothing is lost).
+    Drop,
+}
+
+/// The handler wants the message back (it is retried, or moved to the DLQ).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct RetryMessage(pub String);
+
+/// A record SQS delivered without a message id: the batch cannot be partially failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("SQS record without a messageId; failing the whole batch")]
+pub struct MissingMessageId;
+
+/// Runs `handler` over the batch and collects the batch-item failures.
+pub async fn run<T, H, Fut>(
+    event: SqsEvent,
+    concurrency: usize,
+    on_parse_error: OnParseError,
+    handler: H,
+) -> Result<SqsBatchResponse, MissingMessageId>
+where
+    T: DeserializeOwned,
+    H: Fn(Received<T>) -> Fut,
+    Fut: Future<Output = Result<(), RetryMessage>>,
+{
+    if event
+        .records
+        .iter()
+        .any(|r| r.message_id.as_deref().is_none_or(str::is_empty))
+    {
+        return Err(MissingMessageId);
+    }
+    let handler = &handler;
+    let failures: Vec<String> = stream::iter(event.records)
+        .map(|record| async move { process(record, on_parse_error, handler).await })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|failed| async move { failed })
+        .collect()
+        .await;
+    let mut response = SqsBatchResponse::default();
+    for id in failures {
+        response.add_failure(id);
+    }
+    Ok(response)
+}
+
+/// Returns the message id when the record failed.
+async fn process<T, H, Fut>(
+    record: SqsMessage,
+    on_parse_error: OnParseError,
+    handler: &H,
+) -> Option<String>
+where
+    T: DeserializeOwned,
+    H: Fn(Received<T>) -> Fut,
+    Fut: Future<Output = Result<(), RetryMessage>>,
+{
+    let message_id = record.message_id.clone().unwrap_or_default();
+    let receive_count = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    let body = match serde_json::from_str::<T>(record.body.as_deref().unwrap_or_default()) {
+        Ok(body) => body,
+        Err(error) => {
+            return match on_parse_error {
+                OnParseError::Fail => {
+                    tracing::error!(message_id, %error, "unparseable message; leaving it to the DLQ");
+                    Some(message_id)
+                }
+                OnParseError::Drop => {
+                    tracing::warn!(message_id, %error, "malformed message dropped");
+                    None
+                }
+            };
+        }
+    };
+    let received = Received {
+        message_id: message_id.clone(),
+        receipt_handle: record.receipt_handle.unwrap_or_default(),
+        receive_count,
+        body,
+    };
+    match handler(received).await {
+        Ok(()) => None,
+        Err(RetryMessage(reason)) => {
+            tracing::warn!(message_id, reason, "message returned to the queue");
+            Some(message_id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn batch(bodies: &[(&str, &str)]) -> SqsEvent {
+        let records: Vec<_> = bodies
+            .iter()
+            .map(|(id, body)| {
+                json!({"messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
+                       "attributes": {"ApproximateReceiveCount": "3"}})
+            })
+            .collect();
+        serde_json::from_value(json!({ "Records": records })).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_failed_and_unparseable_messages_are_reported() {
+        let event = batch(&[("a", "1"), ("b", "2"), ("c", "not json"), ("d", "4")]);
+        let response = run(
+            event,
+            4,
+            OnParseError::Fail,
+            |m: Received<u32>| async move {
+                assert_eq!(m.receive_count, 3);
+                assert_eq!(m.receipt_handle, format!("rh-{}", m.message_id));
+                if m.body == 2 {
+                    Err(RetryMessage("two".into()))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let mut failed: Vec<_> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        failed.sort_unstable();
+        assert_eq!(failed, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn drop_policy_acknowledges_unparseable_messages() {
+        let response = run(
+            batch(&[("a", "{")]),
+            1,
+            OnParseError::Drop,
+            |_: Received<u32>| async { Ok(()) },
+        )
+        .await
+        .unwrap();
+        assert!(response.batch_item_failures.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_record_without_id_fails_the_batch_instead_of_reporting_an_empty_id() {
+        let event: SqsEvent = serde_json::from_value(json!({"Records": [{"body": "1"}]})).unwrap();
+        let result = run(event, 1, OnParseError::Fail, |_: Received<u32>| async {
+            Ok(())
+        })
+        .await;
+        assert_eq!(result.unwrap_err(), MissingMessageId);
+    }
+}

@@ -1,0 +1,54 @@
+//! The dispatch stage: runs the dispatcher on one received dispatch message and turns
+//! the outcome into an SQS decision: acknowledge, or return the message after setting
+//! its visibility to the backoff delay.
+
+use std::sync::Arc;
+
+use crate::dispatch::{Attempt, DispatchMessage, DispatchOutcome, Dispatcher};
+use crate::queue::Queue;
+use crate::stage::batch::{Received, RetryMessage};
+
+pub struct DispatchStage {
+    pub dispatcher: Dispatcher,
+    /// The dispatch queue itself (visibility changes of received messages).
+    pub queue: Arc<dyn Queue>,
+}
+
+impl DispatchStage {
+    pub async fn handle(
+        &self,
+        message: Received<DispatchMessage>,
+        deadline_ms: Option<i64>,
+    ) -> Result<DispatchOutcome, RetryMessage> {
+        let attempt = Attempt {
+            number: message.receive_count.max(1),
+            deadline_ms,
+        };
+        let body = &message.body;
+        let outcome = self
+            .dispatcher
+            .dispatch(body, attempt)
+            .await
+            .map_err(|e| RetryMessage(e.to_string()))?;
+        tracing::info!(
+            workspace_id = %body.workspace_id,
+            event_id = %body.event.event_id,
+            target_id = body.target_id(),
+            attempt = attempt.number,
+            outcome = outcome.as_str(),
+            "dispatch finished"
+        );
+        if let DispatchOutcome::RetryLater { delay_secs, reason } = &outcome {
+            if let Err(e) = self
+                .queue
+                .change_visibility(&message.receipt_handle, *delay_secs)
+                .await
+            {
+                // The message still comes back, after the queue's default visibility timeout.
+                tracing::warn!(message_id = message.message_id, error = %e, "backoff not applied");
+            }
+            return Err(RetryMessage(reason.clone()));
+        }
+        Ok(outcome)
+    }
+}

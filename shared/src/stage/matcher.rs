@@ -1,0 +1,318 @@
+//! The match stage: classify a queued event, find the start subscriptions whose
+//! selector is true and the resume wait its `(runId, stepId, kind)` names, resolve input
+//! mappings, and send one dispatch message per match.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use thiserror::Error;
+
+use crate::audit::{AuditEvent, AuditName, AuditSink};
+use crate::classify::classify;
+use crate::clock::Clock;
+use crate::dispatch::{DispatchMessage, DispatchTarget};
+use crate::event::{NormalizedEvent, QueuedEvent, SourceType};
+use crate::ids::{SubscriptionId, WorkspaceId};
+use crate::mapping;
+use crate::matching::{self, ResumeDecision, SelectorFailure, StartIndex};
+use crate::queue::{Queue, QueueError};
+use crate::resume::ResumeStore;
+use crate::selector::{EvalError, EventScope, SelectorCache};
+use crate::store::StoreError;
+use crate::subscription::{Route, Subscription, SubscriptionStore};
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+type IndexKey = (WorkspaceId, Route);
+/// When an index was loaded (epoch ms), and the index.
+type LoadedIndex = (i64, Arc<StartIndex>);
+
+/// Compiled start indexes of recently seen `(workspace, route)` pairs.
+#[derive(Default)]
+struct IndexCache {
+    entries: Mutex<HashMap<IndexKey, LoadedIndex>>,
+}
+
+impl IndexCache {
+    fn get(&self, key: &IndexKey, fresh_after_ms: i64) -> Option<Arc<StartIndex>> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(key)
+            .filter(|(loaded, _)| *loaded > fresh_after_ms)
+            .map(|(_, index)| Arc::clone(index))
+    }
+
+    fn put(&self, key: IndexKey, loaded_ms: i64, index: Arc<StartIndex>) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|_, (loaded, _)| *loaded + 600_000 > loaded_ms);
+        entries.insert(key, (loaded_ms, index));
+    }
+}
+
+pub struct MatchStage {
+    pub subscriptions: Arc<dyn SubscriptionStore>,
+    pub resumes: Arc<dyn ResumeStore>,
+    pub dispatch_queue: Arc<dyn Queue>,
+    pub audit: Arc<dyn AuditSink>,
+    pub clock: Arc<dyn Clock>,
+    pub cache: SelectorCache,
+    /// How long a workspace's compiled index is reused (0 = reload per event).
+    pub index_ttl_ms: i64,
+    indexes: IndexCache,
+}
+
+/// What one event produced.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MatchReport {
+    pub start_matches: usize,
+    pub resume_matches: usize,
+}
+
+impl MatchStage {
+    pub fn new(
+        subscriptions: Arc<dyn SubscriptionStore>,
+        resumes: Arc<dyn ResumeStore>,
+        dispatch_queue: Arc<dyn Queue>,
+        audit: Arc<dyn AuditSink>,
+        clock: Arc<dyn Clock>,
+        index_ttl_secs: u64,
+    ) -> Self {
+        Self {
+            subscriptions,
+            resumes,
+            dispatch_queue,
+            audit,
+            clock,
+            cache: SelectorCache::default(),
+            index_ttl_ms: i64::try_from(index_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            indexes: IndexCache::default(),
+        }
+    }
+
+    pub async fn handle(&self, queued: &QueuedEvent) -> Result<MatchReport, MatchError> {
+        let QueuedEvent {
+            workspace_id,
+            event,
+        } = queued;
+        let scope = EventScope::new(event);
+        let arms = classify(event);
+        let mut messages = Vec::new();
+        if arms.to_start {
+            for subscription in self.start_matches(workspace_id, event, &scope).await? {
+                messages.push(self.start_message(workspace_id, event, &scope, &subscription));
+            }
+        }
+        let start_matches = messages.len();
+        if arms.to_resume {
+            messages.extend(self.resume_message(workspace_id, event, &scope).await?);
+        }
+        let report = MatchReport {
+            start_matches,
+            resume_matches: messages.len() - start_matches,
+        };
+        let bodies: Vec<String> = messages
+            .iter()
+            .filter_map(|m| serde_json::to_string(m).ok())
+            .collect();
+        if !bodies.is_empty() {
+            self.dispatch_queue.send_batch(&bodies).await?;
+        }
+        tracing::info!(
+            workspace_id = %workspace_id,
+            event_id = %event.event_id,
+            kind = event.kind.as_str(),
+            start_matches = report.start_matches,
+            resume_matches = report.resume_matches,
+            "event matched"
+        );
+        Ok(report)
+    }
+
+    async fn start_matches(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+        scope: &EventScope,
+    ) -> Result<Vec<Arc<Subscription>>, MatchError> {
+        let result = if event.source.source_type == SourceType::Manual {
+            let Some(subscription) = self.addressed(workspace, event).await? else {
+                return Ok(Vec::new());
+            };
+            matching::match_single(subscription, scope, event, &self.cache)
+        } else {
+            self.index(workspace, route_of(event))
+                .await?
+                .match_event(event, scope)
+        };
+        for failure in &result.failures {
+            self.report_selector_failure(workspace, event, failure);
+        }
+        Ok(result.matched)
+    }
+
+    async fn addressed(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+    ) -> Result<Option<Subscription>, MatchError> {
+        let Some(id) = event
+            .source
+            .subscription_id
+            .as_deref()
+            .and_then(|id| SubscriptionId::new(id).ok())
+        else {
+            tracing::warn!(event_id = %event.event_id, "manual event without source.subscriptionId");
+            return Ok(None);
+        };
+        Ok(self.subscriptions.get(workspace, &id).await?)
+    }
+
+    async fn index(
+        &self,
+        workspace: &WorkspaceId,
+        route: Route,
+    ) -> Result<Arc<StartIndex>, MatchError> {
+        let key = (workspace.clone(), route);
+        let now = self.clock.now_ms();
+        if let Some(index) = self.indexes.get(&key, now - self.index_ttl_ms) {
+            return Ok(index);
+        }
+        let subscriptions = self.subscriptions.list_matchable(&key.0, &key.1).await?;
+        let index = Arc::new(StartIndex::build(subscriptions, &self.cache));
+        for skipped in index.skipped() {
+            tracing::error!(
+                workspace_id = %workspace,
+                subscription_id = skipped.subscription_id,
+                reason = skipped.reason,
+                "stored selector does not compile; subscription skipped"
+            );
+        }
+        if self.index_ttl_ms > 0 {
+            self.indexes.put(key, now, Arc::clone(&index));
+        }
+        Ok(index)
+    }
+
+    fn report_selector_failure(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+        failure: &SelectorFailure,
+    ) {
+        match &failure.error {
+            EvalError::NotBoolean { result_type } => self.audit.emit(
+                AuditEvent::new(
+                    AuditName::SelectorTypeError,
+                    workspace.as_str(),
+                    Some(event.event_id.as_str()),
+                )
+                .with("subscriptionId", failure.owner_id.as_str())
+                .with("resultType", result_type.as_str()),
+            ),
+            EvalError::Execution(reason) => tracing::debug!(
+                workspace_id = %workspace,
+                event_id = %event.event_id,
+                subscription_id = failure.owner_id,
+                reason,
+                "selector evaluation failed; treated as no match"
+            ),
+        }
+    }
+
+    fn start_message(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+        scope: &EventScope,
+        subscription: &Subscription,
+    ) -> DispatchMessage {
+        let (inputs, mapping_error) =
+            match mapping::resolve(&subscription.input_mapping, scope, &self.cache) {
+                Ok(inputs) => (inputs, None),
+                Err(e) => (Default::default(), Some(e.to_string())),
+            };
+        DispatchMessage {
+            workspace_id: workspace.clone(),
+            event: event.clone(),
+            target: DispatchTarget::Start {
+                subscription_id: subscription.subscription_id.clone(),
+                workflow_id: subscription.workflow_id.clone(),
+                workflow_version_id: subscription.target_workflow_version_id.clone(),
+                inputs,
+                mapping_error,
+            },
+        }
+    }
+
+    async fn resume_message(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+        scope: &EventScope,
+    ) -> Result<Option<DispatchMessage>, MatchError> {
+        let Some(key) = matching::resume_key(event) else {
+            return Ok(None);
+        };
+        let resume_id = key.resume_id();
+        let Some(wait) = self.resumes.get(&resume_id).await? else {
+            return Ok(None);
+        };
+        let decision = matching::match_resume(
+            &wait,
+            &key,
+            workspace,
+            scope,
+            self.clock.now_secs(),
+            &self.cache,
+        );
+        if decision != ResumeDecision::Matched {
+            if let ResumeDecision::SelectorFailed(EvalError::NotBoolean { result_type }) = &decision
+            {
+                self.audit.emit(
+                    AuditEvent::new(
+                        AuditName::SelectorTypeError,
+                        workspace.as_str(),
+                        Some(event.event_id.as_str()),
+                    )
+                    .with("resumeId", resume_id.as_str())
+                    .with("resultType", result_type.as_str()),
+                );
+            }
+            tracing::info!(
+                workspace_id = %workspace,
+                event_id = %event.event_id,
+                resume_id = %resume_id,
+                decision = ?decision,
+                "resume wait not taken"
+            );
+            return Ok(None);
+        }
+        Ok(Some(DispatchMessage {
+            workspace_id: workspace.clone(),
+            event: event.clone(),
+            target: DispatchTarget::Resume {
+                resume_id,
+                run_id: key.run_id,
+                step_id: key.step_id,
+                event_key: key.event_key,
+            },
+        }))
+    }
+}
+
+/// Connector-sourced events go to that connector's subscriptions; others by source type.
+fn route_of(event: &NormalizedEvent) -> Route {
+    match &event.source.connector_instance_id {
+        Some(connector) => Route::Connector(connector.clone()),
+        None => Route::SourceType(event.source.source_type),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::audit::AuditName;
+use crate::clock::ManualClock;
+use crate::memory::{MemoryQueue, MemoryResumeStore, MemorySubscriptionStore, RecordingAuditSink};
+use crate::resume::{ResumeKey, ResumeWait};
+
+struct Harness {
+    subs: Arc<MemorySubscriptionStore>,
+    resumes: Arc<MemoryResumeStore>,
+    queue: Arc<MemoryQueue>,
+    audit: Arc<RecordingAuditSink>,
+    clock: Arc<ManualClock>,
+    stage: MatchStage,
+}
+
+fn harness(ttl_secs: u64) -> Harness {
+    let subs = Arc::new(MemorySubscriptionStore::default());
+    let resumes = Arc::new(MemoryResumeStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let audit = Arc::new(RecordingAuditSink::default());
+    let clock = Arc::new(ManualClock::at_ms(1_000_000));
+    let stage = MatchStage::new(
+        subs.clone(),
+        resumes.clone(),
+        queue.clone(),
+        audit.clone(),
+        clock.clone(),
+        ttl_secs,
+    );
+    Harness {
+        subs,
+        resumes,
+        queue,
+        audit,
+        clock,
+        stage,
+    }
+}
+
+fn sub(id: &str, ws: &str, source: &str, selector: Option<&str>, mapping: Value) -> Subscription {
+    serde_json::from_value(json!({
+        "workspaceId": ws, "subscriptionId": id, "sourceType": source, "workflowId": "wf",
+        "targetWorkflowVersionId": "wv", "selector": selector, "inputMapping": mapping, "state": "active",
+        "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
+    }))
+    .unwrap()
+}
+
+fn lifecycle(ws: &str, data: Value) -> QueuedEvent {
+    serde_json::from_value(json!({
+        "workspaceId": ws,
+        "event": {"eventId": "e1", "kind": "workflow.completed", "depth": 1,
+                  "source": {"type": "internal", "occurredAt": "t"}, "data": data}
+    }))
+    .unwrap()
+}
+
+fn sent(queue: &MemoryQueue) -> Vec<DispatchMessage> {
+    queue
+        .sent()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_dispatch_message_per_matching_subscription_with_resolved_inputs() {
+    let h = harness(0);
+    h.subs
+        .put(&sub(
+            "a",
+            "ws1",
+            "internal",
+            Some(r#"event.data.repo == "acme""#),
+            json!({"repo": "${{ event.data.repo }}", "n": "${{ event.data.n }}"}),
+        ))
+        .await
+        .unwrap();
+    h.subs
+        .put(&sub(
+            "b",
+            "ws1",
+            "internal",
+            Some(r#"event.data.repo == "zzz""#),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    h.subs
+        .put(&sub("c", "ws2", "internal", None, json!({})))
+        .await
+        .unwrap();
+    h.subs
+        .put(&sub("d", "ws1", "manual", None, json!({})))
+        .await
+        .unwrap();
+    let report = h
+        .stage
+        .handle(&lifecycle("ws1", json!({"repo": "acme", "n": 2})))
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        MatchReport {
+            start_matches: 1,
+            resume_matches: 0
+        }
+    );
+    let messages = sent(&h.queue);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].workspace_id.as_str(), "ws1");
+    assert_eq!(messages[0].event.depth, 1);
+    match &messages[0].target {
+        DispatchTarget::Start {
+            subscription_id,
+            inputs,
+            mapping_error,
+            ..
+        } => {
+            assert_eq!(subscription_id.as_str(), "a");
+            assert_eq!(
+                Value::Object(inputs.clone()),
+                json!({"repo": "acme", "n": 2})
+            );
+            assert_eq!(mapping_error, &None);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn mapping_failures_travel_to_the_dispatcher_as_permanent_errors() {
+    let h = harness(0);
+    h.subs
+        .put(&sub(
+            "a",
+            "ws1",
+            "internal",
+            None,
+            json!({"x": "${{ event.data.nope }}"}),
+        ))
+        .await
+        .unwrap();
+    h.stage.handle(&lifecycle("ws1", json!({}))).await.unwrap();
+    match &sent(&h.queue)[0].target {
+        DispatchTarget::Start {
+            mapping_error: Some(e),
+            ..
+        } => assert!(e.contains("inputMapping.x")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn non_boolean_selectors_are_audited() {
+    let h = harness(0);
+    h.subs
+        .put(&sub("a", "ws1", "internal", Some("event.kind"), json!({})))
+        .await
+        .unwrap();
+    h.stage.handle(&lifecycle("ws1", json!({}))).await.unwrap();
+    assert!(h.queue.sent().is_empty());
+    let events = h.audit.events();
+    assert_eq!(events[0].audit, AuditName::SelectorTypeError);
+    assert_eq!(events[0].attrs["subscriptionId"], "a");
+    assert_eq!(events[0].attrs["resultType"], "string");
+}
+
+#[tokio::test]
+async fn lifecycle_event_can_start_and_resume_at_once() {
+    let h = harness(0);
+    h.subs
+        .put(&sub("chain", "ws1", "internal", None, json!({})))
+        .await
+        .unwrap();
+    let key = ResumeKey {
+        run_id: "r1".into(),
+        step_id: "s1".into(),
+        event_key: "workflow.completed".into(),
+    };
+    h.resumes
+        .put(&ResumeWait {
+            resume_id: key.resume_id(),
+            run_id: "r1".into(),
+            step_id: "s1".into(),
+            event_key: "workflow.completed".into(),
+            selector: None,
+            workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
+            expires_at: 2_000,
+        })
+        .await
+        .unwrap();
+    let report = h
+        .stage
+        .handle(&lifecycle("ws1", json!({"runId": "r1", "stepId": "s1"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        MatchReport {
+            start_matches: 1,
+            resume_matches: 1
+        }
+    );
+    assert!(
+        matches!(sent(&h.queue)[1].target, DispatchTarget::Resume { ref resume_id, .. } if resume_id == &key.resume_id())
+    );
+    // A lapsed wait is not resumed.
+    h.clock.advance_ms(1_000_000);
+    h.queue.take_sent();
+    let report = h
+        .stage
+        .handle(&lifecycle("ws1", json!({"runId": "r1", "stepId": "s1"})))
+        .await
+        .unwrap();
+    assert_eq!(report.resume_matches, 0);
+    // Nor is a wait of another workspace.
+    let report = h
+        .stage
+        .handle(&lifecycle("ws2", json!({"runId": "r1", "stepId": "s1"})))
+        .await
+        .unwrap();
+    assert_eq!(report.resume_matches, 0);
+}
+
+#[tokio::test]
+async fn manual_fire_matches_only_the_addressed_subscription_and_never_resumes() {
+    let h = harness(0);
+    h.subs
+        .put(&sub(
+            "fire-me",
+            "ws1",
+            "manual",
+            Some("event.data.go == true"),
+            json!({}),
+        ))
+        .await
+        .unwrap();
+    h.subs
+        .put(&sub("other", "ws1", "manual", None, json!({})))
+        .await
+        .unwrap();
+    let event = crate::normalize::manual_fire(
+        "t",
+        Some("fire-me"),
+        json!({"go": true, "runId": "r", "stepId": "s"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        None,
+    )
+    .unwrap();
+    let queued = QueuedEvent {
+        workspace_id: WorkspaceId::new("ws1").unwrap(),
+        event,
+    };
+    let report = h.stage.handle(&queued).await.unwrap();
+    assert_eq!(
+        report,
+        MatchReport {
+            start_matches: 1,
+            resume_matches: 0
+        }
+    );
+    // The same subscription id in another workspace is not found (tenant isolation).
+    let mut foreign = queued.clone();
+    foreign.workspace_id = WorkspaceId::new("ws2").unwrap();
+    assert_eq!(h.stage.handle(&foreign).await.unwrap().start_matches, 0);
+}
+
+#[tokio::test]
+async fn connector_events_only_reach_that_connectors_subscriptions() {
+    let h = harness(0);
+    let mut attached = sub("attached", "ws1", "webhook", None, json!({}));
+    attached.connector_instance_id = Some("ci1".into());
+    let mut elsewhere = sub("elsewhere", "ws1", "webhook", None, json!({}));
+    elsewhere.connector_instance_id = Some("ci2".into());
+    h.subs.put(&attached).await.unwrap();
+    h.subs.put(&elsewhere).await.unwrap();
+    let event = crate::normalize::webhook(crate::normalize::WebhookDelivery {
+        connector_instance_id: "ci1",
+        delivery_id: "d1",
+        occurred_at: "t",
+        headers: Default::default(),
+        body: "{}".into(),
+        kind: None,
+        vendor: None,
+    })
+    .unwrap();
+    let report = h
+        .stage
+        .handle(&QueuedEvent {
+            workspace_id: WorkspaceId::new("ws1").unwrap(),
+            event,
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.start_matches, 1);
+    assert!(
+        matches!(&sent(&h.queue)[0].target, DispatchTarget::Start { subscription_id, .. } if subscription_id.as_str() == "attached")
+    );
+}
+
+#[tokio::test]
+async fn index_is_reused_within_its_ttl_then_reloaded() {
+    let h = harness(5);
+    h.stage.handle(&lifecycle("ws1", json!({}))).await.unwrap();
+    h.subs
+        .put(&sub("late", "ws1", "internal", None, json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.stage
+            .handle(&lifecycle("ws1", json!({})))
+            .await
+            .unwrap()
+            .start_matches,
+        0
+    );
+    h.clock.advance_ms(5_001);
+    assert_eq!(
+        h.stage
+            .handle(&lifecycle("ws1", json!({})))
+            .await
+            .unwrap()
+            .start_matches,
+        1
+    );
+}
+
+#[tokio::test]
+async fn queue_failures_surface_so_the_event_is_retried() {
+    let h = harness(0);
+    h.subs
+        .put(&sub("a", "ws1", "internal", None, json!({})))
+        .await
+        .unwrap();
+    h.queue.fail_sends(true);
+    assert!(matches!(
+        h.stage.handle(&lifecycle("ws1", json!({}))).await,
+        Err(MatchError::Queue(_))
+    ));
+}

@@ -1,0 +1,11 @@
+//! The pipeline stages as the Lambda functions run them, independent of AWS: each takes
+//! typed messages and talks only to ports.
+
+pub mod batch;
+pub mod dispatcher;
+pub mod ingest;
+pub mod matcher;
+
+pub use dispatcher::DispatchStage;
+pub use ingest::IngestStage;
+pub use matcher::MatchStage;

@@ -1,0 +1,100 @@
+//! Start subscriptions (a CEL selector that starts a workflow) and the store port that
+//! holds them. Every store operation is scoped by workspace.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::event::SourceType;
+use crate::ids::{SubscriptionId, WorkspaceId};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionKind {
+    Start,
+    Resume,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionState {
+    Active,
+    Paused,
+    Expired,
+}
+
+impl SubscriptionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionState::Active => "active",
+            SubscriptionState::Paused => "paused",
+            SubscriptionState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subscription {
+    pub workspace_id: WorkspaceId,
+    pub subscription_id: SubscriptionId,
+    #[serde(default = "start_kind")]
+    pub kind: SubscriptionKind,
+    pub source_type: SourceType,
+    pub workflow_id: String,
+    #[serde(default)]
+    pub target_workflow_version_id: Option<String>,
+    /// CEL over `event`; `None` matches every event routed to the subscription.
+    #[serde(default)]
+    pub selector: Option<String>,
+    #[serde(default)]
+    pub input_mapping: Map<String, Value>,
+    pub state: SubscriptionState,
+    /// Set for webhook / vendor-push subscriptions: the connector instance they listen on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_instance_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: time::OffsetDateTime,
+}
+
+fn start_kind() -> SubscriptionKind {
+    SubscriptionKind::Start
+}
+
+impl Subscription {
+    /// Only active start subscriptions ever match.
+    pub fn is_matchable(&self) -> bool {
+        self.kind == SubscriptionKind::Start && self.state == SubscriptionState::Active
+    }
+}
+
+/// Which subscriptions an event is offered to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Active start subscriptions of this source type in the workspace.
+    SourceType(SourceType),
+    /// Active start subscriptions attached to this connector instance.
+    Connector(String),
+}
+
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
+    async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError>;
+
+    /// Active start subscriptions of the workspace on one route.
+    async fn list_matchable(
+        &self,
+        workspace: &WorkspaceId,
+        route: &Route,
+    ) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Creates or replaces a subscription.
+    async fn put(&self, subscription: &Subscription) -> Result<(), StoreError>;
+}

@@ -1,0 +1,142 @@
+//! Subscription and resume-wait stores through the real SDK against DynamoDB Local.
+
+use custos_trigger::aws::{DynamoResumeStore, DynamoSubscriptionStore};
+use custos_trigger::event::SourceType;
+use custos_trigger::ids::{SubscriptionId, WorkspaceId};
+use custos_trigger::resume::{ResumeKey, ResumeStore, ResumeWait};
+use custos_trigger::subscription::{Route, Subscription, SubscriptionState, SubscriptionStore};
+use integration_tests::{dynamodb, tables};
+use serde_json::json;
+
+fn sub(ws: &str, id: &str, source: &str, connector: Option<&str>) -> Subscription {
+    serde_json::from_value(json!({
+        "workspaceId": ws, "subscriptionId": id, "sourceType": source, "workflowId": "wf",
+        "targetWorkflowVersionId": "wv", "selector": "event.data.x == 1",
+        "inputMapping": {"a": "${{ event.data.x }}", "n": null}, "state": "active",
+        "connectorInstanceId": connector,
+        "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-02T00:00:00Z"
+    }))
+    .unwrap()
+}
+
+fn ids(subs: &[Subscription]) -> Vec<String> {
+    let mut ids: Vec<String> = subs.iter().map(|s| s.subscription_id.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn subscriptions_round_trip_and_list_by_route_within_a_workspace() {
+    let client = dynamodb();
+    let t = tables(&client).await;
+    let store = DynamoSubscriptionStore::new(client, t.subscriptions);
+    let ws1 = WorkspaceId::new("ws1").unwrap();
+    let original = sub("ws1", "a", "internal", None);
+    for s in [
+        original.clone(),
+        sub("ws1", "b", "internal", None),
+        sub("ws1", "c", "manual", None),
+        sub("ws1", "d", "webhook", Some("ci1")),
+        sub("ws2", "e", "internal", None),
+    ] {
+        store.put(&s).await.unwrap();
+    }
+    let mut paused = sub("ws1", "f", "internal", None);
+    paused.state = SubscriptionState::Paused;
+    store.put(&paused).await.unwrap();
+
+    let back = store
+        .get(&ws1, &SubscriptionId::new("a").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, original);
+    assert!(store
+        .get(
+            &WorkspaceId::new("ws2").unwrap(),
+            &SubscriptionId::new("a").unwrap()
+        )
+        .await
+        .unwrap()
+        .is_none());
+
+    let internal = store
+        .list_matchable(&ws1, &Route::SourceType(SourceType::Internal))
+        .await
+        .unwrap();
+    assert_eq!(ids(&internal), ["a", "b"]);
+    let connector = store
+        .list_matchable(&ws1, &Route::Connector("ci1".into()))
+        .await
+        .unwrap();
+    assert_eq!(ids(&connector), ["d"]);
+
+    // Pausing takes a subscription out of the route index; reactivating puts it back.
+    paused.state = SubscriptionState::Active;
+    store.put(&paused).await.unwrap();
+    let mut b = sub("ws1", "b", "internal", None);
+    b.state = SubscriptionState::Expired;
+    store.put(&b).await.unwrap();
+    let internal = store
+        .list_matchable(&ws1, &Route::SourceType(SourceType::Internal))
+        .await
+        .unwrap();
+    assert_eq!(ids(&internal), ["a", "f"]);
+}
+
+#[tokio::test]
+async fn listing_pages_through_large_workspaces() {
+    let client = dynamodb();
+    let t = tables(&client).await;
+    let store = DynamoSubscriptionStore::new(client, t.subscriptions);
+    let big = "x".repeat(20_000);
+    for i in 0..70 {
+        let mut s = sub("ws1", &format!("s{i:03}"), "internal", None);
+        s.input_mapping.insert("padding".into(), json!(big));
+        store.put(&s).await.unwrap();
+    }
+    let all = store
+        .list_matchable(
+            &WorkspaceId::new("ws1").unwrap(),
+            &Route::SourceType(SourceType::Internal),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 70, "more than one 1 MB query page");
+}
+
+#[tokio::test]
+async fn resume_wait_delete_is_one_shot() {
+    let client = dynamodb();
+    let t = tables(&client).await;
+    let store = DynamoResumeStore::new(client, t.resumes);
+    let key = ResumeKey {
+        run_id: "r1".into(),
+        step_id: "s1".into(),
+        event_key: "step.succeeded".into(),
+    };
+    let wait = ResumeWait {
+        resume_id: key.resume_id(),
+        run_id: "r1".into(),
+        step_id: "s1".into(),
+        event_key: "step.succeeded".into(),
+        selector: Some("event.data.ok == true".into()),
+        workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
+        expires_at: 1_900_000_000,
+    };
+    store.put(&wait).await.unwrap();
+    assert_eq!(
+        store.get(&wait.resume_id).await.unwrap(),
+        Some(wait.clone())
+    );
+    let (first, second) =
+        tokio::join!(store.delete(&wait.resume_id), store.delete(&wait.resume_id));
+    let deleted = [first.unwrap(), second.unwrap()];
+    assert_eq!(
+        deleted.iter().filter(|d| **d).count(),
+        1,
+        "exactly one delete wins"
+    );
+    assert!(store.get(&wait.resume_id).await.unwrap().is_none());
+    assert!(!store.delete(&wait.resume_id).await.unwrap());
+}
