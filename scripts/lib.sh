@@ -82,3 +82,54 @@ stop_pid() {
   fi
   rm -f "$file"
 }
+
+install_tools() {
+  [ -x "$TOOLS_VENV/bin/sam" ] && [ -x "$TOOLS_VENV/bin/cfn-lint" ] && [ -x "$TOOLS_VENV/bin/cargo-lambda" ] && return 0
+  log "installing aws-sam-cli 1.170.0, cfn-lint 1.58.0 and cargo-lambda 1.9.2"
+  python3 -m venv "$TOOLS_VENV"
+  "$TOOLS_VENV/bin/pip" install -q aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2
+}
+
+lint_template() {
+  log "cfn-lint template.yaml; sam validate --lint"
+  "$TOOLS_VENV/bin/cfn-lint" "$ROOT/template.yaml"
+  SAM_CLI_TELEMETRY=0 "$TOOLS_VENV/bin/sam" validate --lint --template-file "$ROOT/template.yaml" >/dev/null
+}
+
+# Deploys template.yaml to the emulator at $AWS_ENDPOINT_URL with the debug binaries of
+# the functions (what `sam build` would produce, minus cross-compiling), then prints the
+# stack outputs into .local/<stack>.outputs.json.
+deploy_local_stack() { # stack-name, workflow-service-url
+  local stack="$1" workflow_url="$2" build="$LOCAL/build/$1"
+  log "building the functions"
+  (cd "$ROOT" && cargo build --locked -p trigger-ingest -p trigger-match -p trigger-dispatch)
+  rm -rf "$build" && mkdir -p "$build"
+  local pair resource binary
+  for pair in IngestFunction:trigger-ingest MatchFunction:trigger-match DispatchFunction:trigger-dispatch; do
+    resource="${pair%%:*}"; binary="${pair##*:}"
+    mkdir -p "$build/$resource"
+    strip -o "$build/$resource/bootstrap" "$ROOT/target/debug/$binary"
+  done
+  python3 "$ROOT/scripts/local_template.py" "$ROOT/template.yaml" "$build" "$build/template.yaml"
+  log "deploying stack $stack to $AWS_ENDPOINT_URL"
+  SAM_CLI_TELEMETRY=0 "$TOOLS_VENV/bin/sam" deploy --template-file "$build/template.yaml" \
+    --stack-name "$stack" --resolve-s3 --capabilities CAPABILITY_IAM \
+    --no-confirm-changeset --no-fail-on-empty-changeset --no-progressbar \
+    --parameter-overrides Architecture=x86_64 "WorkflowServiceUrl=$workflow_url" \
+      Environment=development LogLevel=INFO DispatchMaxRetries=5 >"$RUN/$stack-deploy.log" 2>&1 \
+    || { tail -n 40 "$RUN/$stack-deploy.log"; return 1; }
+  "$MINISTACK_VENV/bin/python" "$ROOT/scripts/stack_outputs.py" "$stack" >"$LOCAL/$stack.outputs.json"
+}
+
+start_fake_workflow() { # port, name
+  local port="$1" name="$2"
+  stop_pid "$name"
+  (cd "$ROOT" && cargo build --locked -q -p fake-workflow)
+  "$ROOT/target/debug/fake-workflow" --port "$port" >"$RUN/$name.log" 2>&1 &
+  echo $! >"$RUN/$name.pid"
+  wait_for_port "$port" "$name"
+}
+
+output() { # stack, key
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$LOCAL/$1.outputs.json" "$2"
+}

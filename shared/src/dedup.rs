@@ -220,6 +220,13 @@ pub trait Ledger: Send + Sync {
         workspace: &WorkspaceId,
         key: &DedupKey,
     ) -> Result<Option<LedgerEntry>, LedgerError>;
+
+    /// Every item of one event in the workspace: what happened to each of its matches.
+    async fn for_event(
+        &self,
+        workspace: &WorkspaceId,
+        event_id: &EventId,
+    ) -> Result<Vec<LedgerEntry>, LedgerError>;
 }
 
 #[cfg(test)]

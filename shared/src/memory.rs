@@ -11,7 +11,7 @@ use crate::dedup::{
     Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,
     Release,
 };
-use crate::ids::{ResumeId, SubscriptionId, WorkspaceId};
+use crate::ids::{EventId, ResumeId, SubscriptionId, WorkspaceId};
 use crate::queue::{Queue, QueueError};
 use crate::resume::{ResumeStore, ResumeWait};
 use crate::store::StoreError;
@@ -197,6 +197,20 @@ impl Ledger for MemoryLedger {
         key: &DedupKey,
     ) -> Result<Option<LedgerEntry>, LedgerError> {
         Ok(lock(&self.0).get(&(ws.clone(), key.clone())).cloned())
+    }
+
+    async fn for_event(
+        &self,
+        ws: &WorkspaceId,
+        event_id: &EventId,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let mut entries: Vec<LedgerEntry> = lock(&self.0)
+            .values()
+            .filter(|e| &e.workspace_id == ws && &e.event_id == event_id)
+            .cloned()
+            .collect();
+        entries.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+        Ok(entries)
     }
 }
 

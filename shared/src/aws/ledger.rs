@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{get_n, get_s, n, s, Item};
 use super::describe;
+use super::tables::LEDGER_BY_EVENT;
 use crate::dedup::{
     Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,
     MatchKind, Release,
@@ -275,5 +276,38 @@ impl Ledger for DynamoLedger {
             .await
             .map_err(|e| LedgerError::Unavailable(describe(&e)))?;
         Ok(output.item().and_then(entry_from_item))
+    }
+
+    async fn for_event(
+        &self,
+        workspace: &WorkspaceId,
+        event_id: &EventId,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let mut entries = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(LEDGER_BY_EVENT)
+                .key_condition_expression("workspaceEvent = :we")
+                .expression_attribute_values(":we", s(format!("{workspace}#{event_id}")))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| LedgerError::Unavailable(describe(&e)))?;
+            entries.extend(
+                output
+                    .items()
+                    .iter()
+                    .filter_map(entry_from_item)
+                    .filter(|e| &e.workspace_id == workspace),
+            );
+            start = output.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(entries);
+            }
+        }
     }
 }

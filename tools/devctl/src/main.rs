@@ -1,0 +1,100 @@
+//! `devctl`: developer commands against a deployed stack (the local emulator through
+//! `AWS_ENDPOINT_URL`, or a real account), written on the service's own adapters so the
+//! stored formats never drift.
+//!
+//! ```text
+//! devctl put-subscription <table> <subscription-json>
+//! devctl resume-wait <table> <workspace> <runId> <stepId> <eventKey> [ttl-seconds]
+//! devctl event-status <ledger-table> <workspace> <eventId>
+//! devctl send <queue-url> <body-json>
+//! devctl event-id <workflow-envelope-json>
+//! devctl create-tables <subscriptions> <resumes> <ledger>
+//! ```
+
+use std::process::ExitCode;
+
+use custos_trigger::aws::{self, DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore};
+use custos_trigger::clock::{Clock, SystemClock};
+use custos_trigger::dedup::Ledger;
+use custos_trigger::ids::{EventId, WorkspaceId};
+use custos_trigger::resume::{ResumeKey, ResumeStore, ResumeWait};
+use custos_trigger::subscription::{Subscription, SubscriptionStore};
+use serde_json::Value;
+
+type Failure = Box<dyn std::error::Error>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &[String]) -> Result<(), Failure> {
+    let config = aws::sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["put-subscription", table, json] => {
+            let mut value: Value = serde_json::from_str(json)?;
+            let now = SystemClock.now_rfc3339();
+            for field in ["createdAt", "updatedAt"] {
+                if let Some(object) = value.as_object_mut() {
+                    object.entry(field).or_insert_with(|| Value::String(now.clone()));
+                }
+            }
+            let subscription: Subscription = serde_json::from_value(value)?;
+            DynamoSubscriptionStore::new(dynamodb, *table).put(&subscription).await?;
+            println!("{}", serde_json::to_string(&subscription)?);
+        }
+        ["resume-wait", table, workspace, run_id, step_id, event_key, rest @ ..] => {
+            let ttl: i64 = rest.first().map_or(Ok(3600), |t| t.parse())?;
+            let key = ResumeKey {
+                run_id: (*run_id).to_owned(),
+                step_id: (*step_id).to_owned(),
+                event_key: (*event_key).to_owned(),
+            };
+            let wait = ResumeWait {
+                resume_id: key.resume_id(),
+                run_id: key.run_id,
+                step_id: key.step_id,
+                event_key: key.event_key,
+                selector: None,
+                workspace_id: Some(WorkspaceId::new(*workspace)?),
+                expires_at: SystemClock.now_secs() + ttl,
+            };
+            DynamoResumeStore::new(dynamodb, *table).put(&wait).await?;
+            println!("{}", serde_json::to_string(&wait)?);
+        }
+        ["event-status", table, workspace, event_id] => {
+            let entries = DynamoLedger::new(dynamodb, *table)
+                .for_event(&WorkspaceId::new(*workspace)?, &EventId::new(*event_id)?)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&entries)?);
+        }
+        ["send", queue_url, body] => {
+            serde_json::from_str::<Value>(body)?;
+            let output = aws_sdk_sqs::Client::new(&config)
+                .send_message()
+                .queue_url(*queue_url)
+                .message_body(*body)
+                .send()
+                .await?;
+            println!("{}", output.message_id().unwrap_or_default());
+        }
+        ["event-id", envelope] => {
+            let queued = custos_trigger::stage::ingest::lifecycle_envelope(&serde_json::from_str(envelope)?)?;
+            println!("{}", queued.event.event_id);
+        }
+        ["create-tables", subscriptions, resumes, ledger] => {
+            aws::tables::create_all(&dynamodb, subscriptions, resumes, ledger).await?;
+        }
+        _ => return Err("usage: see the module documentation (devctl put-subscription|resume-wait|event-status|send|event-id|create-tables ...)".into()),
+    }
+    Ok(())
+}
