@@ -106,7 +106,7 @@ impl Pipeline {
     /// One match batch as Lambda would run it.
     async fn run_match(&self) -> usize {
         let event = receive(&self.sqs, &self.normalized_url, 10, 2).await;
-        let response = runtime::match_events(&self.match_stage, event.clone())
+        let response = runtime::match_events(&self.match_stage, None, event.clone())
             .await
             .unwrap();
         assert!(response.batch_item_failures.is_empty());

@@ -13,6 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::dispatch::{DispatchMessage, DispatchSettings, Dispatcher};
 use crate::event::QueuedEvent;
+use crate::queue::Queue;
 use crate::stage::batch::{self, MissingMessageId, OnParseError, Received, RetryMessage};
 use crate::stage::{ingest, DispatchStage, IngestStage, MatchStage};
 use crate::workflow::http::HttpWorkflowClient;
@@ -83,6 +84,11 @@ impl Wiring {
 
     fn table(&self, name: &Option<String>, variable: &'static str) -> Result<String, ConfigError> {
         Settings::require(name, variable).map(str::to_owned)
+    }
+
+    /// The normalized queue (the match function's source).
+    pub fn normalized_queue(&self) -> Result<Arc<SqsQueue>, ConfigError> {
+        self.queue(&self.settings.normalized_queue_url, "NORMALIZED_QUEUE_URL")
     }
 
     pub fn ingest_stage(&self) -> Result<IngestStage, ConfigError> {
@@ -165,15 +171,17 @@ pub async fn ingest_workflow_events(
     .await
 }
 
-/// Normalized events → dispatch messages. An unparseable event goes to the DLQ.
+/// Normalized events → dispatch messages. An unparseable event goes to the DLQ
+/// (`source` is the normalized queue, to fast-track it there).
 pub async fn match_events(
     stage: &MatchStage,
+    source: Option<&dyn Queue>,
     event: SqsEvent,
 ) -> Result<SqsBatchResponse, MissingMessageId> {
     batch::run(
         event,
         BATCH_CONCURRENCY,
-        OnParseError::Fail,
+        OnParseError::Fail(source),
         |m: Received<QueuedEvent>| async move {
             stage
                 .handle(&m.body)
@@ -191,7 +199,8 @@ pub async fn dispatch_messages(
     event: SqsEvent,
     deadline_ms: Option<i64>,
 ) -> Result<SqsBatchResponse, MissingMessageId> {
-    batch::run(event, BATCH_CONCURRENCY, OnParseError::Fail, |m: Received<DispatchMessage>| async move {
+    let source = Some(stage.queue.as_ref());
+    batch::run(event, BATCH_CONCURRENCY, OnParseError::Fail(source), |m: Received<DispatchMessage>| async move {
         stage.handle(m, deadline_ms).await.map(|_| ())
     })
     .await

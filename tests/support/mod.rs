@@ -11,32 +11,40 @@ use serde_json::{json, Value};
 
 pub use fake_workflow::Call;
 
-fn endpoint(variable: &str) -> String {
+pub fn endpoint(variable: &str) -> String {
     std::env::var(variable).unwrap_or_else(|_| {
         panic!("{variable} is not set: run the integration tests through scripts/test, which starts the emulators")
     })
 }
 
 pub fn dynamodb() -> aws_sdk_dynamodb::Client {
+    dynamodb_at(&endpoint("CUSTOS_TEST_DYNAMODB_ENDPOINT"))
+}
+
+pub fn dynamodb_at(url: &str) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "test", "test", None, None, "test",
         ))
-        .endpoint_url(endpoint("CUSTOS_TEST_DYNAMODB_ENDPOINT"))
+        .endpoint_url(url)
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
 pub fn sqs() -> aws_sdk_sqs::Client {
+    sqs_at(&endpoint("CUSTOS_TEST_SQS_ENDPOINT"))
+}
+
+pub fn sqs_at(url: &str) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version_latest()
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "test",
         ))
-        .endpoint_url(endpoint("CUSTOS_TEST_SQS_ENDPOINT"))
+        .endpoint_url(url)
         .build();
     aws_sdk_sqs::Client::from_conf(config)
 }
@@ -209,6 +217,14 @@ pub struct FakeWorkflow {
 }
 
 impl FakeWorkflow {
+    /// A fake that is already running (the one the deployed stack calls).
+    pub fn at(url: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -9,9 +9,10 @@ async fn main() -> Result<(), Error> {
     runtime::init_tracing();
     let wiring = Wiring::from_env().await?;
     let stage = wiring.match_stage()?;
-    let stage = &stage;
+    let source = wiring.normalized_queue()?;
+    let (stage, source) = (&stage, source.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(runtime::match_events(stage, event.payload).await?)
+        Ok::<_, Error>(runtime::match_events(stage, Some(source), event.payload).await?)
     }))
     .await
 }

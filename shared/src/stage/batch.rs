@@ -9,6 +9,8 @@ use futures::stream::{self, StreamExt};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
+use crate::queue::Queue;
+
 /// One received message with its typed body.
 #[derive(Debug, Clone)]
 pub struct Received<T> {
@@ -20,10 +22,12 @@ pub struct Received<T> {
 }
 
 /// What to do with a record whose body does not parse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnParseError {
-    /// Report it failed so the redrive policy moves it to the DLQ.
-    Fail,
+#[derive(Clone, Copy)]
+pub enum OnParseError<'a> {
+    /// Report it failed so the redrive policy moves it to the DLQ. With the source queue
+    /// given, the message is made visible again at once: it can never parse, so it should
+    /// reach `maxReceiveCount` (and the DLQ) without waiting out visibility timeouts.
+    Fail(Option<&'a dyn Queue>),
     /// Acknowledge it with a logged reason (redelivery cannot help and nothing is lost).
     Drop,
 }
@@ -42,7 +46,7 @@ pub struct MissingMessageId;
 pub async fn run<T, H, Fut>(
     event: SqsEvent,
     concurrency: usize,
-    on_parse_error: OnParseError,
+    on_parse_error: OnParseError<'_>,
     handler: H,
 ) -> Result<SqsBatchResponse, MissingMessageId>
 where
@@ -74,7 +78,7 @@ where
 /// Returns the message id when the record failed.
 async fn process<T, H, Fut>(
     record: SqsMessage,
-    on_parse_error: OnParseError,
+    on_parse_error: OnParseError<'_>,
     handler: &H,
 ) -> Option<String>
 where
@@ -92,8 +96,14 @@ where
         Ok(body) => body,
         Err(error) => {
             return match on_parse_error {
-                OnParseError::Fail => {
+                OnParseError::Fail(source) => {
                     tracing::error!(message_id, %error, "unparseable message; leaving it to the DLQ");
+                    if let (Some(queue), Some(receipt)) = (source, record.receipt_handle.as_deref())
+                    {
+                        if let Err(e) = queue.change_visibility(receipt, 0).await {
+                            tracing::warn!(message_id, error = %e, "could not fast-track to the DLQ");
+                        }
+                    }
                     Some(message_id)
                 }
                 OnParseError::Drop => {
@@ -137,10 +147,11 @@ mod tests {
     #[tokio::test]
     async fn only_failed_and_unparseable_messages_are_reported() {
         let event = batch(&[("a", "1"), ("b", "2"), ("c", "not json"), ("d", "4")]);
+        let queue = crate::memory::MemoryQueue::default();
         let response = run(
             event,
             4,
-            OnParseError::Fail,
+            OnParseError::Fail(Some(&queue)),
             |m: Received<u32>| async move {
                 assert_eq!(m.receive_count, 3);
                 assert_eq!(m.receipt_handle, format!("rh-{}", m.message_id));
@@ -160,6 +171,11 @@ mod tests {
             .collect();
         failed.sort_unstable();
         assert_eq!(failed, ["b", "c"]);
+        assert_eq!(
+            queue.visibility_changes(),
+            [("rh-c".to_owned(), 0)],
+            "unparseable: visible again at once"
+        );
     }
 
     #[tokio::test]
@@ -178,9 +194,12 @@ mod tests {
     #[tokio::test]
     async fn a_record_without_id_fails_the_batch_instead_of_reporting_an_empty_id() {
         let event: SqsEvent = serde_json::from_value(json!({"Records": [{"body": "1"}]})).unwrap();
-        let result = run(event, 1, OnParseError::Fail, |_: Received<u32>| async {
-            Ok(())
-        })
+        let result = run(
+            event,
+            1,
+            OnParseError::Fail(None),
+            |_: Received<u32>| async { Ok(()) },
+        )
         .await;
         assert_eq!(result.unwrap_err(), MissingMessageId);
     }

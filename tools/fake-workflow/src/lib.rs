@@ -26,6 +26,8 @@ pub struct Call {
     pub step_id: Option<String>,
     pub body: Value,
     pub status: u16,
+    /// When the call arrived (epoch ms): lets tests check retry spacing.
+    pub received_at_ms: u128,
 }
 
 /// What to inject; every field optional.
@@ -38,6 +40,8 @@ pub struct Faults {
     pub count: Option<u32>,
     /// Only calls to this route (`start` or `raise`); absent: both.
     pub route: Option<String>,
+    /// Only calls for this workspace (body `workspaceId`); absent: every workspace.
+    pub workspace: Option<String>,
     /// Fraction of calls (0–1) answered with `failureStatus` (default 503).
     pub failure_rate: Option<f64>,
     pub failure_status: Option<u16>,
@@ -63,13 +67,12 @@ impl Fake {
     }
 
     /// The injected status for this call, consuming a counted fault.
-    fn fault_for(&self, route: &str) -> (Option<u16>, Duration) {
+    fn fault_for(&self, route: &str, workspace: Option<&str>) -> (Option<u16>, Duration) {
         let mut inner = self.lock();
-        let Some(fault) = inner
-            .faults
-            .iter_mut()
-            .find(|f| f.route.as_deref().is_none_or(|r| r == route))
-        else {
+        let Some(fault) = inner.faults.iter_mut().find(|f| {
+            f.route.as_deref().is_none_or(|r| r == route)
+                && f.workspace.as_deref().is_none_or(|w| Some(w) == workspace)
+        }) else {
             return (None, Duration::ZERO);
         };
         let delay =
@@ -118,6 +121,13 @@ pub async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     axum::serve(listener, router()).await
 }
 
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
 fn problem(status: StatusCode, detail: &str) -> Response {
     (status, Json(json!({"title": status.canonical_reason(), "status": status.as_u16(), "detail": detail}))).into_response()
 }
@@ -150,8 +160,8 @@ fn validate(headers: &HeaderMap, body: &Value, required: &[&str]) -> Result<Stri
     }
 }
 
-async fn faulted(fake: &Fake, route: &str) -> Option<StatusCode> {
-    let (status, delay) = fake.fault_for(route);
+async fn faulted(fake: &Fake, route: &str, body: &Value) -> Option<StatusCode> {
+    let (status, delay) = fake.fault_for(route, text(body, "workspaceId"));
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -170,9 +180,10 @@ async fn start_run(
         step_id: None,
         body: body.clone(),
         status: 0,
+        received_at_ms: now_ms(),
     };
     let response = match (
-        faulted(&fake, "start").await,
+        faulted(&fake, "start", &body).await,
         validate(&headers, &body, &["workspaceId", "workflowVersionId"]),
     ) {
         (Some(status), _) => problem(status, "injected fault"),
@@ -219,9 +230,10 @@ async fn raise_event(
         step_id: Some(step_id.clone()),
         body: body.clone(),
         status: 0,
+        received_at_ms: now_ms(),
     };
     let response = match (
-        faulted(&fake, "raise").await,
+        faulted(&fake, "raise", &body).await,
         validate(&headers, &body, &["workspaceId", "eventName"]),
     ) {
         (Some(status), _) => problem(status, "injected fault"),
