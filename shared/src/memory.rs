@@ -15,7 +15,7 @@ use crate::ids::{EventId, ResumeId, SubscriptionId, WorkspaceId};
 use crate::queue::{Queue, QueueError};
 use crate::resume::{ResumeStore, ResumeWait};
 use crate::store::StoreError;
-use crate::subscription::{Route, Subscription, SubscriptionStore};
+use crate::subscription::{ListQuery, Page, Route, Subscription, SubscriptionStore};
 use crate::workflow::{RaiseEventRequest, RunRef, StartRunRequest, WorkflowClient, WorkflowError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -52,6 +52,27 @@ impl SubscriptionStore for MemorySubscriptionStore {
             })
             .cloned()
             .collect())
+    }
+
+    async fn list(&self, ws: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError> {
+        let mut items: Vec<Subscription> = lock(&self.0)
+            .iter()
+            .filter(|s| &s.workspace_id == ws && query.admits(s))
+            .filter(|s| {
+                query
+                    .cursor
+                    .as_deref()
+                    .is_none_or(|c| s.subscription_id.as_str() > c)
+            })
+            .cloned()
+            .collect();
+        items.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
+        let more = items.len() > query.limit;
+        items.truncate(query.limit);
+        let next_cursor = more
+            .then(|| items.last().map(|s| s.subscription_id.to_string()))
+            .flatten();
+        Ok(Page { items, next_cursor })
     }
 
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {

@@ -116,6 +116,29 @@ impl Wiring {
         ))
     }
 
+    pub fn api(&self) -> Result<crate::api::Api, ConfigError> {
+        let s = &self.settings;
+        Ok(crate::api::Api {
+            subscriptions: Arc::new(DynamoSubscriptionStore::new(
+                self.dynamodb.clone(),
+                self.table(&s.subscriptions_table, "SUBSCRIPTIONS_TABLE")?,
+            )),
+            resumes: Arc::new(DynamoResumeStore::new(
+                self.dynamodb.clone(),
+                self.table(&s.resume_table, "RESUME_TABLE")?,
+            )),
+            ledger: Arc::new(DynamoLedger::new(
+                self.dynamodb.clone(),
+                self.table(&s.ledger_table, "LEDGER_TABLE")?,
+            )),
+            normalized_queue: self.normalized_queue()?,
+            audit: Arc::clone(&self.audit),
+            clock: Arc::clone(&self.clock),
+            settings: Arc::clone(s),
+            cache: crate::selector::SelectorCache::default(),
+        })
+    }
+
     pub fn dispatch_stage(&self) -> Result<DispatchStage, ConfigError> {
         let s = &self.settings;
         let url = Settings::require(&s.workflow_service_url, "WORKFLOW_SERVICE_URL")?;

@@ -80,6 +80,31 @@ pub enum Route {
     Connector(String),
 }
 
+/// One page of a workspace's subscriptions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub state: Option<SubscriptionState>,
+    pub source_type: Option<SourceType>,
+    pub limit: usize,
+    /// Opaque position returned as `next_cursor` by the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub items: Vec<Subscription>,
+    pub next_cursor: Option<String>,
+}
+
+impl ListQuery {
+    pub fn admits(&self, subscription: &Subscription) -> bool {
+        self.state.is_none_or(|s| s == subscription.state)
+            && self
+                .source_type
+                .is_none_or(|t| t == subscription.source_type)
+    }
+}
+
 #[async_trait]
 pub trait SubscriptionStore: Send + Sync {
     async fn get(
@@ -97,4 +122,7 @@ pub trait SubscriptionStore: Send + Sync {
 
     /// Creates or replaces a subscription.
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError>;
+
+    /// The workspace's subscriptions in id order, filtered, one page at a time.
+    async fn list(&self, workspace: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError>;
 }

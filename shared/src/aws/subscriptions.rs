@@ -9,7 +9,7 @@ use super::attrs::{doc, n, s, Item};
 use super::{describe, tables::SUBSCRIPTIONS_BY_ROUTE};
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::store::StoreError;
-use crate::subscription::{Route, Subscription, SubscriptionStore};
+use crate::subscription::{ListQuery, Page, Route, Subscription, SubscriptionStore};
 
 #[derive(Debug, Clone)]
 pub struct DynamoSubscriptionStore {
@@ -135,6 +135,46 @@ impl SubscriptionStore for DynamoSubscriptionStore {
                 return Ok(found);
             }
         }
+    }
+
+    async fn list(&self, workspace: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError> {
+        let mut items = Vec::new();
+        let mut start = query.cursor.as_ref().map(|c| {
+            Item::from([
+                ("workspaceId".to_owned(), s(workspace.as_str())),
+                ("subscriptionId".to_owned(), s(c.as_str())),
+            ])
+        });
+        while items.len() < query.limit {
+            let remaining = i32::try_from(query.limit - items.len()).unwrap_or(i32::MAX);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("workspaceId = :ws")
+                .expression_attribute_values(":ws", s(workspace.as_str()))
+                .limit(remaining)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            for item in output.items() {
+                let subscription: Subscription = doc(item)?;
+                if query.admits(&subscription) {
+                    items.push(subscription);
+                }
+            }
+            start = output.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+        let next_cursor =
+            start.and_then(|key| super::attrs::get_s(&key, "subscriptionId").map(str::to_owned));
+        Ok(Page { items, next_cursor })
     }
 
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {

@@ -1,0 +1,62 @@
+//! `GET /v1/workspaces/{ws}/events/{eventId}`: what happened to each match of an event,
+//! read from the dedup ledger (one query on its `byEvent` index, no extra writes).
+
+use serde_json::{json, Value};
+
+use super::auth;
+use super::problem::{Code, Problem};
+use super::request::ApiRequest;
+use super::{Api, Params, Reply};
+use crate::dedup::{LedgerEntry, LedgerStatus, MatchKind};
+use crate::ids::{EventId, WorkspaceId};
+
+fn outcome(entry: &LedgerEntry) -> Value {
+    let status = match entry.status {
+        LedgerStatus::Committed => "dispatched",
+        LedgerStatus::Claimed | LedgerStatus::Released => "pending",
+        LedgerStatus::DeadLettered => "dead_lettered",
+        LedgerStatus::LoopRejected => "loop_rejected",
+    };
+    let target = match entry.match_kind {
+        MatchKind::Start => "subscriptionId",
+        MatchKind::Resume => "resumeId",
+    };
+    let mut body = json!({
+        "matchKind": entry.match_kind,
+        target: entry.target_id,
+        "status": status,
+        "attempts": entry.attempts,
+        "dedupKey": entry.key.as_str(),
+        "updatedAtMs": entry.updated_at_ms,
+    });
+    if let Some(run) = &entry.run_id {
+        body["runId"] = run.as_str().into();
+    }
+    if let Some(error) = entry
+        .last_error
+        .as_ref()
+        .filter(|_| entry.status != LedgerStatus::Committed)
+    {
+        body["reason"] = error.as_str().into();
+    }
+    body
+}
+
+pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let caller = auth::caller(request, api.allow_shim())?;
+    let ws = params
+        .get("ws")
+        .and_then(|w| WorkspaceId::new(w.as_str()).ok())
+        .ok_or_else(|| Problem::new(Code::BadRequest, "workspace must not be empty"))?;
+    caller.authorize(&ws, auth::READ)?;
+    let event_id = params
+        .get("eventId")
+        .and_then(|e| EventId::new(e.as_str()).ok())
+        .ok_or_else(|| Problem::new(Code::BadRequest, "eventId must not be empty"))?;
+    let entries = api.ledger.for_event(&ws, &event_id).await?;
+    let matches: Vec<Value> = entries.iter().map(outcome).collect();
+    Ok(Reply::json(
+        200,
+        json!({ "eventId": event_id, "matches": matches }),
+    ))
+}

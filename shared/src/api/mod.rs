@@ -1,0 +1,327 @@
+//! The management API behind API Gateway (HTTP API, payload v2): subscriptions CRUD,
+//! manual fire, event status, selector testing, and the internal resume-wait RPCs. One
+//! route table drives both the router and the OpenAPI check, and every error leaves as
+//! `application/problem+json` with a code from the closed table.
+
+pub mod auth;
+pub mod events;
+pub mod problem;
+pub mod request;
+pub mod resume_rpc;
+pub mod triggers;
+
+#[cfg(test)]
+mod openapi_check;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::Value;
+
+use crate::audit::AuditSink;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::dedup::Ledger;
+use crate::queue::Queue;
+use crate::resume::ResumeStore;
+use crate::selector::SelectorCache;
+use crate::subscription::SubscriptionStore;
+pub use problem::{Code, Problem};
+pub use request::ApiRequest;
+
+/// What a route does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    CreateTrigger,
+    ListTriggers,
+    GetTrigger,
+    PatchTrigger,
+    DeleteTrigger,
+    FireTrigger,
+    TestSelector,
+    GetEvent,
+    RegisterResume,
+    CancelResume,
+}
+
+/// One route: method, path template, and every status it can answer.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub operation: Operation,
+    pub statuses: &'static [u16],
+}
+
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/triggers",
+        operation: Operation::CreateTrigger,
+        statuses: &[201, 400, 401, 403, 413, 422, 503],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/triggers",
+        operation: Operation::ListTriggers,
+        statuses: &[200, 400, 401, 403, 503],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/triggers:test",
+        operation: Operation::TestSelector,
+        statuses: &[200, 400, 401, 403, 413, 422],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/triggers/{id}",
+        operation: Operation::GetTrigger,
+        statuses: &[200, 400, 401, 403, 404, 503],
+    },
+    RouteSpec {
+        method: "PATCH",
+        path: "/v1/workspaces/{ws}/triggers/{id}",
+        operation: Operation::PatchTrigger,
+        statuses: &[200, 400, 401, 403, 404, 413, 422, 503],
+    },
+    RouteSpec {
+        method: "DELETE",
+        path: "/v1/workspaces/{ws}/triggers/{id}",
+        operation: Operation::DeleteTrigger,
+        statuses: &[204, 400, 401, 403, 404, 503],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/triggers/{id}:fire",
+        operation: Operation::FireTrigger,
+        statuses: &[202, 400, 401, 403, 404, 409, 413, 503],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/events/{eventId}",
+        operation: Operation::GetEvent,
+        statuses: &[200, 400, 401, 403, 503],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/RegisterResumeSubscription",
+        operation: Operation::RegisterResume,
+        statuses: &[200, 400, 401, 413, 422, 503],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/CancelResumeSubscription",
+        operation: Operation::CancelResume,
+        statuses: &[204, 400, 401, 413, 503],
+    },
+];
+
+/// Path parameters captured by a template.
+pub type Params = HashMap<&'static str, String>;
+
+/// Matches `path` against a template whose segments are literals, `{name}`, or
+/// `{name}:suffix`. Captured values are never empty.
+pub fn match_path(template: &'static str, path: &str) -> Option<Params> {
+    let mut params = Params::new();
+    let mut given = path.trim_end_matches('/').split('/');
+    for segment in template.split('/') {
+        let value = given.next()?;
+        match segment.strip_prefix('{').and_then(|s| s.split_once('}')) {
+            Some((name, suffix)) => {
+                let captured = value.strip_suffix(suffix)?;
+                if captured.is_empty() || (suffix.is_empty() && captured.contains(':')) {
+                    return None;
+                }
+                params.insert(name, captured.to_owned());
+            }
+            None if segment == value => {}
+            None => return None,
+        }
+    }
+    given.next().is_none().then_some(params)
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Option<Value>,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            body: Some(body),
+        }
+    }
+
+    pub fn empty(status: u16) -> Self {
+        Self { status, body: None }
+    }
+}
+
+/// The API's ports and settings, built once per cold start.
+pub struct Api {
+    pub subscriptions: Arc<dyn SubscriptionStore>,
+    pub resumes: Arc<dyn ResumeStore>,
+    pub ledger: Arc<dyn Ledger>,
+    pub normalized_queue: Arc<dyn Queue>,
+    pub audit: Arc<dyn AuditSink>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<Settings>,
+    pub cache: SelectorCache,
+}
+
+impl Api {
+    /// Whether the development call-context shim may be used.
+    pub fn allow_shim(&self) -> bool {
+        !self.settings.is_production()
+    }
+
+    /// Answers one API Gateway v2 request.
+    pub async fn handle(&self, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        let (path, result) = match ApiRequest::from_event(event) {
+            Ok(request) => {
+                let result = self.route(&request).await;
+                (request.path, result)
+            }
+            Err((path, problem)) => (path, Err(problem)),
+        };
+        respond(&path, result)
+    }
+
+    pub async fn route(&self, request: &ApiRequest) -> Result<Reply, Problem> {
+        let mut path_matched = false;
+        for spec in ROUTES {
+            let Some(params) = match_path(spec.path, &request.path) else {
+                continue;
+            };
+            path_matched = true;
+            if spec.method != request.method {
+                continue;
+            }
+            if request.body.len() > request::MAX_BODY_BYTES {
+                return Err(Problem::new(
+                    Code::PayloadTooLarge,
+                    format!("bodies are limited to {} bytes", request::MAX_BODY_BYTES),
+                ));
+            }
+            return self.dispatch(spec.operation, &params, request).await;
+        }
+        Err(if path_matched {
+            Problem::new(
+                Code::MethodNotAllowed,
+                format!("{} is not allowed here", request.method),
+            )
+        } else {
+            Problem::new(
+                Code::RouteNotFound,
+                format!("no route for {}", request.path),
+            )
+        })
+    }
+
+    async fn dispatch(
+        &self,
+        operation: Operation,
+        params: &Params,
+        request: &ApiRequest,
+    ) -> Result<Reply, Problem> {
+        match operation {
+            Operation::CreateTrigger => triggers::create(self, params, request).await,
+            Operation::ListTriggers => triggers::list(self, params, request).await,
+            Operation::GetTrigger => triggers::get(self, params, request).await,
+            Operation::PatchTrigger => triggers::patch(self, params, request).await,
+            Operation::DeleteTrigger => triggers::delete(self, params, request).await,
+            Operation::FireTrigger => triggers::fire(self, params, request).await,
+            Operation::TestSelector => triggers::test(self, params, request).await,
+            Operation::GetEvent => events::get(self, params, request).await,
+            Operation::RegisterResume => resume_rpc::register(self, request).await,
+            Operation::CancelResume => resume_rpc::cancel(self, request).await,
+        }
+    }
+}
+
+fn respond(path: &str, result: Result<Reply, Problem>) -> ApiGatewayV2httpResponse {
+    let (status, content_type, body) = match result {
+        Ok(Reply { status, body }) => (status, "application/json", body),
+        Err(problem) => (
+            problem.code.status(),
+            "application/problem+json",
+            Some(problem.body(path)),
+        ),
+    };
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = i64::from(status);
+    if let Some(body) = body {
+        if let Ok(value) = aws_lambda_events::http::HeaderValue::from_str(content_type) {
+            response
+                .headers
+                .insert(aws_lambda_events::http::header::CONTENT_TYPE, value);
+        }
+        response.body = Some(Body::Text(body.to_string()));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_templates_capture_segments_and_suffixes() {
+        let p = match_path(
+            "/v1/workspaces/{ws}/triggers/{id}:fire",
+            "/v1/workspaces/w1/triggers/abc:fire",
+        )
+        .unwrap();
+        assert_eq!((p["ws"].as_str(), p["id"].as_str()), ("w1", "abc"));
+        assert!(match_path(
+            "/v1/workspaces/{ws}/triggers/{id}",
+            "/v1/workspaces/w1/triggers/abc:fire"
+        )
+        .is_none());
+        assert!(match_path(
+            "/v1/workspaces/{ws}/triggers",
+            "/v1/workspaces/w1/triggers:test"
+        )
+        .is_none());
+        assert!(match_path(
+            "/v1/workspaces/{ws}/triggers:test",
+            "/v1/workspaces/w1/triggers:test"
+        )
+        .is_some());
+        assert!(match_path(
+            "/v1/workspaces/{ws}/triggers/{id}",
+            "/v1/workspaces//triggers/x"
+        )
+        .is_none());
+        assert!(match_path(
+            "/v1/workspaces/{ws}/triggers",
+            "/v1/workspaces/w1/triggers/"
+        )
+        .is_some());
+        assert!(match_path(
+            "/v1/workspaces/{ws}/triggers",
+            "/v1/workspaces/w1/triggers/x"
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn every_route_is_unique() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.path == b.path),
+                    "{} {}",
+                    a.method,
+                    a.path
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! Subscription routes: create, list, get, patch, soft delete, manual fire, and selector
+//! testing. Every route authorizes the caller against the path workspace first, and
+//! every store access is keyed by that workspace.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::auth::{self, Caller};
+use super::problem::{Code, Problem};
+use super::request::ApiRequest;
+use super::{Api, Params, Reply};
+use crate::event::{QueuedEvent, SourceType};
+use crate::ids::{EventId, SubscriptionId, WorkspaceId};
+use crate::mapping;
+use crate::normalize::{self, derive_event_id};
+use crate::selector::{desugar, CompiledExpr, EventScope, MatchType};
+use crate::subscription::{ListQuery, Subscription, SubscriptionKind, SubscriptionState};
+
+/// A selector as authored: CEL text, or the legacy `{field, matchType, value}` sugar.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SelectorInput {
+    Cel(String),
+    Legacy(LegacySelector),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LegacySelector {
+    pub field: String,
+    pub match_type: MatchType,
+    pub value: String,
+}
+
+/// Lowers an authored selector to checked CEL; blank text means "no selector".
+pub fn compile_selector(input: &SelectorInput) -> Result<Option<String>, Problem> {
+    let expr = match input {
+        SelectorInput::Cel(text) if text.trim().is_empty() => return Ok(None),
+        SelectorInput::Cel(text) => text.clone(),
+        SelectorInput::Legacy(l) => desugar(&l.field, l.match_type, &l.value)?,
+    };
+    CompiledExpr::selector(&expr)?;
+    Ok(Some(expr))
+}
+
+fn check_mapping(mapping: &Map<String, Value>) -> Result<(), Problem> {
+    mapping::validate(mapping).map_err(|e| Problem::new(Code::SelectorInvalid, e.to_string()))
+}
+
+fn workspace(params: &Params) -> Result<WorkspaceId, Problem> {
+    params
+        .get("ws")
+        .and_then(|ws| WorkspaceId::new(ws.as_str()).ok())
+        .ok_or_else(|| Problem::new(Code::BadRequest, "workspace must not be empty"))
+}
+
+fn subscription_id(params: &Params) -> Result<SubscriptionId, Problem> {
+    params
+        .get("id")
+        .and_then(|id| SubscriptionId::new(id.as_str()).ok())
+        .ok_or_else(|| Problem::new(Code::BadRequest, "subscription id must not be empty"))
+}
+
+/// Authenticates, then checks the caller's workspace and permission.
+fn authorize(
+    api: &Api,
+    params: &Params,
+    request: &ApiRequest,
+    permission: &str,
+) -> Result<(Caller, WorkspaceId), Problem> {
+    let caller = auth::caller(request, api.allow_shim())?;
+    let ws = workspace(params)?;
+    caller.authorize(&ws, permission)?;
+    Ok((caller, ws))
+}
+
+fn not_found(id: &SubscriptionId) -> Problem {
+    Problem::new(
+        Code::SubscriptionNotFound,
+        format!("subscription {id} does not exist"),
+    )
+    .with("subscriptionId", id.as_str())
+}
+
+async fn load(api: &Api, ws: &WorkspaceId, id: &SubscriptionId) -> Result<Subscription, Problem> {
+    api.subscriptions
+        .get(ws, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+fn to_json(subscription: &Subscription) -> Value {
+    serde_json::to_value(subscription).unwrap_or(Value::Null)
+}
+
+fn now(api: &Api) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(api.clock.now_ms()) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateBody {
+    source_type: SourceType,
+    workflow_id: String,
+    #[serde(default)]
+    target_workflow_version_id: Option<String>,
+    #[serde(default)]
+    selector: Option<SelectorInput>,
+    #[serde(default)]
+    input_mapping: Map<String, Value>,
+    #[serde(default)]
+    connector_instance_id: Option<String>,
+}
+
+fn needs_connector(source: SourceType) -> bool {
+    matches!(
+        source,
+        SourceType::Webhook | SourceType::VendorPush | SourceType::Pull
+    )
+}
+
+pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let (_, ws) = authorize(api, params, request, auth::WRITE)?;
+    let body: CreateBody = request.json()?;
+    if body.workflow_id.is_empty() {
+        return Err(Problem::new(
+            Code::BadRequest,
+            "workflowId: must not be empty",
+        ));
+    }
+    match (
+        &body.connector_instance_id,
+        needs_connector(body.source_type),
+    ) {
+        (None, true) => {
+            return Err(Problem::new(
+                Code::BadRequest,
+                format!(
+                    "connectorInstanceId: required for sourceType {}",
+                    body.source_type.as_str()
+                ),
+            ))
+        }
+        (Some(_), false) => {
+            return Err(Problem::new(
+                Code::BadRequest,
+                format!(
+                    "connectorInstanceId: not allowed for sourceType {}",
+                    body.source_type.as_str()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let selector = body
+        .selector
+        .as_ref()
+        .map(compile_selector)
+        .transpose()?
+        .flatten();
+    check_mapping(&body.input_mapping)?;
+    let created = now(api);
+    let subscription = Subscription {
+        workspace_id: ws,
+        subscription_id: SubscriptionId::new(uuid::Uuid::new_v4().simple().to_string())
+            .map_err(|e| Problem::new(Code::BadRequest, e.to_string()))?,
+        kind: SubscriptionKind::Start,
+        source_type: body.source_type,
+        workflow_id: body.workflow_id,
+        target_workflow_version_id: body.target_workflow_version_id.filter(|v| !v.is_empty()),
+        selector,
+        input_mapping: body.input_mapping,
+        state: SubscriptionState::Active,
+        connector_instance_id: body.connector_instance_id,
+        created_at: created,
+        updated_at: created,
+    };
+    api.subscriptions.put(&subscription).await?;
+    Ok(Reply::json(201, to_json(&subscription)))
+}
+
+pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let (_, ws) = authorize(api, params, request, auth::READ)?;
+    let subscription = load(api, &ws, &subscription_id(params)?).await?;
+    Ok(Reply::json(200, to_json(&subscription)))
+}
+
+fn query_enum<T: serde::de::DeserializeOwned>(
+    request: &ApiRequest,
+    name: &str,
+) -> Result<Option<T>, Problem> {
+    request
+        .query
+        .get(name)
+        .map(|raw| {
+            serde_json::from_value(Value::String(raw.clone())).map_err(|_| {
+                Problem::new(Code::BadRequest, format!("{name}: unknown value {raw:?}"))
+            })
+        })
+        .transpose()
+}
+
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 200;
+
+pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let (_, ws) = authorize(api, params, request, auth::READ)?;
+    let limit = match request.query.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                Problem::new(
+                    Code::BadRequest,
+                    format!("limit: expected 1..={MAX_PAGE}, got {raw:?}"),
+                )
+            })?,
+    };
+    let query = ListQuery {
+        state: query_enum(request, "state")?,
+        source_type: query_enum(request, "sourceType")?,
+        limit,
+        cursor: request
+            .query
+            .get("cursor")
+            .filter(|c| !c.is_empty())
+            .cloned(),
+    };
+    let page = api.subscriptions.list(&ws, &query).await?;
+    let items: Vec<Value> = page.items.iter().map(to_json).collect();
+    let mut body = json!({ "items": items });
+    if let Some(cursor) = page.next_cursor {
+        body["nextCursor"] = Value::String(cursor);
+    }
+    Ok(Reply::json(200, body))
+}
+
+const PATCHABLE: &[&str] = &[
+    "state",
+    "selector",
+    "inputMapping",
+    "targetWorkflowVersionId",
+];
+
+fn field<T: serde::de::DeserializeOwned>(name: &str, value: &Value) -> Result<T, Problem> {
+    serde_json::from_value(value.clone())
+        .map_err(|e| Problem::new(Code::BadRequest, format!("{name}: {e}")))
+}
+
+/// Applies a patch: a present key changes its field, an omitted key leaves it alone;
+/// `null` clears `selector` and `targetWorkflowVersionId` and is ignored for
+/// `inputMapping` (which cannot be cleared that way) and `state`.
+fn apply_patch(
+    subscription: &mut Subscription,
+    patch: &Map<String, Value>,
+) -> Result<bool, Problem> {
+    if let Some(unknown) = patch.keys().find(|k| !PATCHABLE.contains(&k.as_str())) {
+        return Err(Problem::new(
+            Code::BadRequest,
+            format!("{unknown}: unknown field"),
+        ));
+    }
+    let before = subscription.clone();
+    if let Some(value) = patch.get("selector") {
+        subscription.selector = match value {
+            Value::Null => None,
+            other => compile_selector(&field::<SelectorInput>("selector", other)?)?,
+        };
+    }
+    if let Some(value) = patch.get("targetWorkflowVersionId") {
+        subscription.target_workflow_version_id =
+            field::<Option<String>>("targetWorkflowVersionId", value)?.filter(|v| !v.is_empty());
+    }
+    if let Some(value) = patch.get("inputMapping").filter(|v| !v.is_null()) {
+        let mapping: Map<String, Value> = field("inputMapping", value)?;
+        check_mapping(&mapping)?;
+        subscription.input_mapping = mapping;
+    }
+    if let Some(value) = patch.get("state").filter(|v| !v.is_null()) {
+        subscription.state = field("state", value)?;
+    }
+    Ok(*subscription != before)
+}
+
+pub async fn patch(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let (_, ws) = authorize(api, params, request, auth::WRITE)?;
+    let id = subscription_id(params)?;
+    let patch: Map<String, Value> = request.json()?;
+    let mut subscription = load(api, &ws, &id).await?;
+    if apply_patch(&mut subscription, &patch)? {
+        subscription.updated_at = now(api);
+        api.subscriptions.put(&subscription).await?;
+    }
+    Ok(Reply::json(200, to_json(&subscription)))
+}
+
+pub async fn delete(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let (_, ws) = authorize(api, params, request, auth::DELETE)?;
+    let mut subscription = load(api, &ws, &subscription_id(params)?).await?;
+    if subscription.state != SubscriptionState::Expired {
+        subscription.state = SubscriptionState::Expired;
+        subscription.updated_at = now(api);
+        api.subscriptions.put(&subscription).await?;
+    }
+    Ok(Reply::empty(204))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FireBody {
+    #[serde(default)]
+    inputs: Map<String, Value>,
+}
+
+fn not_fireable(id: &SubscriptionId, detail: String) -> Problem {
+    Problem::new(Code::SubscriptionNotFireable, detail).with("subscriptionId", id.as_str())
+}
+
+/// Queues a manual event for one start subscription and answers `202 {eventId}` once it
+/// is on the normalized queue. The same `Idempotency-Key` always yields the same eventId.
+pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let (_, ws) = authorize(api, params, request, auth::FIRE)?;
+    let id = subscription_id(params)?;
+    let body: FireBody = request.json()?;
+    let subscription = load(api, &ws, &id).await?;
+    if !subscription.is_matchable() {
+        return Err(not_fireable(
+            &id,
+            format!(
+                "subscription is {} (a {:?} subscription); only active start subscriptions fire",
+                subscription.state.as_str(),
+                subscription.kind
+            ),
+        ));
+    }
+    if subscription.target_workflow_version_id.is_none() {
+        return Err(not_fireable(
+            &id,
+            "subscription has no targetWorkflowVersionId".to_owned(),
+        ));
+    }
+    let event_id: Option<EventId> = request
+        .header("idempotency-key")
+        .filter(|k| !k.is_empty())
+        .map(|key| derive_event_id(&["manual-fire", ws.as_str(), id.as_str(), key]));
+    let event = normalize::manual_fire(
+        &api.clock.now_rfc3339(),
+        Some(id.as_str()),
+        body.inputs,
+        event_id,
+    )
+    .map_err(|e| Problem::new(Code::BadRequest, e.to_string()))?;
+    if let Some(expr) = subscription.selector.as_deref() {
+        let compiled = api.cache.selector(id.as_str(), expr)?;
+        if compiled.matches(&EventScope::new(&event)) != Ok(true) {
+            return Err(not_fireable(
+                &id,
+                "the subscription's selector does not match these inputs".to_owned(),
+            ));
+        }
+    }
+    let event_id = event.event_id.clone();
+    let queued = QueuedEvent {
+        workspace_id: ws,
+        event,
+    };
+    let body = serde_json::to_string(&queued)
+        .map_err(|e| Problem::new(Code::BadRequest, e.to_string()))?;
+    api.normalized_queue.send_batch(&[body]).await?;
+    Ok(Reply::json(202, json!({ "eventId": event_id })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TestBody {
+    #[serde(default)]
+    selector: Option<SelectorInput>,
+    #[serde(default)]
+    input_mapping: Map<String, Value>,
+    event: Map<String, Value>,
+}
+
+/// Evaluates a selector (and mapping) against a supplied event; nothing is dispatched.
+pub async fn test(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    authorize(api, params, request, auth::READ)?;
+    let body: TestBody = request.json()?;
+    let selector = body
+        .selector
+        .as_ref()
+        .map(compile_selector)
+        .transpose()?
+        .flatten();
+    check_mapping(&body.input_mapping)?;
+    let manual = body.event.get("source").and_then(|s| s.get("type"))
+        == Some(&Value::String("manual".into()));
+    let inputs = manual.then(|| body.event.get("data").cloned()).flatten();
+    let scope = EventScope::from_json(Value::Object(body.event), inputs);
+    let mut answer = Map::new();
+    let matched = match selector.as_deref() {
+        None => Ok(true),
+        Some(expr) => CompiledExpr::selector(expr)?.matches(&scope),
+    };
+    match matched {
+        Ok(m) => answer.insert("matched".into(), m.into()),
+        Err(e) => {
+            answer.insert("error".into(), e.to_string().into());
+            answer.insert("matched".into(), false.into())
+        }
+    };
+    if !body.input_mapping.is_empty() {
+        match mapping::resolve(&body.input_mapping, &scope, &api.cache) {
+            Ok(inputs) => answer.insert("inputs".into(), Value::Object(inputs)),
+            Err(e) => answer.insert("error".into(), e.to_string().into()),
+        };
+    }
+    Ok(Reply::json(200, Value::Object(answer)))
+}

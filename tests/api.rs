@@ -1,0 +1,1091 @@
+//! The management API driven with real API Gateway v2 request events against DynamoDB
+//! Local and the local SQS, with the match and dispatch handlers and the fake Workflow
+//! Service behind it for the full lifecycle.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use custos_trigger::api::{match_path, Api, ROUTES};
+use custos_trigger::audit::AuditName;
+use custos_trigger::audit::NoopAuditSink;
+use custos_trigger::aws::{DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore, SqsQueue};
+use custos_trigger::clock::{Clock, ManualClock, SystemClock};
+use custos_trigger::config::Settings;
+use custos_trigger::dispatch::{DispatchSettings, Dispatcher};
+use custos_trigger::memory::RecordingAuditSink;
+use custos_trigger::resume::{ResumeKey, ResumeStore};
+use custos_trigger::runtime;
+use custos_trigger::selector::SelectorCache;
+use custos_trigger::stage::{DispatchStage, MatchStage};
+use integration_tests::{acknowledge, dynamodb, queue, receive, sqs, tables, FakeWorkflow};
+use serde_json::{json, Value};
+
+const ALL: [&str; 4] = [
+    "trigger:subscriptions:read",
+    "trigger:subscriptions:write",
+    "trigger:subscriptions:delete",
+    "trigger:subscriptions:fire",
+];
+
+struct Harness {
+    api: Api,
+    clock: Arc<ManualClock>,
+    audit: Arc<RecordingAuditSink>,
+    resumes: DynamoResumeStore,
+    sqs: aws_sdk_sqs::Client,
+    normalized_url: String,
+    dispatch_url: String,
+    match_stage: MatchStage,
+    dispatch_stage: DispatchStage,
+    fake: FakeWorkflow,
+}
+
+async fn harness(environment: &str) -> Harness {
+    let ddb = dynamodb();
+    let sqs = sqs();
+    let t = tables(&ddb).await;
+    let normalized_url = queue(&sqs, Some(5)).await;
+    let dispatch_url = queue(&sqs, Some(6)).await;
+    let env = environment.to_owned();
+    let settings =
+        Arc::new(Settings::from_lookup(|n| (n == "ENVIRONMENT").then(|| env.clone())).unwrap());
+    let clock = Arc::new(ManualClock::at_ms(SystemClock.now_ms()));
+    let audit = Arc::new(RecordingAuditSink::default());
+    let subscriptions = Arc::new(DynamoSubscriptionStore::new(
+        ddb.clone(),
+        t.subscriptions.clone(),
+    ));
+    let resumes = DynamoResumeStore::new(ddb.clone(), t.resumes.clone());
+    let ledger = Arc::new(DynamoLedger::new(ddb.clone(), t.ledger.clone()));
+    let fake = FakeWorkflow::start().await;
+    let dispatch_queue = Arc::new(SqsQueue::new(sqs.clone(), dispatch_url.clone()));
+    let api = Api {
+        subscriptions: subscriptions.clone(),
+        resumes: Arc::new(resumes.clone()),
+        ledger: ledger.clone(),
+        normalized_queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),
+        audit: audit.clone(),
+        clock: clock.clone(),
+        settings: settings.clone(),
+        cache: SelectorCache::default(),
+    };
+    let match_stage = MatchStage::new(
+        subscriptions,
+        Arc::new(resumes.clone()),
+        dispatch_queue.clone(),
+        Arc::new(NoopAuditSink),
+        Arc::new(SystemClock),
+        0,
+    );
+    let dispatcher = Dispatcher::new(
+        ledger,
+        Arc::new(custos_trigger::workflow::http::HttpWorkflowClient::new(&fake.url).unwrap()),
+        Arc::new(resumes.clone()),
+        Arc::new(NoopAuditSink),
+        Arc::new(SystemClock),
+        DispatchSettings::from_settings(settings),
+    );
+    Harness {
+        api,
+        clock,
+        audit,
+        resumes,
+        sqs,
+        normalized_url,
+        dispatch_url,
+        match_stage,
+        dispatch_stage: DispatchStage {
+            dispatcher,
+            queue: dispatch_queue,
+        },
+        fake,
+    }
+}
+
+/// Who calls: a Lambda authorizer context, the dev shim header, IAM, or nobody.
+#[derive(Clone)]
+enum As<'a> {
+    Tenant(&'a str, &'a [&'a str]),
+    Jwt(&'a str, &'a str),
+    Shim(&'a str, &'a [&'a str]),
+    Iam,
+    Nobody,
+}
+
+fn event(
+    method: &str,
+    path: &str,
+    who: As<'_>,
+    body: Option<&str>,
+    headers: Value,
+) -> ApiGatewayV2httpRequest {
+    let (raw_path, query) = path.split_once('?').unwrap_or((path, ""));
+    let query_map: serde_json::Map<String, Value> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+        .collect();
+    let mut headers = headers;
+    let authorizer = match who {
+        As::Tenant(ws, perms) => json!({"lambda": {"workspace_id": ws, "permissions": perms}}),
+        As::Jwt(ws, scope) => {
+            json!({"jwt": {"claims": {"workspace_id": ws, "permissions": scope}, "scopes": null}})
+        }
+        As::Iam => {
+            json!({"iam": {"accessKey": "AKIA", "accountId": "123456789012", "callerId": "AROA:wf",
+                                   "principalOrgId": null, "userArn": "arn:aws:sts::123456789012:assumed-role/wf/x",
+                                   "userId": "AROA:wf", "cognitoIdentity": null}})
+        }
+        As::Shim(ws, perms) => {
+            headers["x-custos-callctx"] =
+                json!({"workspace_id": ws, "principal_id": "dev", "permissions": perms})
+                    .to_string()
+                    .into();
+            Value::Null
+        }
+        As::Nobody => Value::Null,
+    };
+    let mut request_context = json!({
+        "routeKey": "$default", "accountId": "123456789012", "stage": "$default", "requestId": "req-1",
+        "apiId": "api", "domainName": "api.local", "domainPrefix": "api", "time": "26/Nov/2026:00:00:00 +0000",
+        "timeEpoch": 1795651200000i64,
+        "http": {"method": method, "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "tests"}
+    });
+    if !authorizer.is_null() {
+        request_context["authorizer"] = authorizer;
+    }
+    let mut event = json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": raw_path, "rawQueryString": query,
+        "headers": headers, "requestContext": request_context, "isBase64Encoded": false
+    });
+    if !query_map.is_empty() {
+        event["queryStringParameters"] = Value::Object(query_map);
+    }
+    if let Some(body) = body {
+        event["body"] = body.into();
+    }
+    serde_json::from_value(event).unwrap()
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: Value,
+}
+
+impl Harness {
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        who: As<'_>,
+        body: Option<&str>,
+        headers: Value,
+    ) -> Answer {
+        let response: ApiGatewayV2httpResponse = self
+            .api
+            .handle(event(method, path, who, body, headers))
+            .await;
+        let status = u16::try_from(response.status_code).unwrap();
+        let raw_path = path.split('?').next().unwrap();
+        if let Some(route) = ROUTES
+            .iter()
+            .find(|r| r.method == method && match_path(r.path, raw_path).is_some())
+        {
+            assert!(
+                route.statuses.contains(&status),
+                "{method} {path} answered {status}, not declared in ROUTES"
+            );
+        }
+        let content_type = response
+            .headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = match response.body {
+            Some(aws_lambda_events::encodings::Body::Text(text)) => {
+                serde_json::from_str(&text).unwrap()
+            }
+            None => Value::Null,
+            Some(other) => panic!("unexpected body {other:?}"),
+        };
+        Answer {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, who: As<'_>, body: Option<Value>) -> Answer {
+        let text = body.map(|b| b.to_string());
+        self.call_with(
+            method,
+            path,
+            who,
+            text.as_deref(),
+            json!({"content-type": "application/json"}),
+        )
+        .await
+    }
+
+    async fn run_pipeline(&self) {
+        let event = receive(&self.sqs, &self.normalized_url, 10, 2).await;
+        let response = runtime::match_events(&self.match_stage, None, event.clone())
+            .await
+            .unwrap();
+        acknowledge(&self.sqs, &self.normalized_url, &event, &response).await;
+        let event = receive(&self.sqs, &self.dispatch_url, 10, 2).await;
+        let response = runtime::dispatch_messages(&self.dispatch_stage, event.clone(), None)
+            .await
+            .unwrap();
+        acknowledge(&self.sqs, &self.dispatch_url, &event, &response).await;
+    }
+}
+
+fn assert_problem(answer: &Answer, status: u16, code: &str) {
+    assert_eq!(answer.status, status, "{}", answer.body);
+    assert_eq!(answer.content_type, "application/problem+json");
+    assert_eq!(answer.body["code"], code, "{}", answer.body);
+    assert_eq!(answer.body["status"], status);
+    for member in ["type", "title", "detail", "instance"] {
+        assert!(
+            answer.body.get(member).is_some(),
+            "{member} missing in {}",
+            answer.body
+        );
+    }
+}
+
+const WS1: As<'static> = As::Tenant("ws1", &ALL);
+
+#[tokio::test]
+async fn full_lifecycle_create_get_list_patch_fire_status_delete() {
+    let h = harness("development").await;
+    let created = h
+        .call(
+            "POST",
+            "/v1/workspaces/ws1/triggers",
+            WS1,
+            Some(json!({
+                "sourceType": "manual", "workflowId": "wf-1", "targetWorkflowVersionId": "wv-1",
+                "selector": {"field": "env", "matchType": "eq", "value": "prod"},
+                "inputMapping": {"env": "${{ inputs.env }}", "note": "fired for ${{ inputs.env }}"}
+            })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["subscriptionId"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    assert_eq!(
+        created.body["selector"], r#"event.data.env == "prod""#,
+        "stored as CEL"
+    );
+    assert_eq!(created.body["state"], "active");
+    assert_eq!(created.body["kind"], "start");
+
+    let got = h
+        .call(
+            "GET",
+            &format!("/v1/workspaces/ws1/triggers/{id}"),
+            WS1,
+            None,
+        )
+        .await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, created.body);
+
+    let listed = h
+        .call(
+            "GET",
+            "/v1/workspaces/ws1/triggers?state=active&sourceType=manual",
+            WS1,
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.body["items"][0]["subscriptionId"], id.as_str());
+
+    let patched = h
+        .call(
+            "PATCH",
+            &format!("/v1/workspaces/ws1/triggers/{id}"),
+            WS1,
+            Some(json!({"selector": "inputs.env == \"prod\" || event.data.env == \"prod\""})),
+        )
+        .await;
+    assert_eq!(
+        patched.status, 422,
+        "inputs is not a selector root: {}",
+        patched.body
+    );
+    let patched = h
+        .call(
+            "PATCH",
+            &format!("/v1/workspaces/ws1/triggers/{id}"),
+            WS1,
+            Some(json!({"selector": "event.data.env in [\"prod\", \"stage\"]"})),
+        )
+        .await;
+    assert_eq!(patched.status, 200);
+    assert_eq!(
+        patched.body["targetWorkflowVersionId"], "wv-1",
+        "omitted fields unchanged"
+    );
+
+    let fired = h
+        .call(
+            "POST",
+            &format!("/v1/workspaces/ws1/triggers/{id}:fire"),
+            WS1,
+            Some(json!({"inputs": {"env": "stage"}})),
+        )
+        .await;
+    assert_eq!(fired.status, 202, "{}", fired.body);
+    let event_id = fired.body["eventId"].as_str().unwrap().to_owned();
+    h.run_pipeline().await;
+    let status = h
+        .call(
+            "GET",
+            &format!("/v1/workspaces/ws1/events/{event_id}"),
+            WS1,
+            None,
+        )
+        .await;
+    assert_eq!(status.status, 200);
+    let starts = h.fake.calls("start").await;
+    assert_eq!(starts.len(), 1);
+    assert_eq!(
+        starts[0].body["inputs"],
+        json!({"env": "stage", "note": "fired for stage"})
+    );
+    assert_eq!(status.body["matches"][0]["status"], "dispatched");
+    assert_eq!(status.body["matches"][0]["subscriptionId"], id.as_str());
+    assert_eq!(
+        status.body["matches"][0]["runId"].as_str(),
+        starts[0].run_id.as_deref()
+    );
+
+    let deleted = h
+        .call(
+            "DELETE",
+            &format!("/v1/workspaces/ws1/triggers/{id}"),
+            WS1,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(
+        h.call(
+            "DELETE",
+            &format!("/v1/workspaces/ws1/triggers/{id}"),
+            WS1,
+            None
+        )
+        .await
+        .status,
+        204,
+        "idempotent"
+    );
+    let refused = h
+        .call(
+            "POST",
+            &format!("/v1/workspaces/ws1/triggers/{id}:fire"),
+            WS1,
+            Some(json!({})),
+        )
+        .await;
+    assert_problem(&refused, 409, "trigger.api.subscription_not_fireable");
+    assert_eq!(refused.body["subscriptionId"], id.as_str());
+    let expired = h
+        .call(
+            "GET",
+            &format!("/v1/workspaces/ws1/triggers/{id}"),
+            WS1,
+            None,
+        )
+        .await;
+    assert_eq!(expired.body["state"], "expired");
+}
+
+async fn create(h: &Harness, body: Value) -> String {
+    let created = h
+        .call("POST", "/v1/workspaces/ws1/triggers", WS1, Some(body))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    created.body["subscriptionId"].as_str().unwrap().to_owned()
+}
+
+fn manual() -> Value {
+    json!({"sourceType": "manual", "workflowId": "wf", "targetWorkflowVersionId": "wv"})
+}
+
+#[tokio::test]
+async fn same_idempotency_key_fires_share_an_event_id() {
+    let h = harness("development").await;
+    let id = create(&h, manual()).await;
+    let path = format!("/v1/workspaces/ws1/triggers/{id}:fire");
+    let headers = json!({"content-type": "application/json", "idempotency-key": "retry-1"});
+    let a = h
+        .call_with("POST", &path, WS1, Some("{}"), headers.clone())
+        .await;
+    h.clock.advance_ms(1_000);
+    let b = h.call_with("POST", &path, WS1, Some("{}"), headers).await;
+    let c = h.call("POST", &path, WS1, Some(json!({}))).await;
+    assert_eq!((a.status, b.status, c.status), (202, 202, 202));
+    assert_eq!(a.body["eventId"], b.body["eventId"]);
+    assert_ne!(a.body["eventId"], c.body["eventId"]);
+}
+
+#[tokio::test]
+async fn every_error_code_is_problem_json() {
+    let h = harness("development").await;
+    let id = create(&h, manual()).await;
+    let base = "/v1/workspaces/ws1/triggers";
+
+    let bad = h
+        .call_with("POST", base, WS1, Some("{not json"), json!({}))
+        .await;
+    assert_problem(&bad, 400, "trigger.api.bad_request");
+    let unknown = h
+        .call(
+            "POST",
+            base,
+            WS1,
+            Some(json!({"sourceType": "manual", "workflowId": "w", "colour": "red"})),
+        )
+        .await;
+    assert_problem(&unknown, 400, "trigger.api.bad_request");
+    assert!(unknown.body["detail"].as_str().unwrap().contains("colour"));
+    let wrong_type = h
+        .call(
+            "POST",
+            base,
+            WS1,
+            Some(json!({"sourceType": "manual", "workflowId": "w", "inputMapping": [1]})),
+        )
+        .await;
+    assert_problem(&wrong_type, 400, "trigger.api.bad_request");
+    assert!(
+        wrong_type.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("inputMapping"),
+        "{}",
+        wrong_type.body
+    );
+    let bad_source = h
+        .call(
+            "POST",
+            base,
+            WS1,
+            Some(json!({"sourceType": "carrier-pigeon", "workflowId": "w"})),
+        )
+        .await;
+    assert_problem(&bad_source, 400, "trigger.api.bad_request");
+    let webhook_without_connector = h
+        .call(
+            "POST",
+            base,
+            WS1,
+            Some(json!({"sourceType": "webhook", "workflowId": "w"})),
+        )
+        .await;
+    assert_problem(&webhook_without_connector, 400, "trigger.api.bad_request");
+
+    let huge = json!({"sourceType": "manual", "workflowId": "w", "inputMapping": {"x": "y".repeat(300 * 1024)}});
+    assert_problem(
+        &h.call("POST", base, WS1, Some(huge)).await,
+        413,
+        "trigger.api.payload_too_large",
+    );
+
+    let invalid = h
+        .call(
+            "POST",
+            base,
+            WS1,
+            Some(json!({"sourceType": "manual", "workflowId": "w", "selector": "event.kind =="})),
+        )
+        .await;
+    assert_problem(&invalid, 422, "trigger.selector_invalid");
+    let jsonpath = h
+        .call("POST", base, WS1, Some(json!({"sourceType": "manual", "workflowId": "w", "selector": {"field": "a", "matchType": "jsonpath", "value": "$.a"}})))
+        .await;
+    assert_problem(&jsonpath, 422, "trigger.selector_invalid");
+    let bad_mapping = h.call("POST", base, WS1, Some(json!({"sourceType": "manual", "workflowId": "w", "inputMapping": {"a": "${{ event. }}"}}))).await;
+    assert_problem(&bad_mapping, 422, "trigger.selector_invalid");
+    let invalid_patch = h
+        .call(
+            "PATCH",
+            &format!("{base}/{id}"),
+            WS1,
+            Some(json!({"selector": "event.kind && event.subject"})),
+        )
+        .await;
+    assert_problem(&invalid_patch, 422, "trigger.selector_invalid");
+    let unknown_patch = h
+        .call(
+            "PATCH",
+            &format!("{base}/{id}"),
+            WS1,
+            Some(json!({"workflowId": "other"})),
+        )
+        .await;
+    assert_problem(&unknown_patch, 400, "trigger.api.bad_request");
+
+    for (method, suffix) in [
+        ("GET", ""),
+        ("PATCH", ""),
+        ("DELETE", ""),
+        ("POST", ":fire"),
+    ] {
+        let missing = h
+            .call(
+                method,
+                &format!("{base}/nope{suffix}"),
+                WS1,
+                Some(json!({})),
+            )
+            .await;
+        assert_problem(&missing, 404, "trigger.subscription_not_found");
+        assert_eq!(missing.body["subscriptionId"], "nope");
+    }
+
+    assert_problem(
+        &h.call("GET", base, As::Nobody, None).await,
+        401,
+        "callctx_missing",
+    );
+    let malformed = h
+        .call_with(
+            "GET",
+            base,
+            As::Nobody,
+            None,
+            json!({"x-custos-callctx": "{nope"}),
+        )
+        .await;
+    assert_problem(&malformed, 400, "callctx_malformed");
+    let read_only = As::Tenant("ws1", &["trigger:subscriptions:read"]);
+    let denied = h
+        .call("POST", base, read_only.clone(), Some(manual()))
+        .await;
+    assert_problem(&denied, 403, "permission_denied");
+    assert_problem(
+        &h.call("DELETE", &format!("{base}/{id}"), read_only.clone(), None)
+            .await,
+        403,
+        "permission_denied",
+    );
+    assert_problem(
+        &h.call(
+            "POST",
+            &format!("{base}/{id}:fire"),
+            read_only,
+            Some(json!({})),
+        )
+        .await,
+        403,
+        "permission_denied",
+    );
+    assert_problem(
+        &h.call("GET", "/v1/workspaces/ws2/triggers", WS1, None)
+            .await,
+        403,
+        "workspace_mismatch",
+    );
+
+    assert_problem(
+        &h.call("PUT", base, WS1, None).await,
+        405,
+        "trigger.api.method_not_allowed",
+    );
+    assert_problem(
+        &h.call("GET", "/v2/nothing", WS1, None).await,
+        404,
+        "trigger.api.route_not_found",
+    );
+
+    h.call(
+        "PATCH",
+        &format!("{base}/{id}"),
+        WS1,
+        Some(json!({"state": "paused"})),
+    )
+    .await;
+    let paused = h
+        .call("POST", &format!("{base}/{id}:fire"), WS1, Some(json!({})))
+        .await;
+    assert_problem(&paused, 409, "trigger.api.subscription_not_fireable");
+    let no_target = create(&h, json!({"sourceType": "manual", "workflowId": "wf"})).await;
+    assert_problem(
+        &h.call(
+            "POST",
+            &format!("{base}/{no_target}:fire"),
+            WS1,
+            Some(json!({})),
+        )
+        .await,
+        409,
+        "trigger.api.subscription_not_fireable",
+    );
+    let gated = create(&h, json!({"sourceType": "manual", "workflowId": "wf", "targetWorkflowVersionId": "wv", "selector": "event.data.go == true"})).await;
+    let refused = h
+        .call(
+            "POST",
+            &format!("{base}/{gated}:fire"),
+            WS1,
+            Some(json!({"inputs": {"go": false}})),
+        )
+        .await;
+    assert_problem(&refused, 409, "trigger.api.subscription_not_fireable");
+    assert_eq!(
+        h.call(
+            "POST",
+            &format!("{base}/{gated}:fire"),
+            WS1,
+            Some(json!({"inputs": {"go": true}}))
+        )
+        .await
+        .status,
+        202
+    );
+}
+
+#[tokio::test]
+async fn another_workspace_can_neither_read_change_fire_nor_see_events() {
+    let h = harness("development").await;
+    let id = create(&h, manual()).await;
+    let fired = h
+        .call(
+            "POST",
+            &format!("/v1/workspaces/ws1/triggers/{id}:fire"),
+            WS1,
+            Some(json!({})),
+        )
+        .await;
+    let event_id = fired.body["eventId"].as_str().unwrap().to_owned();
+    h.run_pipeline().await;
+    let ws2 = As::Tenant("ws2", &ALL);
+    for (method, path) in [
+        ("GET", format!("/v1/workspaces/ws1/triggers/{id}")),
+        ("PATCH", format!("/v1/workspaces/ws1/triggers/{id}")),
+        ("DELETE", format!("/v1/workspaces/ws1/triggers/{id}")),
+        ("POST", format!("/v1/workspaces/ws1/triggers/{id}:fire")),
+        ("GET", "/v1/workspaces/ws1/triggers".to_owned()),
+        ("GET", format!("/v1/workspaces/ws1/events/{event_id}")),
+    ] {
+        assert_problem(
+            &h.call(method, &path, ws2.clone(), Some(json!({}))).await,
+            403,
+            "workspace_mismatch",
+        );
+    }
+    // Through its own workspace path, ws2 finds nothing of ws1's.
+    assert_problem(
+        &h.call(
+            "GET",
+            &format!("/v1/workspaces/ws2/triggers/{id}"),
+            ws2.clone(),
+            None,
+        )
+        .await,
+        404,
+        "trigger.subscription_not_found",
+    );
+    let none = h
+        .call(
+            "GET",
+            &format!("/v1/workspaces/ws2/events/{event_id}"),
+            ws2.clone(),
+            None,
+        )
+        .await;
+    assert_eq!(none.body["matches"], json!([]));
+    let own = h
+        .call("GET", "/v1/workspaces/ws2/triggers", ws2, None)
+        .await;
+    assert_eq!(own.body["items"], json!([]));
+    let mine = h
+        .call(
+            "GET",
+            &format!("/v1/workspaces/ws1/events/{event_id}"),
+            WS1,
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["matches"][0]["status"], "dispatched");
+}
+
+#[tokio::test]
+async fn list_pages_through_subscriptions_with_filters() {
+    let h = harness("development").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(create(&h, manual()).await);
+    }
+    h.call(
+        "PATCH",
+        &format!("/v1/workspaces/ws1/triggers/{}", ids[0]),
+        WS1,
+        Some(json!({"state": "paused"})),
+    )
+    .await;
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = h
+            .call(
+                "GET",
+                &format!("/v1/workspaces/ws1/triggers?limit=2&cursor={cursor}"),
+                WS1,
+                None,
+            )
+            .await;
+        assert_eq!(page.status, 200);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(
+            items
+                .iter()
+                .map(|i| i["subscriptionId"].as_str().unwrap().to_owned()),
+        );
+        match page.body.get("nextCursor").and_then(Value::as_str) {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let paused = h
+        .call("GET", "/v1/workspaces/ws1/triggers?state=paused", WS1, None)
+        .await;
+    assert_eq!(paused.body["items"].as_array().unwrap().len(), 1);
+    assert_problem(
+        &h.call("GET", "/v1/workspaces/ws1/triggers?limit=0", WS1, None)
+            .await,
+        400,
+        "trigger.api.bad_request",
+    );
+    assert_problem(
+        &h.call("GET", "/v1/workspaces/ws1/triggers?state=gone", WS1, None)
+            .await,
+        400,
+        "trigger.api.bad_request",
+    );
+}
+
+#[tokio::test]
+async fn patch_distinguishes_present_null_and_omitted() {
+    let h = harness("development").await;
+    let id = create(&h, json!({"sourceType": "manual", "workflowId": "wf", "targetWorkflowVersionId": "wv", "selector": "true", "inputMapping": {"a": 1}})).await;
+    let path = format!("/v1/workspaces/ws1/triggers/{id}");
+    let p = h
+        .call("PATCH", &path, WS1, Some(json!({"state": "paused"})))
+        .await;
+    assert_eq!(
+        (p.body["state"].as_str(), p.body["selector"].as_str()),
+        (Some("paused"), Some("true"))
+    );
+    let p = h
+        .call(
+            "PATCH",
+            &path,
+            WS1,
+            Some(json!({"selector": null, "inputMapping": null})),
+        )
+        .await;
+    assert_eq!(p.body["selector"], Value::Null, "null clears the selector");
+    assert_eq!(
+        p.body["inputMapping"],
+        json!({"a": 1}),
+        "null does not clear the mapping"
+    );
+    let p = h
+        .call(
+            "PATCH",
+            &path,
+            WS1,
+            Some(json!({"targetWorkflowVersionId": null})),
+        )
+        .await;
+    assert_eq!(p.body["targetWorkflowVersionId"], Value::Null);
+    assert_eq!(p.body["state"], "paused");
+}
+
+#[tokio::test]
+async fn test_route_evaluates_without_dispatching() {
+    let h = harness("development").await;
+    let path = "/v1/workspaces/ws1/triggers:test";
+    let event = json!({"kind": "pr.opened", "data": {"repo": "acme/api", "n": 2}});
+    let yes = h.call("POST", path, WS1, Some(json!({"selector": "event.data.repo.startsWith(\"acme/\")", "inputMapping": {"n": "${{ event.data.n + 1 }}"}, "event": event}))).await;
+    assert_eq!(yes.status, 200);
+    assert_eq!(yes.body, json!({"matched": true, "inputs": {"n": 3}}));
+    let type_error = h
+        .call(
+            "POST",
+            path,
+            WS1,
+            Some(json!({"selector": "event.kind", "event": event})),
+        )
+        .await;
+    assert_eq!(type_error.body["matched"], false);
+    assert!(type_error.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("not bool"));
+    assert_problem(
+        &h.call(
+            "POST",
+            path,
+            WS1,
+            Some(json!({"selector": "(", "event": event})),
+        )
+        .await,
+        422,
+        "trigger.selector_invalid",
+    );
+    assert!(h.fake.calls("start").await.is_empty());
+}
+
+#[tokio::test]
+async fn jwt_claims_and_the_development_shim_identify_callers() {
+    let h = harness("development").await;
+    let jwt = h
+        .call(
+            "GET",
+            "/v1/workspaces/ws1/triggers",
+            As::Jwt("ws1", "[trigger:subscriptions:read]"),
+            None,
+        )
+        .await;
+    assert_eq!(jwt.status, 200);
+    let shim = h
+        .call(
+            "GET",
+            "/v1/workspaces/ws1/triggers",
+            As::Shim("ws1", &["trigger:subscriptions:read"]),
+            None,
+        )
+        .await;
+    assert_eq!(shim.status, 200);
+    let production = harness("production").await;
+    let refused = production
+        .call(
+            "GET",
+            "/v1/workspaces/ws1/triggers",
+            As::Shim("ws1", &ALL),
+            None,
+        )
+        .await;
+    assert_problem(&refused, 401, "callctx_missing");
+    let internal = production
+        .call(
+            "POST",
+            "/CancelResumeSubscription",
+            As::Nobody,
+            Some(json!({"runId": "r", "stepId": "s", "eventKey": "k"})),
+        )
+        .await;
+    assert_problem(&internal, 401, "callctx_missing");
+}
+
+fn register(run: &str, selector: Value, ttl: Value) -> Value {
+    json!({"runId": run, "stepId": "s1", "eventKey": "step.succeeded", "selector": selector, "ttl": ttl})
+}
+
+#[tokio::test]
+async fn resume_registration_rpc_semantics() {
+    let h = harness("production").await;
+    let key = ResumeKey {
+        run_id: "r1".into(),
+        step_id: "s1".into(),
+        event_key: "step.succeeded".into(),
+    };
+    let id = key.resume_id();
+    let first = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(register(
+                "r1",
+                json!("event.data.ok == true"),
+                json!("PT1H"),
+            )),
+        )
+        .await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.body,
+        json!({"subscriptionId": id.as_str()}),
+        "exactly one key"
+    );
+    assert!(id.as_str().starts_with("res_"));
+    let stored = h.resumes.get(&id).await.unwrap().unwrap();
+    assert_eq!(stored.expires_at, h.clock.now_secs() + 3600);
+    assert_eq!(stored.selector.as_deref(), Some("event.data.ok == true"));
+
+    let same = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(register(
+                "r1",
+                json!("event.data.ok == true"),
+                json!("PT1H"),
+            )),
+        )
+        .await;
+    assert_eq!(same.body["subscriptionId"], id.as_str());
+    assert!(h.audit.events().is_empty(), "identical replay is silent");
+
+    let divergent = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(register("r1", json!("event.data.ok == false"), Value::Null)),
+        )
+        .await;
+    assert_eq!(divergent.body["subscriptionId"], id.as_str());
+    assert_eq!(
+        h.resumes
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .selector
+            .as_deref(),
+        Some("event.data.ok == true"),
+        "original wins"
+    );
+    let audits = h.audit.events();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].audit, AuditName::ResumeDivergent);
+    assert_eq!(audits[0].attrs["originalSelector"], "event.data.ok == true");
+    assert_eq!(audits[0].attrs["replaySelector"], "event.data.ok == false");
+
+    let invalid = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(register("r1", json!("event.kind =="), Value::Null)),
+        )
+        .await;
+    assert_problem(&invalid, 422, "trigger.selector_invalid");
+
+    // Lapsed: registered afresh, new selector and expiry, no audit.
+    h.clock.advance_ms(3_600_000);
+    h.audit.clear();
+    let fresh = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(register("r1", json!(null), json!("garbage"))),
+        )
+        .await;
+    assert_eq!(fresh.status, 200);
+    let stored = h.resumes.get(&id).await.unwrap().unwrap();
+    assert_eq!(stored.selector, None);
+    assert_eq!(
+        stored.expires_at,
+        h.clock.now_secs() + 604_800,
+        "unparseable ttl falls back to the default"
+    );
+    assert!(h.audit.events().is_empty());
+
+    let missing = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(json!({"runId": "r1", "stepId": "s1"})),
+        )
+        .await;
+    assert_problem(&missing, 400, "trigger.api.bad_request");
+    assert!(missing.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("eventKey"));
+    let empty = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(json!({"runId": "", "stepId": "s1", "eventKey": "k"})),
+        )
+        .await;
+    assert_problem(&empty, 400, "trigger.api.bad_request");
+
+    let cancel = json!({"runId": "r1", "stepId": "s1", "eventKey": "step.succeeded"});
+    assert_eq!(
+        h.call(
+            "POST",
+            "/CancelResumeSubscription",
+            As::Iam,
+            Some(cancel.clone())
+        )
+        .await
+        .status,
+        204
+    );
+    assert!(h.resumes.get(&id).await.unwrap().is_none());
+    assert_eq!(
+        h.call("POST", "/CancelResumeSubscription", As::Iam, Some(cancel))
+            .await
+            .status,
+        204,
+        "unknown is a no-op"
+    );
+    let after_cancel = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(register("r1", json!("true"), json!("P1D"))),
+        )
+        .await;
+    assert_eq!(after_cancel.status, 200);
+    assert_eq!(
+        h.resumes
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .selector
+            .as_deref(),
+        Some("true")
+    );
+    assert!(h.audit.events().is_empty(), "cancel then register is fresh");
+}
+
+#[tokio::test]
+async fn zero_ttl_uses_the_default() {
+    let h = harness("production").await;
+    h.call(
+        "POST",
+        "/RegisterResumeSubscription",
+        As::Iam,
+        Some(register("r9", Value::Null, json!("PT0S"))),
+    )
+    .await;
+    let key = ResumeKey {
+        run_id: "r9".into(),
+        step_id: "s1".into(),
+        event_key: "step.succeeded".into(),
+    };
+    assert_eq!(
+        h.resumes
+            .get(&key.resume_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_at,
+        h.clock.now_secs() + 604_800
+    );
+}
