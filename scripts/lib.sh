@@ -133,3 +133,21 @@ start_fake_workflow() { # port, name
 output() { # stack, key
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$LOCAL/$1.outputs.json" "$2"
 }
+
+# Environment for `cargo lambda watch --env-file` against a deployed local stack.
+write_watch_env() { # stack, workflow-service-url
+  local stack="$1"
+  cat >"$LOCAL/$stack.env" <<ENV
+AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL
+AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
+AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+AWS_REGION=$AWS_REGION
+ENVIRONMENT=development
+WORKFLOW_SERVICE_URL=$2
+SUBSCRIPTIONS_TABLE=$(output "$stack" SubscriptionsTableName)
+RESUME_TABLE=$(output "$stack" ResumeTableName)
+LEDGER_TABLE=$(output "$stack" LedgerTableName)
+NORMALIZED_QUEUE_URL=$(output "$stack" NormalizedQueueUrl)
+DISPATCH_QUEUE_URL=$(output "$stack" DispatchQueueUrl)
+ENV
+}
