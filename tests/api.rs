@@ -59,7 +59,22 @@ async fn harness(environment: &str) -> Harness {
     let ledger = Arc::new(DynamoLedger::new(ddb.clone(), t.ledger.clone()));
     let fake = FakeWorkflow::start().await;
     let dispatch_queue = Arc::new(SqsQueue::new(sqs.clone(), dispatch_url.clone()));
+    let connectors_table = integration_tests::unique("connectors");
+    custos_trigger::aws::tables::create_connectors(&ddb, &connectors_table)
+        .await
+        .unwrap();
+    let webhooks = custos_trigger::webhook::WebhookIntake {
+        connectors: Arc::new(custos_trigger::aws::DynamoConnectorStore::new(
+            ddb.clone(),
+            connectors_table,
+        )),
+        secrets: Arc::new(integration_tests::secrets()),
+        queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),
+        audit: audit.clone(),
+        clock: clock.clone(),
+    };
     let api = Api {
+        webhooks,
         subscriptions: subscriptions.clone(),
         resumes: Arc::new(resumes.clone()),
         ledger: ledger.clone(),
@@ -1088,4 +1103,213 @@ async fn zero_ttl_uses_the_default() {
             .expires_at,
         h.clock.now_secs() + 604_800
     );
+}
+
+// ---------------------------------------------------------------- webhooks
+
+const WHSEC: &str = "whsec_c2VjcmV0LWZvci10aGUtd2ViaG9vay10ZXN0cw==";
+
+fn webhook_event(connector: &str, headers: Value, body: &[u8]) -> ApiGatewayV2httpRequest {
+    use base64::Engine;
+    let path = format!("/v1/webhooks/{connector}");
+    serde_json::from_value(json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "", "headers": headers,
+        "requestContext": {"routeKey": "$default", "accountId": "123456789012", "stage": "$default", "requestId": "r",
+                           "apiId": "api", "domainName": "api.local", "domainPrefix": "api", "time": "t", "timeEpoch": 0,
+                           "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "203.0.113.9", "userAgent": "provider"}},
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+        "isBase64Encoded": true
+    }))
+    .unwrap()
+}
+
+impl Harness {
+    async fn deliver(&self, connector: &str, headers: Value, body: &[u8]) -> Answer {
+        let response = self
+            .api
+            .handle(webhook_event(connector, headers, body))
+            .await;
+        let status = u16::try_from(response.status_code).unwrap();
+        let route = ROUTES
+            .iter()
+            .find(|r| r.path == "/v1/webhooks/{connectorInstanceId}")
+            .unwrap();
+        assert!(
+            route.statuses.contains(&status),
+            "webhook answered undeclared {status}"
+        );
+        let content_type = response
+            .headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = match response.body {
+            Some(aws_lambda_events::encodings::Body::Text(text)) => {
+                serde_json::from_str(&text).unwrap()
+            }
+            _ => Value::Null,
+        };
+        Answer {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    async fn connector(
+        &self,
+        id: &str,
+        scheme: &str,
+        secret_ref: &str,
+        kind: Option<(&str, &str)>,
+    ) {
+        let mut connector = json!({"connectorInstanceId": id, "workspaceId": "ws1", "scheme": scheme, "secretRefs": [secret_ref]});
+        if let Some((header, prefix)) = kind {
+            connector["kindHeader"] = header.into();
+            connector["kindPrefix"] = prefix.into();
+        }
+        self.api
+            .webhooks
+            .connectors
+            .put(&serde_json::from_value(connector).unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_signed_webhook_starts_only_the_matching_attached_subscription_and_a_replay_starts_nothing(
+) {
+    let h = harness("production").await;
+    let secret_ref = integration_tests::put_secret(WHSEC).await;
+    h.connector("ci-acme", "standard-webhooks", &secret_ref, None)
+        .await;
+    for (selector, version) in [
+        ("event.data.action == \"opened\"", "wv-open"),
+        ("event.data.action == \"closed\"", "wv-close"),
+    ] {
+        create(
+            &h,
+            json!({"sourceType": "webhook", "connectorInstanceId": "ci-acme", "workflowId": "wf",
+                          "targetWorkflowVersionId": version, "selector": selector}),
+        )
+        .await;
+    }
+    let body = br#"{"action":"opened","number":7}"#;
+    let now = h.clock.now_secs();
+    let headers = integration_tests::standard_webhook_headers(WHSEC, "msg_1", now, body);
+    let accepted = h.deliver("ci-acme", headers.clone(), body).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    h.run_pipeline().await;
+    let starts = h.fake.calls("start").await;
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].body["workflowVersionId"], "wv-open");
+
+    let replay = h.deliver("ci-acme", headers, body).await;
+    assert_eq!(
+        replay.body["eventId"], accepted.body["eventId"],
+        "the delivery id fixes the event id"
+    );
+    h.run_pipeline().await;
+    assert_eq!(
+        h.fake.calls("start").await.len(),
+        1,
+        "the replay starts nothing"
+    );
+}
+
+#[tokio::test]
+async fn refused_webhooks_are_401_with_a_reason_and_enqueue_nothing() {
+    let h = harness("production").await;
+    let secret_ref = integration_tests::put_secret(WHSEC).await;
+    h.connector("ci-strict", "standard-webhooks", &secret_ref, None)
+        .await;
+    let body = br#"{"action":"opened"}"#;
+    let now = h.clock.now_secs();
+    let wrong =
+        integration_tests::standard_webhook_headers("whsec_d3Jvbmctc2VjcmV0", "m1", now, body);
+    let answer = h.deliver("ci-strict", wrong, body).await;
+    assert_problem(&answer, 401, "trigger.webhook.signature_invalid");
+    assert_eq!(answer.body["reason"], "signature_invalid");
+    let stale = integration_tests::standard_webhook_headers(WHSEC, "m2", now - 360, body);
+    assert_problem(
+        &h.deliver("ci-strict", stale, body).await,
+        401,
+        "trigger.webhook.timestamp_out_of_tolerance",
+    );
+    let unsigned = json!({"content-type": "application/json"});
+    assert_problem(
+        &h.deliver("ci-strict", unsigned, body).await,
+        401,
+        "trigger.webhook.signature_missing",
+    );
+    assert_problem(
+        &h.deliver("ci-nowhere", json!({}), body).await,
+        404,
+        "webhook-route-not-found",
+    );
+    let huge = vec![b'x'; 100 * 1024];
+    let signed = integration_tests::standard_webhook_headers(WHSEC, "m3", now, &huge);
+    assert_problem(
+        &h.deliver("ci-strict", signed, &huge).await,
+        413,
+        "trigger.api.payload_too_large",
+    );
+    assert_eq!(
+        integration_tests::depth(&h.sqs, &h.normalized_url).await,
+        0,
+        "nothing enqueued"
+    );
+    let rejected: Vec<_> = h
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e.audit == AuditName::WebhookRejected)
+        .collect();
+    assert_eq!(rejected.len(), 3);
+}
+
+#[tokio::test]
+async fn github_deliveries_verify_with_an_ssm_secret_and_map_their_kind() {
+    use hmac::{KeyInit, Mac};
+    let h = harness("production").await;
+    let secret_ref = integration_tests::put_parameter("gh-secret").await;
+    h.connector(
+        "ci-gh",
+        "github",
+        &secret_ref,
+        Some(("x-github-event", "github")),
+    )
+    .await;
+    let id = create(&h, json!({"sourceType": "webhook", "connectorInstanceId": "ci-gh", "workflowId": "wf",
+                               "targetWorkflowVersionId": "wv", "selector": "event.kind == \"github.push\""})).await;
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
+    mac.update(body);
+    let headers = json!({"x-hub-signature-256": format!("sha256={}", hex_encode(&mac.finalize().into_bytes())),
+                         "x-github-delivery": "d-42", "x-github-event": "push"});
+    assert_eq!(h.deliver("ci-gh", headers, body).await.status, 202);
+    h.run_pipeline().await;
+    let starts = h.fake.calls("start").await;
+    assert_eq!(starts.len(), 1, "subscription {id} matched github.push");
+}
+
+#[tokio::test]
+async fn subscriptions_can_only_attach_to_their_workspaces_connectors() {
+    let h = harness("production").await;
+    let secret_ref = integration_tests::put_secret(WHSEC).await;
+    h.api
+        .webhooks
+        .connectors
+        .put(&serde_json::from_value(json!({"connectorInstanceId": "ci-other", "workspaceId": "ws2", "secretRefs": [secret_ref]})).unwrap())
+        .await
+        .unwrap();
+    let answer = h
+        .call("POST", "/v1/workspaces/ws1/triggers", WS1, Some(json!({"sourceType": "webhook", "connectorInstanceId": "ci-other", "workflowId": "wf"})))
+        .await;
+    assert_problem(&answer, 400, "trigger.api.bad_request");
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

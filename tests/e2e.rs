@@ -309,3 +309,87 @@ async fn a_lifecycle_event_starts_a_chained_subscription_and_resumes_a_registere
         "the wait is one-shot"
     );
 }
+
+#[tokio::test]
+async fn a_signed_webhook_starts_exactly_one_of_two_attached_subscriptions_and_a_replay_none() {
+    const SECRET: &str = "whsec_ZTJlLXdlYmhvb2stc2lnbmluZy1zZWNyZXQ=";
+    let stack = Stack::new();
+    let connector = unique("ci-e2e");
+    let secret_ref = integration_tests::put_secret(SECRET).await;
+    let instance = serde_json::from_value(json!({
+        "connectorInstanceId": connector, "workspaceId": stack.workspace, "scheme": "standard-webhooks",
+        "secretRefs": [secret_ref]
+    }))
+    .unwrap();
+    use custos_trigger::webhook::ConnectorStore;
+    custos_trigger::aws::DynamoConnectorStore::new(
+        stack.dynamodb.clone(),
+        stack.output("ConnectorsTableName"),
+    )
+    .put(&instance)
+    .await
+    .unwrap();
+    for (id, action) in [("on-opened", "opened"), ("on-closed", "closed")] {
+        let subscription: Subscription = serde_json::from_value(json!({
+            "workspaceId": stack.workspace, "subscriptionId": id, "sourceType": "webhook",
+            "connectorInstanceId": connector, "workflowId": "wf", "targetWorkflowVersionId": format!("wv-{action}"),
+            "selector": format!("event.data.action == \"{action}\""), "state": "active",
+            "createdAt": "2026-11-26T00:00:00Z", "updatedAt": "2026-11-26T00:00:00Z"
+        }))
+        .unwrap();
+        DynamoSubscriptionStore::new(
+            stack.dynamodb.clone(),
+            stack.output("SubscriptionsTableName"),
+        )
+        .put(&subscription)
+        .await
+        .unwrap();
+    }
+    let body = br#"{"action":"opened","pull_request":{"number":7}}"#;
+    let now = custos_trigger::clock::Clock::now_secs(&custos_trigger::clock::SystemClock);
+    let headers = integration_tests::standard_webhook_headers(SECRET, &unique("msg"), now, body);
+    let url = format!("{}/v1/webhooks/{connector}", stack.output("LocalApiUrl"));
+    let post = || {
+        let mut request = reqwest::Client::new().post(&url).body(body.to_vec());
+        for (name, value) in headers.as_object().unwrap() {
+            request = request.header(name.as_str(), value.as_str().unwrap());
+        }
+        request.send()
+    };
+    let response = post().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let event_id = response.json::<Value>().await.unwrap()["eventId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entries = stack.settled(&event_id, 1).await;
+    assert_eq!(entries[0].target_id, "on-opened");
+    let starts = stack.calls("start").await;
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].body["workflowVersionId"], "wv-opened");
+
+    let replay = post().await.unwrap();
+    assert_eq!(replay.status(), 202);
+    assert_eq!(
+        replay.json::<Value>().await.unwrap()["eventId"],
+        event_id.as_str()
+    );
+    stack.drained().await;
+    assert_eq!(
+        stack.calls("start").await.len(),
+        1,
+        "the replayed delivery starts nothing"
+    );
+
+    let forged = reqwest::Client::new()
+        .post(&url)
+        .header("webhook-id", "forged")
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", "v1,Zm9yZ2Vk")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    assert_eq!(forged.headers()["content-type"], "application/problem+json");
+}

@@ -25,4 +25,5 @@ pub mod selector;
 pub mod stage;
 pub mod store;
 pub mod subscription;
+pub mod webhook;
 pub mod workflow;

@@ -365,3 +365,19 @@ impl WorkflowClient for ScriptedWorkflow {
         self.next()
     }
 }
+
+/// Connector instances by id.
+#[derive(Debug, Default)]
+pub struct MemoryConnectorStore(Mutex<HashMap<String, crate::webhook::ConnectorInstance>>);
+
+#[async_trait]
+impl crate::webhook::ConnectorStore for MemoryConnectorStore {
+    async fn get(&self, id: &str) -> Result<Option<crate::webhook::ConnectorInstance>, StoreError> {
+        Ok(lock(&self.0).get(id).cloned())
+    }
+
+    async fn put(&self, connector: &crate::webhook::ConnectorInstance) -> Result<(), StoreError> {
+        lock(&self.0).insert(connector.connector_instance_id.clone(), connector.clone());
+        Ok(())
+    }
+}

@@ -20,6 +20,8 @@ use crate::workflow::http::HttpWorkflowClient;
 
 /// Messages of one batch handled at once.
 pub const BATCH_CONCURRENCY: usize = 8;
+/// How long a resolved webhook secret is reused before it is read again (rotation lag).
+pub const SECRET_CACHE_MS: i64 = 300_000;
 /// CloudWatch metric namespace of the audit counters.
 pub const METRIC_NAMESPACE: &str = "Custos/Trigger";
 
@@ -52,6 +54,7 @@ pub fn init_tracing() {
 /// Shared pieces every function builds once.
 pub struct Wiring {
     pub settings: Arc<Settings>,
+    pub sdk: aws_config::SdkConfig,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub audit: Arc<dyn AuditSink>,
@@ -66,6 +69,7 @@ impl Wiring {
             settings,
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
+            sdk: config,
             audit: Arc::new(JsonLinesAuditSink::stdout(METRIC_NAMESPACE)),
             clock: Arc::new(SystemClock),
         })
@@ -136,6 +140,20 @@ impl Wiring {
             clock: Arc::clone(&self.clock),
             settings: Arc::clone(s),
             cache: crate::selector::SelectorCache::default(),
+            webhooks: crate::webhook::WebhookIntake {
+                connectors: Arc::new(crate::aws::DynamoConnectorStore::new(
+                    self.dynamodb.clone(),
+                    self.table(&s.connectors_table, "CONNECTORS_TABLE")?,
+                )),
+                secrets: Arc::new(crate::webhook::secrets::CachedSecrets::new(
+                    Arc::new(crate::aws::AwsSecrets::new(&self.sdk)),
+                    Arc::clone(&self.clock),
+                    SECRET_CACHE_MS,
+                )),
+                queue: self.normalized_queue()?,
+                audit: Arc::clone(&self.audit),
+                clock: Arc::clone(&self.clock),
+            },
         })
     }
 

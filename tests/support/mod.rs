@@ -33,6 +33,86 @@ pub fn dynamodb_at(url: &str) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
+fn secrets_manager() -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(endpoint("CUSTOS_TEST_SQS_ENDPOINT"))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+fn parameter_store() -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version_latest()
+        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(endpoint("CUSTOS_TEST_SQS_ENDPOINT"))
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
+
+/// Secrets Manager and SSM of the local emulator, behind the service's resolver.
+pub fn secrets() -> custos_trigger::aws::AwsSecrets {
+    custos_trigger::aws::AwsSecrets::from_clients(secrets_manager(), parameter_store())
+}
+
+/// Stores a SecureString parameter in the emulator's SSM; returns its reference.
+pub async fn put_parameter(value: &str) -> String {
+    let name = format!("/{}", unique("custos/webhooks/param"));
+    parameter_store()
+        .put_parameter()
+        .name(&name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("parameter stored");
+    format!("ssm:{name}")
+}
+
+/// Stores a secret in the emulator's Secrets Manager; returns its reference.
+pub async fn put_secret(value: &str) -> String {
+    let name = unique("custos/webhooks/test");
+    secrets_manager()
+        .create_secret()
+        .name(&name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("secret created");
+    format!("secretsmanager:{name}")
+}
+
+/// Standard Webhooks headers signing `body` with a `whsec_` secret.
+pub fn standard_webhook_headers(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> serde_json::Value {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("whsec secret");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("key");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    json!({
+        "content-type": "application/json",
+        "webhook-id": id,
+        "webhook-timestamp": timestamp.to_string(),
+        "webhook-signature": format!("v1,{signature}"),
+    })
+}
+
 pub fn sqs() -> aws_sdk_sqs::Client {
     sqs_at(&endpoint("CUSTOS_TEST_SQS_ENDPOINT"))
 }

@@ -9,6 +9,7 @@ pub mod problem;
 pub mod request;
 pub mod resume_rpc;
 pub mod triggers;
+pub mod webhooks;
 
 #[cfg(test)]
 mod openapi_check;
@@ -44,6 +45,7 @@ pub enum Operation {
     GetEvent,
     RegisterResume,
     CancelResume,
+    ReceiveWebhook,
 }
 
 /// One route: method, path template, and every status it can answer.
@@ -103,6 +105,12 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/v1/workspaces/{ws}/events/{eventId}",
         operation: Operation::GetEvent,
         statuses: &[200, 400, 401, 403, 503],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/webhooks/{connectorInstanceId}",
+        operation: Operation::ReceiveWebhook,
+        statuses: &[202, 400, 401, 404, 413, 503],
     },
     RouteSpec {
         method: "POST",
@@ -173,6 +181,7 @@ pub struct Api {
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
     pub cache: SelectorCache,
+    pub webhooks: crate::webhook::WebhookIntake,
 }
 
 impl Api {
@@ -241,6 +250,7 @@ impl Api {
             Operation::GetEvent => events::get(self, params, request).await,
             Operation::RegisterResume => resume_rpc::register(self, request).await,
             Operation::CancelResume => resume_rpc::cancel(self, request).await,
+            Operation::ReceiveWebhook => webhooks::receive(self, params, request).await,
         }
     }
 }

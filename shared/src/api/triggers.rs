@@ -153,6 +153,22 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         }
         _ => {}
     }
+    if let Some(connector) = &body.connector_instance_id {
+        let owned = api
+            .webhooks
+            .connectors
+            .get(connector)
+            .await?
+            .is_some_and(|c| c.workspace_id == ws);
+        if !owned {
+            return Err(Problem::new(
+                Code::BadRequest,
+                format!(
+                    "connectorInstanceId: no connector instance {connector:?} in this workspace"
+                ),
+            ));
+        }
+    }
     let selector = body
         .selector
         .as_ref()

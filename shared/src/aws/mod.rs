@@ -3,14 +3,18 @@
 //! `AWS_ENDPOINT_URL`, which is how the local emulators are reached.
 
 pub mod attrs;
+pub mod connectors;
 pub mod ledger;
 pub mod resume;
+pub mod secrets;
 pub mod sqs;
 pub mod subscriptions;
 pub mod tables;
 
+pub use connectors::DynamoConnectorStore;
 pub use ledger::DynamoLedger;
 pub use resume::DynamoResumeStore;
+pub use secrets::AwsSecrets;
 pub use sqs::SqsQueue;
 pub use subscriptions::DynamoSubscriptionStore;
 

@@ -96,7 +96,12 @@ async fn create(
     Ok(())
 }
 
-/// Creates the three tables if they do not exist.
+/// Creates the connectors table (`connectorInstanceId`) if it does not exist.
+pub async fn create_connectors(client: &Client, connectors: &str) -> Result<(), String> {
+    create(client, connectors, "connectorInstanceId", None, None, None).await
+}
+
+/// Creates the three pipeline tables if they do not exist.
 pub async fn create_all(
     client: &Client,
     subscriptions: &str,

@@ -1,0 +1,64 @@
+//! Connector instances in DynamoDB, keyed by `connectorInstanceId` (the webhook URL
+//! carries only that id; the item names the workspace).
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+
+use super::attrs::{doc, s, Item};
+use super::describe;
+use crate::store::StoreError;
+use crate::webhook::{ConnectorInstance, ConnectorStore};
+
+#[derive(Debug, Clone)]
+pub struct DynamoConnectorStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoConnectorStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl ConnectorStore for DynamoConnectorStore {
+    async fn get(&self, id: &str) -> Result<Option<ConnectorInstance>, StoreError> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("connectorInstanceId", s(id))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        output.item().map(doc).transpose()
+    }
+
+    async fn put(&self, connector: &ConnectorInstance) -> Result<(), StoreError> {
+        let document =
+            serde_json::to_string(connector).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let item = Item::from([
+            (
+                "connectorInstanceId".to_owned(),
+                s(connector.connector_instance_id.as_str()),
+            ),
+            ("workspaceId".to_owned(), s(connector.workspace_id.as_str())),
+            ("doc".to_owned(), s(document)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(())
+    }
+}

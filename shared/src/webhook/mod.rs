@@ -1,0 +1,193 @@
+//! Signed webhooks: `POST /v1/webhooks/{connectorInstanceId}` is anonymous at the
+//! gateway, so every delivery is proven genuine here before anything is enqueued. A
+//! verified delivery becomes a normalized event (raw body, lower-cased headers) of the
+//! connector's workspace; the provider's delivery id fixes the eventId, so its retries
+//! collide in the dedup ledger.
+
+pub mod connector;
+pub mod secrets;
+pub mod verify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::audit::{AuditEvent, AuditName, AuditSink};
+use crate::clock::Clock;
+use crate::event::{EventKind, QueuedEvent};
+use crate::ids::EventId;
+use crate::normalize::{self, WebhookDelivery};
+use crate::queue::{Queue, QueueError};
+use crate::store::StoreError;
+pub use connector::{ConnectorInstance, ConnectorStore, SignatureScheme};
+pub use secrets::{SecretError, SecretResolver};
+pub use verify::Rejection;
+
+/// Largest accepted webhook body: the normalized event carries the raw body and its
+/// parsed `data`, and must stay under the SQS message limit.
+pub const MAX_BODY_BYTES: usize = 96 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IntakeError {
+    #[error("unknown connector instance {0:?}")]
+    UnknownConnector(String),
+    #[error("delivery refused: {}", .0.as_str())]
+    Rejected(Rejection),
+    #[error("body of {0} bytes exceeds the {MAX_BODY_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("connector instance is misconfigured: {0}")]
+    Misconfigured(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+pub struct WebhookIntake {
+    pub connectors: Arc<dyn ConnectorStore>,
+    pub secrets: Arc<dyn SecretResolver>,
+    pub queue: Arc<dyn Queue>,
+    pub audit: Arc<dyn AuditSink>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl WebhookIntake {
+    /// Verifies and enqueues one delivery; `headers` have lower-cased names.
+    pub async fn receive(
+        &self,
+        connector_id: &str,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+    ) -> Result<EventId, IntakeError> {
+        let connector = self
+            .connectors
+            .get(connector_id)
+            .await?
+            .ok_or_else(|| IntakeError::UnknownConnector(connector_id.to_owned()))?;
+        if body.len() > MAX_BODY_BYTES {
+            return Err(IntakeError::TooLarge(body.len()));
+        }
+        let verified = match self.verify(&connector, headers, body).await {
+            Ok(verified) => verified,
+            Err(IntakeError::Rejected(reason)) => {
+                self.audit.emit(
+                    AuditEvent::new(
+                        AuditName::WebhookRejected,
+                        connector.workspace_id.as_str(),
+                        None,
+                    )
+                    .with("connectorInstanceId", connector_id)
+                    .with("reason", reason.as_str()),
+                );
+                return Err(IntakeError::Rejected(reason));
+            }
+            Err(other) => return Err(other),
+        };
+        let queued = QueuedEvent {
+            workspace_id: connector.workspace_id.clone(),
+            event: normalize::webhook(self.delivery(&connector, &verified, headers, body))
+                .map_err(|e| IntakeError::Misconfigured(e.to_string()))?,
+        };
+        let event_id = queued.event.event_id.clone();
+        let message =
+            serde_json::to_string(&queued).map_err(|e| QueueError::Rejected(e.to_string()))?;
+        self.queue.send_batch(&[message]).await?;
+        tracing::info!(
+            workspace_id = %connector.workspace_id,
+            connector_instance_id = connector_id,
+            event_id = %event_id,
+            "webhook accepted"
+        );
+        Ok(event_id)
+    }
+
+    async fn verify(
+        &self,
+        connector: &ConnectorInstance,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+    ) -> Result<verify::Verified, IntakeError> {
+        connector.validate().map_err(IntakeError::Misconfigured)?;
+        let mut secrets = Vec::with_capacity(connector.secret_refs.len());
+        for reference in &connector.secret_refs {
+            secrets.push(self.secrets.resolve(reference).await?);
+        }
+        let verified = match connector.scheme {
+            SignatureScheme::StandardWebhooks => {
+                verify::standard_webhooks(headers, body, &secrets, self.clock.now_secs())
+            }
+            SignatureScheme::Github => verify::github(headers, body, &secrets),
+            SignatureScheme::None => Ok(unsigned_delivery(headers, body)),
+        };
+        verified.map_err(IntakeError::Rejected)
+    }
+
+    fn delivery<'a>(
+        &self,
+        connector: &'a ConnectorInstance,
+        verified: &'a verify::Verified,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+    ) -> WebhookDelivery<'a> {
+        let mut raw_headers: BTreeMap<String, String> = headers.clone().into_iter().collect();
+        let body = match std::str::from_utf8(body) {
+            Ok(text) => text.to_owned(),
+            Err(_) => {
+                raw_headers.insert("x-custos-body-encoding".into(), "base64".into());
+                base64::engine::general_purpose::STANDARD.encode(body)
+            }
+        };
+        WebhookDelivery {
+            connector_instance_id: &connector.connector_instance_id,
+            delivery_id: &verified.delivery_id,
+            occurred_at: verified.timestamp.as_deref().unwrap_or("unknown"),
+            kind: mapped_kind(connector, headers),
+            vendor: connector.vendor.clone(),
+            headers: raw_headers,
+            body,
+        }
+    }
+}
+
+/// `<prefix>.<header value>` when the connector maps kinds and the result is a valid
+/// vendor kind; `webhook.received` otherwise.
+fn mapped_kind(
+    connector: &ConnectorInstance,
+    headers: &HashMap<String, String>,
+) -> Option<EventKind> {
+    let (header, prefix) = (
+        connector.kind_header.as_deref()?,
+        connector.kind_prefix.as_deref()?,
+    );
+    let value = headers.get(&header.to_ascii_lowercase())?;
+    match EventKind::new(format!("{prefix}.{}", value.to_ascii_lowercase())) {
+        Ok(kind) => Some(kind),
+        Err(e) => {
+            tracing::warn!(connector_instance_id = connector.connector_instance_id, error = %e, "kind mapping failed; using webhook.received");
+            None
+        }
+    }
+}
+
+/// An unsigned delivery's id: `webhook-id` when sent, else a hash of the body, so a
+/// replayed body still collides.
+fn unsigned_delivery(headers: &HashMap<String, String>, body: &[u8]) -> verify::Verified {
+    let delivery_id = headers
+        .get("webhook-id")
+        .or_else(|| headers.get("x-github-delivery"))
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(body))));
+    verify::Verified {
+        delivery_id,
+        timestamp: headers.get("webhook-timestamp").cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::audit::AuditName;
+use crate::clock::ManualClock;
+use crate::ids::WorkspaceId;
+use crate::memory::{MemoryConnectorStore, MemoryQueue, RecordingAuditSink};
+use crate::webhook::secrets::StaticSecrets;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+const TIMESTAMP: &str = "1614265330";
+const BODY: &[u8] = br#"{"test": 2432232314}"#;
+const SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+struct Harness {
+    connectors: Arc<MemoryConnectorStore>,
+    queue: Arc<MemoryQueue>,
+    audit: Arc<RecordingAuditSink>,
+    intake: WebhookIntake,
+}
+
+async fn harness() -> Harness {
+    let connectors = Arc::new(MemoryConnectorStore::default());
+    let queue = Arc::new(MemoryQueue::default());
+    let audit = Arc::new(RecordingAuditSink::default());
+    let secrets = Arc::new(StaticSecrets::new([
+        ("ssm:/custos/webhooks/ci1".to_owned(), SECRET.to_owned()),
+        (
+            "ssm:/custos/webhooks/gh".to_owned(),
+            "It's a Secret to Everybody".to_owned(),
+        ),
+    ]));
+    connectors
+        .put(&ConnectorInstance {
+            connector_instance_id: "ci1".into(),
+            workspace_id: WorkspaceId::new("ws1").unwrap(),
+            scheme: SignatureScheme::StandardWebhooks,
+            secret_refs: vec!["ssm:/custos/webhooks/ci1".into()],
+            kind_header: None,
+            kind_prefix: None,
+            vendor: None,
+        })
+        .await
+        .unwrap();
+    connectors
+        .put(&ConnectorInstance {
+            connector_instance_id: "gh1".into(),
+            workspace_id: WorkspaceId::new("ws1").unwrap(),
+            scheme: SignatureScheme::Github,
+            secret_refs: vec!["ssm:/custos/webhooks/gh".into()],
+            kind_header: Some("X-GitHub-Event".into()),
+            kind_prefix: Some("github".into()),
+            vendor: Some("github".into()),
+        })
+        .await
+        .unwrap();
+    let intake = WebhookIntake {
+        connectors: connectors.clone(),
+        secrets,
+        queue: queue.clone(),
+        audit: audit.clone(),
+        clock: Arc::new(ManualClock::at_ms(1_614_265_330_000)),
+    };
+    Harness {
+        connectors,
+        queue,
+        audit,
+        intake,
+    }
+}
+
+fn headers(signature: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("webhook-id".to_owned(), ID.to_owned()),
+        ("webhook-timestamp".to_owned(), TIMESTAMP.to_owned()),
+        ("webhook-signature".to_owned(), signature.to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+    ])
+}
+
+fn queued(queue: &MemoryQueue) -> Vec<QueuedEvent> {
+    queue
+        .sent()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_valid_delivery_is_normalized_into_the_connectors_workspace() {
+    let h = harness().await;
+    let event_id = h
+        .intake
+        .receive("ci1", &headers(SIGNATURE), BODY)
+        .await
+        .unwrap();
+    let sent = queued(&h.queue);
+    assert_eq!(sent.len(), 1);
+    let q = &sent[0];
+    assert_eq!(q.workspace_id.as_str(), "ws1");
+    assert_eq!(q.event.event_id, event_id);
+    assert_eq!(q.event.kind.as_str(), "webhook.received");
+    assert_eq!(q.event.source.connector_instance_id.as_deref(), Some("ci1"));
+    assert_eq!(q.event.raw.body.as_bytes(), BODY);
+    assert_eq!(
+        q.event.raw.headers.get("webhook-id").map(String::as_str),
+        Some(ID)
+    );
+    assert_eq!(q.event.data.get("test"), Some(&json!(2432232314u64)));
+    // The provider's retry of the same delivery gets the same eventId.
+    let again = h
+        .intake
+        .receive("ci1", &headers(SIGNATURE), BODY)
+        .await
+        .unwrap();
+    assert_eq!(again, event_id);
+}
+
+#[tokio::test]
+async fn refused_deliveries_are_audited_and_nothing_is_enqueued() {
+    let h = harness().await;
+    let err = h
+        .intake
+        .receive("ci1", &headers("v1,AAAA"), BODY)
+        .await
+        .unwrap_err();
+    assert_eq!(err, IntakeError::Rejected(Rejection::SignatureInvalid));
+    let mut missing = headers(SIGNATURE);
+    missing.remove("webhook-signature");
+    assert_eq!(
+        h.intake.receive("ci1", &missing, BODY).await.unwrap_err(),
+        IntakeError::Rejected(Rejection::SignatureMissing)
+    );
+    assert!(h.queue.sent().is_empty());
+    let audits = h.audit.events();
+    assert_eq!(audits.len(), 2);
+    assert!(audits.iter().all(|a| a.audit == AuditName::WebhookRejected));
+    assert_eq!(audits[0].attrs["reason"], "signature_invalid");
+    assert_eq!(audits[1].attrs["reason"], "signature_missing");
+    assert_eq!(audits[0].attrs["connectorInstanceId"], "ci1");
+    assert_eq!(audits[0].workspace_id, "ws1");
+}
+
+#[tokio::test]
+async fn unknown_connectors_and_oversized_bodies_are_refused() {
+    let h = harness().await;
+    assert_eq!(
+        h.intake
+            .receive("nope", &headers(SIGNATURE), BODY)
+            .await
+            .unwrap_err(),
+        IntakeError::UnknownConnector("nope".into())
+    );
+    let big = vec![b'x'; MAX_BODY_BYTES + 1];
+    assert!(matches!(
+        h.intake.receive("ci1", &headers(SIGNATURE), &big).await,
+        Err(IntakeError::TooLarge(_))
+    ));
+    assert!(h.queue.sent().is_empty());
+}
+
+#[tokio::test]
+async fn github_deliveries_map_their_event_header_to_a_vendor_kind() {
+    let h = harness().await;
+    let gh = HashMap::from([
+        (
+            "x-hub-signature-256".to_owned(),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17".to_owned(),
+        ),
+        ("x-github-delivery".to_owned(), "d-1".to_owned()),
+        ("x-github-event".to_owned(), "push".to_owned()),
+    ]);
+    h.intake
+        .receive("gh1", &gh, b"Hello, World!")
+        .await
+        .unwrap();
+    let q = &queued(&h.queue)[0];
+    assert_eq!(q.event.kind.as_str(), "github.push");
+    assert_eq!(q.event.source.vendor.as_deref(), Some("github"));
+    assert!(q.event.data.is_empty(), "a non-JSON body has no data");
+}
+
+#[tokio::test]
+async fn unsigned_connectors_must_be_explicit_and_use_the_delivery_or_body_hash() {
+    let h = harness().await;
+    h.connectors
+        .put(&ConnectorInstance {
+            connector_instance_id: "open".into(),
+            workspace_id: WorkspaceId::new("ws1").unwrap(),
+            scheme: SignatureScheme::None,
+            secret_refs: vec![],
+            kind_header: None,
+            kind_prefix: None,
+            vendor: None,
+        })
+        .await
+        .unwrap();
+    let a = h
+        .intake
+        .receive("open", &HashMap::new(), b"{}")
+        .await
+        .unwrap();
+    let b = h
+        .intake
+        .receive("open", &HashMap::new(), b"{}")
+        .await
+        .unwrap();
+    let c = h
+        .intake
+        .receive("open", &HashMap::new(), b"{ }")
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    // A signed scheme without secrets is a configuration error, not an open door.
+    h.connectors
+        .put(&ConnectorInstance {
+            connector_instance_id: "broken".into(),
+            workspace_id: WorkspaceId::new("ws1").unwrap(),
+            scheme: SignatureScheme::StandardWebhooks,
+            secret_refs: vec![],
+            kind_header: None,
+            kind_prefix: None,
+            vendor: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.intake.receive("broken", &headers(SIGNATURE), BODY).await,
+        Err(IntakeError::Misconfigured(_))
+    ));
+}
+
+#[tokio::test]
+async fn binary_bodies_are_kept_losslessly() {
+    let h = harness().await;
+    h.connectors
+        .put(&ConnectorInstance {
+            connector_instance_id: "bin".into(),
+            workspace_id: WorkspaceId::new("ws1").unwrap(),
+            scheme: SignatureScheme::None,
+            secret_refs: vec![],
+            kind_header: None,
+            kind_prefix: None,
+            vendor: None,
+        })
+        .await
+        .unwrap();
+    let body = [0xff, 0x00, 0x80];
+    h.intake
+        .receive("bin", &HashMap::new(), &body)
+        .await
+        .unwrap();
+    let q = &queued(&h.queue)[0];
+    assert_eq!(
+        q.event
+            .raw
+            .headers
+            .get("x-custos-body-encoding")
+            .map(String::as_str),
+        Some("base64")
+    );
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&q.event.raw.body)
+            .unwrap(),
+        body
+    );
+}
