@@ -198,38 +198,11 @@ impl Harness {
         body: Option<&str>,
         headers: Value,
     ) -> Answer {
-        let response: ApiGatewayV2httpResponse = self
+        let response = self
             .api
             .handle(event(method, path, who, body, headers))
             .await;
-        let status = u16::try_from(response.status_code).unwrap();
-        let raw_path = path.split('?').next().unwrap();
-        if let Some(route) = ROUTES
-            .iter()
-            .find(|r| r.method == method && match_path(r.path, raw_path).is_some())
-        {
-            assert!(
-                route.statuses.contains(&status),
-                "{method} {path} answered {status}, not declared in ROUTES"
-            );
-        }
-        let content_type = response
-            .headers
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = match response.body {
-            Some(aws_lambda_events::encodings::Body::Text(text)) => {
-                serde_json::from_str(&text).unwrap()
-            }
-            None => Value::Null,
-            Some(other) => panic!("unexpected body {other:?}"),
-        };
-        Answer {
-            status,
-            content_type,
-            body,
-        }
+        answer(method, path.split('?').next().unwrap_or_default(), response)
     }
 
     async fn call(&self, method: &str, path: &str, who: As<'_>, body: Option<Value>) -> Answer {
@@ -255,6 +228,37 @@ impl Harness {
             .await
             .unwrap();
         acknowledge(&self.sqs, &self.dispatch_url, &event, &response).await;
+    }
+}
+
+/// Decodes a response, checking its status is one its route declares.
+fn answer(method: &str, path: &str, response: ApiGatewayV2httpResponse) -> Answer {
+    let status = u16::try_from(response.status_code).unwrap();
+    if let Some(route) = ROUTES
+        .iter()
+        .find(|r| r.method == method && match_path(r.path, path).is_some())
+    {
+        assert!(
+            route.statuses.contains(&status),
+            "{method} {path} answered {status}, not declared in ROUTES"
+        );
+    }
+    let content_type = response
+        .headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = match response.body {
+        Some(aws_lambda_events::encodings::Body::Text(text)) => {
+            serde_json::from_str(&text).unwrap()
+        }
+        None => Value::Null,
+        Some(other) => panic!("unexpected body {other:?}"),
+    };
+    Answer {
+        status,
+        content_type,
+        body,
     }
 }
 
@@ -1129,31 +1133,7 @@ impl Harness {
             .api
             .handle(webhook_event(connector, headers, body))
             .await;
-        let status = u16::try_from(response.status_code).unwrap();
-        let route = ROUTES
-            .iter()
-            .find(|r| r.path == "/v1/webhooks/{connectorInstanceId}")
-            .unwrap();
-        assert!(
-            route.statuses.contains(&status),
-            "webhook answered undeclared {status}"
-        );
-        let content_type = response
-            .headers
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let body = match response.body {
-            Some(aws_lambda_events::encodings::Body::Text(text)) => {
-                serde_json::from_str(&text).unwrap()
-            }
-            _ => Value::Null,
-        };
-        Answer {
-            status,
-            content_type,
-            body,
-        }
+        answer("POST", &format!("/v1/webhooks/{connector}"), response)
     }
 
     async fn connector(

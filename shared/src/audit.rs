@@ -208,6 +208,29 @@ mod tests {
     }
 
     #[test]
+    fn every_name_maps_to_a_stage_and_outcome() {
+        assert_eq!(AuditName::Matched.stage_outcome(), ("match", "matched"));
+        assert_eq!(AuditName::Deduped.stage_outcome(), ("dedup", "duplicate"));
+        assert_eq!(
+            AuditName::Dispatched.stage_outcome(),
+            ("dispatch", "dispatched")
+        );
+        assert_eq!(
+            AuditName::ResumeDelivered.stage_outcome(),
+            ("dispatch", "resume_delivered")
+        );
+        assert_eq!(
+            AuditName::DispatchFailed.stage_outcome(),
+            ("dispatch", "failed")
+        );
+        assert_eq!(
+            AuditName::LoopDetected.stage_outcome(),
+            ("dispatch", "loop_rejected")
+        );
+        assert_eq!(AuditName::ResumeDivergent.stage_outcome().0, "other");
+    }
+
+    #[test]
     fn names_serialize_as_their_wire_strings() {
         for name in [
             AuditName::Matched,

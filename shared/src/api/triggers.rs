@@ -43,6 +43,17 @@ pub fn compile_selector(input: &SelectorInput) -> Result<Option<String>, Problem
     Ok(Some(expr))
 }
 
+/// Checks what a client authored: the selector compiles (returned as CEL) and every
+/// mapping placeholder compiles.
+fn check_authored(
+    selector: Option<&SelectorInput>,
+    mapping: &Map<String, Value>,
+) -> Result<Option<String>, Problem> {
+    let selector = selector.map(compile_selector).transpose()?.flatten();
+    check_mapping(mapping)?;
+    Ok(selector)
+}
+
 fn check_mapping(mapping: &Map<String, Value>) -> Result<(), Problem> {
     mapping::validate(mapping).map_err(|e| Problem::new(Code::SelectorInvalid, e.to_string()))
 }
@@ -169,13 +180,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
             ));
         }
     }
-    let selector = body
-        .selector
-        .as_ref()
-        .map(compile_selector)
-        .transpose()?
-        .flatten();
-    check_mapping(&body.input_mapping)?;
+    let selector = check_authored(body.selector.as_ref(), &body.input_mapping)?;
     let created = now(api);
     let subscription = Subscription {
         workspace_id: ws,
@@ -403,13 +408,7 @@ struct TestBody {
 pub async fn test(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
     authorize(api, params, request, auth::READ)?;
     let body: TestBody = request.json()?;
-    let selector = body
-        .selector
-        .as_ref()
-        .map(compile_selector)
-        .transpose()?
-        .flatten();
-    check_mapping(&body.input_mapping)?;
+    let selector = check_authored(body.selector.as_ref(), &body.input_mapping)?;
     let manual = body.event.get("source").and_then(|s| s.get("type"))
         == Some(&Value::String("manual".into()));
     let inputs = manual.then(|| body.event.get("data").cloned()).flatten();

@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, s, Item};
 use super::describe;
+use super::reads::get_item;
 use crate::store::StoreError;
 use crate::webhook::{ConnectorInstance, ConnectorStore};
 
@@ -30,15 +31,11 @@ impl ConnectorStore for DynamoConnectorStore {
         if id.is_empty() {
             return Ok(None);
         }
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("connectorInstanceId", s(id))
-            .send()
+        let key = Item::from([("connectorInstanceId".to_owned(), s(id))]);
+        let item = get_item(&self.client, &self.table, key)
             .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        output.item().map(doc).transpose()
+            .map_err(StoreError::Unavailable)?;
+        item.as_ref().map(doc).transpose()
     }
 
     async fn put(&self, connector: &ConnectorInstance) -> Result<(), StoreError> {

@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{get_n, get_s, n, s, Item};
 use super::describe;
+use super::reads::{get_item, query_all};
 use super::tables::LEDGER_BY_EVENT;
 use crate::dedup::{
     Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,
@@ -265,17 +266,14 @@ impl Ledger for DynamoLedger {
         workspace: &WorkspaceId,
         key: &DedupKey,
     ) -> Result<Option<LedgerEntry>, LedgerError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("workspaceId", s(workspace.as_str()))
-            .key("dedupKey", s(key.as_str()))
-            .consistent_read(true)
-            .send()
+        let key = Item::from([
+            ("workspaceId".to_owned(), s(workspace.as_str())),
+            ("dedupKey".to_owned(), s(key.as_str())),
+        ]);
+        let item = get_item(&self.client, &self.table, key)
             .await
-            .map_err(|e| LedgerError::Unavailable(describe(&e)))?;
-        Ok(output.item().and_then(entry_from_item))
+            .map_err(LedgerError::Unavailable)?;
+        Ok(item.as_ref().and_then(entry_from_item))
     }
 
     async fn for_event(
@@ -283,31 +281,18 @@ impl Ledger for DynamoLedger {
         workspace: &WorkspaceId,
         event_id: &EventId,
     ) -> Result<Vec<LedgerEntry>, LedgerError> {
-        let mut entries = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(LEDGER_BY_EVENT)
-                .key_condition_expression("workspaceEvent = :we")
-                .expression_attribute_values(":we", s(format!("{workspace}#{event_id}")))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| LedgerError::Unavailable(describe(&e)))?;
-            entries.extend(
-                output
-                    .items()
-                    .iter()
-                    .filter_map(entry_from_item)
-                    .filter(|e| &e.workspace_id == workspace),
-            );
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(entries);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LEDGER_BY_EVENT)
+            .key_condition_expression("workspaceEvent = :we")
+            .expression_attribute_values(":we", s(format!("{workspace}#{event_id}")));
+        let items = query_all(query).await.map_err(LedgerError::Unavailable)?;
+        Ok(items
+            .iter()
+            .filter_map(entry_from_item)
+            .filter(|e| &e.workspace_id == workspace)
+            .collect())
     }
 }

@@ -5,6 +5,7 @@
 pub mod attrs;
 pub mod connectors;
 pub mod ledger;
+mod reads;
 pub mod resume;
 pub mod secrets;
 pub mod sqs;

@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, n, s, Item};
 use super::describe;
+use super::reads::get_item;
 use crate::ids::ResumeId;
 use crate::resume::{ResumeStore, ResumeWait};
 use crate::store::StoreError;
@@ -28,16 +29,11 @@ impl DynamoResumeStore {
 #[async_trait]
 impl ResumeStore for DynamoResumeStore {
     async fn get(&self, id: &ResumeId) -> Result<Option<ResumeWait>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("resumeId", s(id.as_str()))
-            .consistent_read(true)
-            .send()
+        let key = Item::from([("resumeId".to_owned(), s(id.as_str()))]);
+        let item = get_item(&self.client, &self.table, key)
             .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        output.item().map(doc).transpose()
+            .map_err(StoreError::Unavailable)?;
+        item.as_ref().map(doc).transpose()
     }
 
     async fn put(&self, wait: &ResumeWait) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, n, s, Item};
+use super::reads::{get_item, query_all};
 use super::{describe, tables::SUBSCRIPTIONS_BY_ROUTE};
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::store::StoreError;
@@ -91,17 +92,14 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         workspace: &WorkspaceId,
         id: &SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("workspaceId", s(workspace.as_str()))
-            .key("subscriptionId", s(id.as_str()))
-            .consistent_read(true)
-            .send()
+        let key = Item::from([
+            ("workspaceId".to_owned(), s(workspace.as_str())),
+            ("subscriptionId".to_owned(), s(id.as_str())),
+        ]);
+        let item = get_item(&self.client, &self.table, key)
             .await
-            .map_err(|e| unavailable(&e))?;
-        output.item().map(doc).transpose()
+            .map_err(StoreError::Unavailable)?;
+        item.as_ref().map(doc).transpose()
     }
 
     async fn list_matchable(
@@ -109,32 +107,22 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         workspace: &WorkspaceId,
         route: &Route,
     ) -> Result<Vec<Subscription>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(SUBSCRIPTIONS_BY_ROUTE)
+            .key_condition_expression("routeKey = :rk")
+            .expression_attribute_values(":rk", s(route_key(workspace, route)));
         let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(SUBSCRIPTIONS_BY_ROUTE)
-                .key_condition_expression("routeKey = :rk")
-                .expression_attribute_values(":rk", s(route_key(workspace, route)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable(&e))?;
-            for item in output.items() {
-                let subscription: Subscription = doc(item)?;
-                // The index is eventually consistent: re-check what it claims.
-                if &subscription.workspace_id == workspace && subscription.is_matchable() {
-                    found.push(subscription);
-                }
-            }
-            start = output.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(found);
+        for item in query_all(query).await.map_err(StoreError::Unavailable)? {
+            let subscription: Subscription = doc(&item)?;
+            // The index is eventually consistent: re-check what it claims.
+            if &subscription.workspace_id == workspace && subscription.is_matchable() {
+                found.push(subscription);
             }
         }
+        Ok(found)
     }
 
     async fn list(&self, workspace: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError> {

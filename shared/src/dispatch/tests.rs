@@ -478,3 +478,52 @@ async fn concurrent_dispatches_of_one_key_start_one_run() {
     );
     assert_eq!(h.workflow.starts().len(), 1);
 }
+
+#[tokio::test]
+async fn retries_are_exhausted_after_max_retries_plus_one_attempts() {
+    let h = harness_with(
+        Settings::from_lookup(|n| (n == "TRIGGER_DISPATCH_MAX_RETRIES").then(|| "3".to_owned()))
+            .unwrap(),
+    );
+    let msg = start(Some("wv1"), 0);
+    h.workflow.script((0..99).map(|_| status(503)));
+    let outcomes: Vec<&'static str> = {
+        let mut seen = Vec::new();
+        for n in 1..=4 {
+            seen.push(
+                h.dispatcher
+                    .dispatch(&msg, attempt(n))
+                    .await
+                    .unwrap()
+                    .as_str(),
+            );
+        }
+        seen
+    };
+    assert_eq!(
+        outcomes,
+        ["retry_later", "retry_later", "retry_later", "dead_lettered"]
+    );
+    assert_eq!(h.workflow.starts().len(), 4);
+}
+
+#[tokio::test]
+async fn zero_retries_means_one_attempt() {
+    let h = harness_with(
+        Settings::from_lookup(|n| (n == "TRIGGER_DISPATCH_MAX_RETRIES").then(|| "0".to_owned()))
+            .unwrap(),
+    );
+    h.workflow.script([status(503)]);
+    let outcome = h
+        .dispatcher
+        .dispatch(&start(Some("wv1"), 0), attempt(1))
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        DispatchOutcome::DeadLettered {
+            retryable: true,
+            ..
+        }
+    ));
+}

@@ -8,17 +8,22 @@
 //! devctl event-status <ledger-table> <workspace> <eventId>
 //! devctl send <queue-url> <body-json>
 //! devctl event-id <workflow-envelope-json>
+//! devctl put-connector <connectors-table> <connector-json>
+//! devctl webhook <api-url> <connectorInstanceId> <whsec_secret> <body-json>
 //! devctl create-tables <subscriptions> <resumes> <ledger>
 //! ```
 
 use std::process::ExitCode;
 
-use custos_trigger::aws::{self, DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore};
+use custos_trigger::aws::{
+    self, DynamoConnectorStore, DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore,
+};
 use custos_trigger::clock::{Clock, SystemClock};
 use custos_trigger::dedup::Ledger;
 use custos_trigger::ids::{EventId, WorkspaceId};
 use custos_trigger::resume::{ResumeKey, ResumeStore, ResumeWait};
 use custos_trigger::subscription::{Subscription, SubscriptionStore};
+use custos_trigger::webhook::{ConnectorInstance, ConnectorStore};
 use serde_json::Value;
 
 type Failure = Box<dyn std::error::Error>;
@@ -91,10 +96,51 @@ async fn run(args: &[String]) -> Result<(), Failure> {
             let queued = custos_trigger::stage::ingest::lifecycle_envelope(&serde_json::from_str(envelope)?)?;
             println!("{}", queued.event.event_id);
         }
+        ["put-connector", table, json] => {
+            let connector: ConnectorInstance = serde_json::from_str(json)?;
+            connector.validate()?;
+            DynamoConnectorStore::new(dynamodb, *table).put(&connector).await?;
+            println!("{}", serde_json::to_string(&connector)?);
+        }
+        ["webhook", api_url, connector, secret, body] => {
+            let (status, answer) = send_webhook(api_url, connector, secret, body).await?;
+            println!("{status} {answer}");
+        }
         ["create-tables", subscriptions, resumes, ledger] => {
             aws::tables::create_all(&dynamodb, subscriptions, resumes, ledger).await?;
         }
-        _ => return Err("usage: see the module documentation (devctl put-subscription|resume-wait|event-status|send|event-id|create-tables ...)".into()),
+        _ => return Err("usage: see the module documentation (devctl put-subscription|resume-wait|event-status|send|event-id|put-connector|webhook|create-tables ...)".into()),
     }
     Ok(())
+}
+
+/// Signs `body` the Standard Webhooks way and posts it, as a provider would.
+async fn send_webhook(
+    api_url: &str,
+    connector: &str,
+    secret: &str,
+    body: &str,
+) -> Result<(u16, String), Failure> {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let key = custos_trigger::webhook::verify::standard_key(secret)
+        .ok_or("the secret is not whsec_<base64>")?;
+    let id = format!("msg_{}", SystemClock.now_ms());
+    let timestamp = SystemClock.now_secs().to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key)?;
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/webhooks/{connector}",
+            api_url.trim_end_matches('/')
+        ))
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp)
+        .header("webhook-signature", format!("v1,{signature}"))
+        .body(body.to_owned())
+        .send()
+        .await?;
+    Ok((response.status().as_u16(), response.text().await?))
 }
