@@ -88,10 +88,19 @@ impl WebhookIntake {
             }
             Err(other) => return Err(other),
         };
+        // Unsigned timestamps (GitHub) fall back to the time of receipt.
+        let received_at = self.clock.now_rfc3339();
+        let occurred_at = verified.timestamp.as_deref().unwrap_or(&received_at);
         let queued = QueuedEvent {
             workspace_id: connector.workspace_id.clone(),
-            event: normalize::webhook(self.delivery(&connector, &verified, headers, body))
-                .map_err(|e| IntakeError::Misconfigured(e.to_string()))?,
+            event: normalize::webhook(self.delivery(
+                &connector,
+                &verified,
+                headers,
+                body,
+                occurred_at,
+            ))
+            .map_err(|e| IntakeError::Misconfigured(e.to_string()))?,
         };
         let event_id = queued.event.event_id.clone();
         let message =
@@ -133,6 +142,7 @@ impl WebhookIntake {
         verified: &'a verify::Verified,
         headers: &HashMap<String, String>,
         body: &[u8],
+        occurred_at: &'a str,
     ) -> WebhookDelivery<'a> {
         let mut raw_headers: BTreeMap<String, String> = headers.clone().into_iter().collect();
         let body = match std::str::from_utf8(body) {
@@ -145,7 +155,7 @@ impl WebhookIntake {
         WebhookDelivery {
             connector_instance_id: &connector.connector_instance_id,
             delivery_id: &verified.delivery_id,
-            occurred_at: verified.timestamp.as_deref().unwrap_or("unknown"),
+            occurred_at,
             kind: mapped_kind(connector, headers),
             vendor: connector.vendor.clone(),
             headers: raw_headers,
