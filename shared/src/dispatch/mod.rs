@@ -87,8 +87,6 @@ impl Attempt {
 
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
-    /// Retries after the first attempt (`TRIGGER_DISPATCH_MAX_RETRIES`).
-    pub max_retries: u32,
     pub settings: Arc<Settings>,
     pub backoff: Backoff,
     /// The longest a claim is held when the caller has no deadline.
@@ -99,7 +97,6 @@ pub struct DispatchSettings {
 impl DispatchSettings {
     pub fn from_settings(settings: Arc<Settings>) -> Self {
         Self {
-            max_retries: settings.dispatch_max_retries,
             settings,
             backoff: Backoff::default(),
             max_lease_ms: 60_000,
@@ -294,7 +291,8 @@ impl Dispatcher {
         let retryable = error.is_retryable();
         let reason = error.to_string();
         let now_ms = self.clock.now_ms();
-        if retryable && attempt.number <= self.settings.max_retries {
+        // `TRIGGER_DISPATCH_MAX_RETRIES` retries after the first attempt.
+        if retryable && attempt.number <= self.settings.settings.dispatch_max_retries {
             tolerate_lost_claim(
                 self.ledger
                     .release(

@@ -64,16 +64,20 @@ fn truncate(bytes: &[u8]) -> String {
 }
 
 fn path_segment(value: &str) -> String {
+    use std::fmt::Write;
     // Run and step ids are opaque: escape anything outside the unreserved set.
-    value
-        .bytes()
-        .map(|b| match b {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
+                out.push(char::from(b))
             }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+            other => {
+                let _ = write!(out, "%{other:02X}");
+            }
+        }
+    }
+    out
 }
 
 #[async_trait]
