@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, s, Item};
-use super::describe;
-use super::reads::get_item;
+use super::documents::{get_item, put_document};
 use crate::store::StoreError;
 use crate::webhook::{ConnectorInstance, ConnectorStore};
 
@@ -39,23 +38,13 @@ impl ConnectorStore for DynamoConnectorStore {
     }
 
     async fn put(&self, connector: &ConnectorInstance) -> Result<(), StoreError> {
-        let document =
-            serde_json::to_string(connector).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let item = Item::from([
+        let attributes = Item::from([
             (
                 "connectorInstanceId".to_owned(),
                 s(connector.connector_instance_id.as_str()),
             ),
             ("workspaceId".to_owned(), s(connector.workspace_id.as_str())),
-            ("doc".to_owned(), s(document)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        Ok(())
+        put_document(&self.client, &self.table, attributes, connector).await
     }
 }

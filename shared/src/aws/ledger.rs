@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{get_n, get_s, n, s, Item};
 use super::describe;
-use super::reads::{get_item, query_all};
+use super::documents::{get_item, query_all};
 use super::tables::LEDGER_BY_EVENT;
 use crate::dedup::{
     Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,

@@ -4,8 +4,8 @@
 
 pub mod attrs;
 pub mod connectors;
+mod documents;
 pub mod ledger;
-mod reads;
 pub mod resume;
 pub mod secrets;
 pub mod sqs;

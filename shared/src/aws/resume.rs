@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, n, s, Item};
 use super::describe;
-use super::reads::get_item;
+use super::documents::{get_item, put_document};
 use crate::ids::ResumeId;
 use crate::resume::{ResumeStore, ResumeWait};
 use crate::store::StoreError;
@@ -37,21 +37,11 @@ impl ResumeStore for DynamoResumeStore {
     }
 
     async fn put(&self, wait: &ResumeWait) -> Result<(), StoreError> {
-        let document =
-            serde_json::to_string(wait).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let item = Item::from([
+        let attributes = Item::from([
             ("resumeId".to_owned(), s(wait.resume_id.as_str())),
             ("expiresAt".to_owned(), n(wait.expires_at)),
-            ("doc".to_owned(), s(document)),
         ]);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        Ok(())
+        put_document(&self.client, &self.table, attributes, wait).await
     }
 
     async fn delete(&self, id: &ResumeId) -> Result<bool, StoreError> {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, n, s, Item};
-use super::reads::{get_item, query_all};
+use super::documents::{get_item, put_document, query_all};
 use super::{describe, tables::SUBSCRIPTIONS_BY_ROUTE};
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::store::StoreError;
@@ -42,9 +42,8 @@ fn route_of(subscription: &Subscription) -> Route {
     }
 }
 
-fn to_item(subscription: &Subscription) -> Result<Item, StoreError> {
-    let document =
-        serde_json::to_string(subscription).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+/// The key and index attributes stored beside the subscription document.
+fn attributes(subscription: &Subscription) -> Item {
     let mut item = Item::from([
         (
             "workspaceId".to_owned(),
@@ -63,7 +62,6 @@ fn to_item(subscription: &Subscription) -> Result<Item, StoreError> {
             "createdAt".to_owned(),
             n(subscription.created_at.unix_timestamp()),
         ),
-        ("doc".to_owned(), s(document)),
     ]);
     if subscription.is_matchable() {
         item.insert(
@@ -74,7 +72,7 @@ fn to_item(subscription: &Subscription) -> Result<Item, StoreError> {
             )),
         );
     }
-    Ok(item)
+    item
 }
 
 fn unavailable<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
@@ -166,13 +164,12 @@ impl SubscriptionStore for DynamoSubscriptionStore {
     }
 
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(subscription)?))
-            .send()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(())
+        put_document(
+            &self.client,
+            &self.table,
+            attributes(subscription),
+            subscription,
+        )
+        .await
     }
 }

@@ -1,12 +1,32 @@
-//! The two read shapes the DynamoDB adapters share: a consistent point read, and a
-//! query drained across all its pages. Errors come back described, for the caller to
-//! wrap in its own error type.
+//! The item shapes the DynamoDB adapters share: each stored value is a JSON `doc`
+//! attribute beside the key and index attributes its queries need; reads are consistent
+//! point reads or queries drained across all their pages.
 
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::Client;
 
-use super::attrs::Item;
+use super::attrs::{s, Item};
 use super::describe;
+use crate::store::StoreError;
+
+/// Writes `value` as the `doc` of an item made of `attributes` (keys and index fields).
+pub(crate) async fn put_document<T: serde::Serialize>(
+    client: &Client,
+    table: &str,
+    mut attributes: Item,
+    value: &T,
+) -> Result<(), StoreError> {
+    let document = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    attributes.insert("doc".to_owned(), s(document));
+    client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(attributes))
+        .send()
+        .await
+        .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+    Ok(())
+}
 
 /// Consistent `GetItem` of `key` in `table`.
 pub(crate) async fn get_item(
