@@ -1,3 +1,5 @@
+//! The dispatcher's protocol against in-memory ports: order of audits, dedup, loop guard, retry classification.
+
 use std::sync::Arc;
 
 use serde_json::json;

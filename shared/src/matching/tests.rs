@@ -1,3 +1,5 @@
+//! Start and resume matching, including that the pre-filter never changes results.
+
 use serde_json::json;
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Selector compilation, evaluation, caching and legacy desugaring.
+
 use std::sync::Arc;
 
 use serde_json::json;

@@ -1,3 +1,5 @@
+//! The webhook intake against in-memory ports: verification outcomes, audits, normalization.
+
 use std::sync::Arc;
 
 use serde_json::json;

@@ -1,3 +1,5 @@
+//! The match stage against in-memory ports: routing, mapping, resume arm, index cache.
+
 use std::sync::Arc;
 
 use serde_json::{json, Value};

@@ -1,3 +1,5 @@
+//! Signature verification against the published examples and every listed malformation.
+
 use super::*;
 
 // The example of the Standard Webhooks specification.
