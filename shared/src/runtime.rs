@@ -97,8 +97,7 @@ impl Wiring {
 
     pub fn ingest_stage(&self) -> Result<IngestStage, ConfigError> {
         Ok(IngestStage {
-            normalized_queue: self
-                .queue(&self.settings.normalized_queue_url, "NORMALIZED_QUEUE_URL")?,
+            normalized_queue: self.normalized_queue()?,
         })
     }
 
@@ -122,6 +121,7 @@ impl Wiring {
 
     pub fn api(&self) -> Result<crate::api::Api, ConfigError> {
         let s = &self.settings;
+        let normalized_queue = self.normalized_queue()?;
         Ok(crate::api::Api {
             subscriptions: Arc::new(DynamoSubscriptionStore::new(
                 self.dynamodb.clone(),
@@ -135,7 +135,7 @@ impl Wiring {
                 self.dynamodb.clone(),
                 self.table(&s.ledger_table, "LEDGER_TABLE")?,
             )),
-            normalized_queue: self.normalized_queue()?,
+            normalized_queue: normalized_queue.clone(),
             audit: Arc::clone(&self.audit),
             clock: Arc::clone(&self.clock),
             settings: Arc::clone(s),
@@ -150,7 +150,7 @@ impl Wiring {
                     Arc::clone(&self.clock),
                     SECRET_CACHE_MS,
                 )),
-                queue: self.normalized_queue()?,
+                queue: normalized_queue,
                 audit: Arc::clone(&self.audit),
                 clock: Arc::clone(&self.clock),
             },

@@ -8,7 +8,7 @@ use super::problem::{Code, Problem};
 use super::request::ApiRequest;
 use super::{Api, Params, Reply};
 use crate::dedup::{LedgerEntry, LedgerStatus, MatchKind};
-use crate::ids::{EventId, WorkspaceId};
+use crate::ids::EventId;
 
 fn outcome(entry: &LedgerEntry) -> Value {
     let status = match entry.status {
@@ -43,12 +43,7 @@ fn outcome(entry: &LedgerEntry) -> Value {
 }
 
 pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    let caller = auth::caller(request, api.allow_shim())?;
-    let ws = params
-        .get("ws")
-        .and_then(|w| WorkspaceId::new(w.as_str()).ok())
-        .ok_or_else(|| Problem::new(Code::BadRequest, "workspace must not be empty"))?;
-    caller.authorize(&ws, auth::READ)?;
+    let ws = api.authorize(params, request, auth::READ)?;
     let event_id = params
         .get("eventId")
         .and_then(|e| EventId::new(e.as_str()).ok())

@@ -190,6 +190,23 @@ impl Api {
         !self.settings.is_production()
     }
 
+    /// Authenticates the caller, then checks the path workspace is theirs and they hold
+    /// `permission`; returns that workspace. Every workspace route starts here.
+    pub fn authorize(
+        &self,
+        params: &Params,
+        request: &ApiRequest,
+        permission: &str,
+    ) -> Result<crate::ids::WorkspaceId, Problem> {
+        let caller = auth::caller(request, self.allow_shim())?;
+        let ws = params
+            .get("ws")
+            .and_then(|ws| crate::ids::WorkspaceId::new(ws.as_str()).ok())
+            .ok_or_else(|| Problem::new(Code::BadRequest, "workspace must not be empty"))?;
+        caller.authorize(&ws, permission)?;
+        Ok(ws)
+    }
+
     /// Answers one API Gateway v2 request.
     pub async fn handle(&self, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         let (path, result) = match ApiRequest::from_event(event) {

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::auth::{self, Caller};
+use super::auth;
 use super::problem::{Code, Problem};
 use super::request::ApiRequest;
 use super::{Api, Params, Reply};
@@ -58,31 +58,11 @@ fn check_mapping(mapping: &Map<String, Value>) -> Result<(), Problem> {
     mapping::validate(mapping).map_err(|e| Problem::new(Code::SelectorInvalid, e.to_string()))
 }
 
-fn workspace(params: &Params) -> Result<WorkspaceId, Problem> {
-    params
-        .get("ws")
-        .and_then(|ws| WorkspaceId::new(ws.as_str()).ok())
-        .ok_or_else(|| Problem::new(Code::BadRequest, "workspace must not be empty"))
-}
-
 fn subscription_id(params: &Params) -> Result<SubscriptionId, Problem> {
     params
         .get("id")
         .and_then(|id| SubscriptionId::new(id.as_str()).ok())
         .ok_or_else(|| Problem::new(Code::BadRequest, "subscription id must not be empty"))
-}
-
-/// Authenticates, then checks the caller's workspace and permission.
-fn authorize(
-    api: &Api,
-    params: &Params,
-    request: &ApiRequest,
-    permission: &str,
-) -> Result<(Caller, WorkspaceId), Problem> {
-    let caller = auth::caller(request, api.allow_shim())?;
-    let ws = workspace(params)?;
-    caller.authorize(&ws, permission)?;
-    Ok((caller, ws))
 }
 
 fn not_found(id: &SubscriptionId) -> Problem {
@@ -132,7 +112,7 @@ fn needs_connector(source: SourceType) -> bool {
 }
 
 pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    let (_, ws) = authorize(api, params, request, auth::WRITE)?;
+    let ws = api.authorize(params, request, auth::WRITE)?;
     let body: CreateBody = request.json()?;
     if body.workflow_id.is_empty() {
         return Err(Problem::new(
@@ -202,7 +182,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
 }
 
 pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    let (_, ws) = authorize(api, params, request, auth::READ)?;
+    let ws = api.authorize(params, request, auth::READ)?;
     let subscription = load(api, &ws, &subscription_id(params)?).await?;
     Ok(Reply::json(200, to_json(&subscription)))
 }
@@ -226,7 +206,7 @@ pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 200;
 
 pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    let (_, ws) = authorize(api, params, request, auth::READ)?;
+    let ws = api.authorize(params, request, auth::READ)?;
     let limit = match request.query.get("limit") {
         None => DEFAULT_PAGE,
         Some(raw) => raw
@@ -307,7 +287,7 @@ fn apply_patch(
 }
 
 pub async fn patch(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    let (_, ws) = authorize(api, params, request, auth::WRITE)?;
+    let ws = api.authorize(params, request, auth::WRITE)?;
     let id = subscription_id(params)?;
     let patch: Map<String, Value> = request.json()?;
     let mut subscription = load(api, &ws, &id).await?;
@@ -319,7 +299,7 @@ pub async fn patch(api: &Api, params: &Params, request: &ApiRequest) -> Result<R
 }
 
 pub async fn delete(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    let (_, ws) = authorize(api, params, request, auth::DELETE)?;
+    let ws = api.authorize(params, request, auth::DELETE)?;
     let mut subscription = load(api, &ws, &subscription_id(params)?).await?;
     if subscription.state != SubscriptionState::Expired {
         subscription.state = SubscriptionState::Expired;
@@ -343,7 +323,7 @@ fn not_fireable(id: &SubscriptionId, detail: String) -> Problem {
 /// Queues a manual event for one start subscription and answers `202 {eventId}` once it
 /// is on the normalized queue. The same `Idempotency-Key` always yields the same eventId.
 pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    let (_, ws) = authorize(api, params, request, auth::FIRE)?;
+    let ws = api.authorize(params, request, auth::FIRE)?;
     let id = subscription_id(params)?;
     let body: FireBody = request.json()?;
     let subscription = load(api, &ws, &id).await?;
@@ -406,7 +386,7 @@ struct TestBody {
 
 /// Evaluates a selector (and mapping) against a supplied event; nothing is dispatched.
 pub async fn test(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    authorize(api, params, request, auth::READ)?;
+    api.authorize(params, request, auth::READ)?;
     let body: TestBody = request.json()?;
     let selector = check_authored(body.selector.as_ref(), &body.input_mapping)?;
     let manual = body.event.get("source").and_then(|s| s.get("type"))
