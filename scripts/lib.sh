@@ -102,10 +102,10 @@ lint_template() {
 deploy_local_stack() { # stack-name, workflow-service-url
   local stack="$1" workflow_url="$2" build="$LOCAL/build/$1"
   log "building the functions"
-  (cd "$ROOT" && cargo build --locked -p trigger-ingest -p trigger-match -p trigger-dispatch -p trigger-api)
+  (cd "$ROOT" && cargo build --locked -p trigger-ingest -p trigger-match -p trigger-dispatch -p trigger-api -p trigger-deadletter)
   rm -rf "$build" && mkdir -p "$build"
   local pair resource binary
-  for pair in IngestFunction:trigger-ingest MatchFunction:trigger-match DispatchFunction:trigger-dispatch ApiFunction:trigger-api; do
+  for pair in IngestFunction:trigger-ingest MatchFunction:trigger-match DispatchFunction:trigger-dispatch ApiFunction:trigger-api DeadLetterFunction:trigger-deadletter; do
     resource="${pair%%:*}"; binary="${pair##*:}"
     mkdir -p "$build/$resource"
     strip -o "$build/$resource/bootstrap" "$ROOT/target/debug/$binary"
@@ -116,7 +116,8 @@ deploy_local_stack() { # stack-name, workflow-service-url
     --stack-name "$stack" --resolve-s3 --capabilities CAPABILITY_IAM \
     --no-confirm-changeset --no-fail-on-empty-changeset --no-progressbar \
     --parameter-overrides Architecture=x86_64 "WorkflowServiceUrl=$workflow_url" \
-      Environment=development LogLevel=INFO DispatchMaxRetries=5 >"$RUN/$stack-deploy.log" 2>&1 \
+      Environment=development LogLevel=INFO \
+      "DispatchRetryWindowSeconds=${CUSTOS_RETRY_WINDOW_SECONDS:-86400}" "DispatchBackoffCapSeconds=${CUSTOS_BACKOFF_CAP_SECONDS:-300}" >"$RUN/$stack-deploy.log" 2>&1 \
     || { tail -n 40 "$RUN/$stack-deploy.log"; return 1; }
   "$MINISTACK_VENV/bin/python" "$ROOT/scripts/stack_outputs.py" "$stack" >"$LOCAL/$stack.outputs.json"
 }

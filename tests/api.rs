@@ -57,6 +57,10 @@ async fn harness(environment: &str) -> Harness {
     ));
     let resumes = DynamoResumeStore::new(ddb.clone(), t.resumes.clone());
     let ledger = Arc::new(DynamoLedger::new(ddb.clone(), t.ledger.clone()));
+    let archive = Arc::new(custos_trigger::aws::DynamoEventArchive::new(
+        ddb.clone(),
+        t.archive.clone(),
+    ));
     let fake = FakeWorkflow::start().await;
     let dispatch_queue = Arc::new(SqsQueue::new(sqs.clone(), dispatch_url.clone()));
     let connectors_table = integration_tests::unique("connectors");
@@ -70,6 +74,8 @@ async fn harness(environment: &str) -> Harness {
         )),
         secrets: Arc::new(integration_tests::secrets()),
         queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),
+        archive: archive.clone(),
+        retention: settings.archive_retention(),
         audit: audit.clone(),
         clock: clock.clone(),
     };
@@ -78,6 +84,7 @@ async fn harness(environment: &str) -> Harness {
         subscriptions: subscriptions.clone(),
         resumes: Arc::new(resumes.clone()),
         ledger: ledger.clone(),
+        archive,
         normalized_queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),
         audit: audit.clone(),
         clock: clock.clone(),
@@ -88,6 +95,7 @@ async fn harness(environment: &str) -> Harness {
         subscriptions,
         Arc::new(resumes.clone()),
         dispatch_queue.clone(),
+        ledger.clone(),
         Arc::new(NoopAuditSink),
         Arc::new(SystemClock),
         0,
@@ -713,15 +721,17 @@ async fn another_workspace_can_neither_read_change_fire_nor_see_events() {
         404,
         "trigger.subscription_not_found",
     );
-    let none = h
-        .call(
+    assert_problem(
+        &h.call(
             "GET",
             &format!("/v1/workspaces/ws2/events/{event_id}"),
             ws2.clone(),
             None,
         )
-        .await;
-    assert_eq!(none.body["matches"], json!([]));
+        .await,
+        404,
+        "trigger.event_not_found",
+    );
     let own = h
         .call("GET", "/v1/workspaces/ws2/triggers", ws2, None)
         .await;

@@ -3,8 +3,8 @@
 //! the fake Workflow Service behind it. `scripts/test` deploys the stack first and
 //! passes its outputs in `CUSTOS_E2E_OUTPUTS`.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use custos_trigger::aws::{DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore};
@@ -134,6 +134,53 @@ impl Stack {
         panic!("pipeline queues did not drain");
     }
 
+    /// Calls the deployed API as this workspace (the development call-context shim).
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let ctx = json!({"workspace_id": self.workspace, "principal_id": "e2e", "permissions": [
+            "trigger:subscriptions:read", "trigger:subscriptions:write",
+            "trigger:subscriptions:delete", "trigger:subscriptions:fire"]});
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.output("LocalApiUrl")))
+            .header("x-custos-callctx", ctx.to_string());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// `GET /v1/workspaces/{ws}/events/{eventId}` until `done` holds (bounded).
+    async fn event_status_until(&self, event_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let path = format!("/v1/workspaces/{}/events/{event_id}", self.workspace);
+        let mut last = Value::Null;
+        for _ in 0..180 {
+            let (status, body) = self.api(reqwest::Method::GET, &path, None).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            last = body;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("event {event_id} never reached the expected status: {last}");
+    }
+
+    async fn put_subscription(&self, subscription: Value) {
+        let mut subscription = subscription;
+        if let Some(fields) = subscription.as_object_mut() {
+            fields.insert("workspaceId".into(), self.workspace.as_str().into());
+            fields.insert("state".into(), "active".into());
+            fields.insert("createdAt".into(), "2026-11-26T00:00:00Z".into());
+            fields.insert("updatedAt".into(), "2026-11-26T00:00:00Z".into());
+        }
+        let subscription: Subscription = serde_json::from_value(subscription).unwrap();
+        DynamoSubscriptionStore::new(self.dynamodb.clone(), self.output("SubscriptionsTableName"))
+            .put(&subscription)
+            .await
+            .unwrap();
+    }
+
     async fn calls(&self, route: &str) -> Vec<Call> {
         self.fake
             .calls(route)
@@ -222,8 +269,238 @@ async fn a_400_is_dead_lettered_and_visible_in_the_ledger() {
     );
 }
 
+/// The backoff cap the stack was deployed with (scripts/test: 4 s).
+fn deployed_backoff_cap_secs() -> u64 {
+    std::env::var("CUSTOS_BACKOFF_CAP_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
+/// The issue's acceptance run: the Workflow Service answers 503 to everything for a
+/// while (shorter than the retry window), 50 events arrive during it; afterwards every
+/// one is dispatched exactly once, none is dead-lettered, and the calls made during the
+/// outage stay within about one per waiting match per backoff cap.
 #[tokio::test]
-async fn an_unparseable_dispatch_message_lands_in_the_dlq() {
+async fn a_workflow_service_outage_ends_with_every_event_dispatched_exactly_once() {
+    const EVENTS: usize = 50;
+    let outage_secs: u64 = std::env::var("CUSTOS_E2E_OUTAGE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let cap = deployed_backoff_cap_secs();
+    let stack = Stack::new();
+    stack.subscribe("sub-outage", "true").await;
+    stack
+        .fake
+        .fault(json!({"status": 503, "workspace": stack.workspace}))
+        .await;
+    let outage_started = Instant::now();
+    let envelopes: Vec<Value> = (0..EVENTS)
+        .map(|i| stack.envelope(&format!("run-outage-{i}"), json!({})))
+        .collect();
+    let mut sends = tokio::task::JoinSet::new();
+    for envelope in &envelopes {
+        let (sqs, url, body) = (
+            stack.sqs.clone(),
+            stack.output("WorkflowEventsQueueUrl").to_owned(),
+            envelope.to_string(),
+        );
+        sends.spawn(async move {
+            sqs.send_message()
+                .queue_url(url)
+                .message_body(body)
+                .send()
+                .await
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap().unwrap();
+    }
+    let event_ids: Vec<String> = envelopes
+        .iter()
+        .map(|e| {
+            custos_trigger::stage::ingest::lifecycle_envelope(e)
+                .unwrap()
+                .event
+                .event_id
+                .to_string()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(outage_secs).saturating_sub(outage_started.elapsed()))
+        .await;
+    let during = stack.calls("start").await;
+    stack.fake.clear_faults(&stack.workspace).await;
+    let recovered = Instant::now();
+    assert!(
+        during.iter().all(|c| c.status == 503),
+        "the outage was total"
+    );
+
+    for event_id in &event_ids {
+        let entries = stack.settled(event_id, 1).await;
+        assert_eq!(entries[0].status, LedgerStatus::Committed, "{entries:?}");
+    }
+    let settled_after = recovered.elapsed();
+    let starts = stack.calls("start").await;
+    let created: Vec<&Call> = starts.iter().filter(|c| c.status == 201).collect();
+    assert_eq!(created.len(), EVENTS, "exactly one run per event");
+    let keys: HashSet<_> = created.iter().map(|c| c.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), EVENTS);
+    let bound = EVENTS as u64 * (outage_secs / cap + 3);
+    assert!(
+        (during.len() as u64) <= bound,
+        "{} calls during the outage; at most about one per waiting match per {cap} s cap ({bound})",
+        during.len()
+    );
+    println!(
+        "outage figures: {EVENTS} events, {outage_secs} s outage, backoff cap {cap} s: {} calls during the outage \
+         (bound {bound}); all dispatched {:.1} s after recovery; {} calls in all",
+        during.len(),
+        settled_after.as_secs_f64(),
+        starts.len()
+    );
+}
+
+/// A dispatch message redriven into its DLQ (here put there directly, as SQS does once
+/// the receive budget is spent) ends as a `dead_lettered` match with a reason, through
+/// the deployed dead-letter recorder, as the event status API shows it.
+#[tokio::test]
+async fn a_dispatch_message_in_the_dlq_is_recorded_and_its_status_says_dead_lettered() {
+    let stack = Stack::new();
+    let queued = custos_trigger::stage::ingest::lifecycle_envelope(
+        &stack.envelope(&unique("run-dlq"), json!({})),
+    )
+    .unwrap();
+    let event_id = queued.event.event_id.to_string();
+    let (status, body) = stack
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/workspaces/{}/events/{event_id}", stack.workspace),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("trigger.event_not_found"))
+    );
+    let message = json!({"workspaceId": stack.workspace, "event": queued.event,
+        "target": {"type": "start", "subscriptionId": "sub-dlq", "workflowId": "wf", "workflowVersionId": "wv"}});
+    stack
+        .sqs
+        .send_message()
+        .queue_url(stack.output("DispatchDLQUrl"))
+        .message_body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = stack
+        .event_status_until(&event_id, |b| b["matches"][0]["status"] == "dead_lettered")
+        .await;
+    assert_eq!(status["matches"][0]["reason"], "retries_exhausted");
+    assert_eq!(status["matches"][0]["subscriptionId"], "sub-dlq");
+    assert!(stack.calls("start").await.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_fires_are_413_and_one_just_under_the_limit_is_dispatched() {
+    use custos_trigger::limits::MAX_EVENT_MESSAGE_BYTES;
+    let stack = Stack::new();
+    stack
+        .put_subscription(json!({"subscriptionId": "sub-big", "sourceType": "manual",
+            "workflowId": "wf", "targetWorkflowVersionId": "wv-big",
+            "inputMapping": {"size": "${{ size(inputs.blob) }}"}}))
+        .await;
+    stack
+        .put_subscription(json!({"subscriptionId": "sub-copy", "sourceType": "manual",
+            "workflowId": "wf", "targetWorkflowVersionId": "wv-copy",
+            "inputMapping": {"blob": "${{ inputs.blob }}"}}))
+        .await;
+    let fire = |id: &'static str, bytes: usize| {
+        let path = format!("/v1/workspaces/{}/triggers/{id}:fire", stack.workspace);
+        let body = json!({"inputs": {"blob": "x".repeat(bytes)}});
+        let stack = &stack;
+        async move { stack.api(reqwest::Method::POST, &path, Some(body)).await }
+    };
+    // A manual event carries its inputs twice (as `data`, and as the raw body), so the
+    // largest blob is about half the event limit; where exactly, the library says.
+    let queued_size = |bytes: usize| {
+        let inputs = json!({"blob": "x".repeat(bytes)});
+        let event = custos_trigger::normalize::manual_fire(
+            "2026-11-27T10:00:00.123456789Z",
+            Some("sub-big"),
+            inputs.as_object().unwrap().clone(),
+            None,
+        )
+        .unwrap();
+        serde_json::to_string(&json!({"workspaceId": stack.workspace, "event": event}))
+            .unwrap()
+            .len()
+    };
+    let largest = (MAX_EVENT_MESSAGE_BYTES - queued_size(0)) / 2;
+    // Just under the limit: accepted and dispatched.
+    let (status, body) = fire("sub-big", largest - 100).await;
+    assert_eq!(status, 202, "{body}");
+    let event_id = body["eventId"].as_str().unwrap().to_owned();
+    let done = stack
+        .event_status_until(&event_id, |b| b["matches"][0]["status"] == "dispatched")
+        .await;
+    assert!(done["matches"][0]["runId"].is_string());
+    let starts = stack.calls("start").await;
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].body["inputs"]["size"], largest - 100);
+
+    // Just over: refused at the door.
+    let (status, body) = fire("sub-big", largest + 100).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("trigger.event_too_large")),
+        "{body}"
+    );
+    assert!(body["detail"].as_str().unwrap().contains("the event"));
+    // Small enough as an event, but its dispatch message (event + copied inputs) is not.
+    let (status, body) = fire("sub-copy", largest * 4 / 5).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("trigger.event_too_large")),
+        "{body}"
+    );
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("the dispatch message"));
+    stack.drained().await;
+    assert_eq!(
+        stack.calls("start").await.len(),
+        1,
+        "nothing more was started"
+    );
+}
+
+#[tokio::test]
+async fn a_lifecycle_event_too_large_to_carry_is_recorded_as_dead_lettered_too_large() {
+    let stack = Stack::new();
+    stack.subscribe("sub-any", "true").await;
+    // Fits the workflow-events queue (256 KiB) but not the pipeline once normalized.
+    let envelope = stack.envelope(
+        &unique("run-big"),
+        json!({"outputs": {"blob": "y".repeat(250 * 1024)}}),
+    );
+    let event_id = stack.publish(&envelope).await;
+    let status = stack
+        .event_status_until(&event_id, |b| b["status"] == "dead_lettered")
+        .await;
+    assert_eq!(status["reason"], "too_large");
+    assert_eq!(status["matches"], json!([]));
+    stack.drained().await;
+    assert!(stack.calls("start").await.is_empty());
+}
+
+/// A body no stage can read goes through the redrive policy to the dispatch DLQ, where
+/// the dead-letter recorder audits it whole (`trigger.deadletter.unidentified`, with its
+/// opening) and takes it out: nothing waits unseen in a DLQ.
+#[tokio::test]
+async fn an_unparseable_dispatch_message_reaches_the_dlq_and_the_recorder_audits_it() {
     let stack = Stack::new();
     let garbage = format!("not a dispatch message {}", stack.workspace);
     stack
@@ -234,33 +511,26 @@ async fn an_unparseable_dispatch_message_lands_in_the_dlq() {
         .send()
         .await
         .unwrap();
-    let dlq = stack.output("DispatchDLQUrl");
-    for _ in 0..180 {
-        // The DLQ alarm watches this metric; it rises above its threshold of 0.
-        let visible = queue_attribute(
-            &stack.sqs,
-            dlq,
-            QueueAttributeName::ApproximateNumberOfMessages,
-        )
-        .await;
-        if visible.parse::<u32>().unwrap_or(0) >= 1 {
-            let output = stack
-                .sqs
-                .receive_message()
-                .queue_url(dlq)
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .unwrap();
-            assert!(output
-                .messages()
-                .iter()
-                .any(|m| m.body() == Some(garbage.as_str())));
+    let log_path = endpoint("CUSTOS_E2E_FUNCTION_LOG");
+    for _ in 0..240 {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let audited = log.lines().any(|line| {
+            line.contains("trigger.deadletter.unidentified") && line.contains(&garbage)
+        });
+        if audited {
+            let dlq = stack.output("DispatchDLQUrl");
+            let visible = queue_attribute(
+                &stack.sqs,
+                dlq,
+                QueueAttributeName::ApproximateNumberOfMessages,
+            )
+            .await;
+            assert_eq!(visible, "0", "the recorder took it out of the DLQ");
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("the unparseable message never reached the DLQ");
+    panic!("the unparseable message was never audited by the dead-letter recorder");
 }
 
 #[tokio::test]

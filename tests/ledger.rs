@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use custos_trigger::aws::DynamoLedger;
 use custos_trigger::dedup::{
-    ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerStatus, MatchKind, Release,
+    ClaimOutcome, ClaimRequest, DeadLetterReason, DedupKey, Ledger, LedgerEntry, LedgerStatus,
+    MatchKind, Release,
 };
 use custos_trigger::ids::{EventId, WorkspaceId};
 use integration_tests::{dynamodb, tables};
@@ -125,7 +126,8 @@ async fn release_makes_the_key_claimable_and_keeps_the_error() {
         .release(
             &retry,
             &Release::DeadLetter {
-                reason: "400 bad".into(),
+                reason: DeadLetterReason::Rejected,
+                detail: "400 bad".into(),
                 expires_at: NOW / 1000 + 999,
             },
             NOW + 3,
@@ -207,7 +209,9 @@ async fn unclaimed_outcomes_never_overwrite_a_commit() {
         lease_until_ms: 0,
         run_id: None,
         last_error: Some("too deep".into()),
+        reason: None,
         attempts: 1,
+        first_attempt_ms: 0,
         expires_at: NOW / 1000 + 100,
         updated_at_ms: NOW + 1,
     };

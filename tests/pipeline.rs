@@ -14,7 +14,9 @@ use custos_trigger::runtime;
 use custos_trigger::stage::{DispatchStage, MatchStage};
 use custos_trigger::subscription::{Subscription, SubscriptionStore};
 use custos_trigger::workflow::http::HttpWorkflowClient;
-use integration_tests::{acknowledge, depth, dynamodb, queue, receive, sqs, tables, FakeWorkflow};
+use integration_tests::{
+    acknowledge, depth, dynamodb, queue, queue_with_dlq, receive, sqs, tables, FakeWorkflow,
+};
 use serde_json::{json, Value};
 
 struct Pipeline {
@@ -44,6 +46,7 @@ async fn pipeline() -> Pipeline {
         Arc::new(subscriptions.clone()),
         resumes.clone(),
         dispatch_queue.clone(),
+        Arc::new(ledger.clone()),
         Arc::new(NoopAuditSink),
         Arc::new(SystemClock),
         0,
@@ -269,4 +272,78 @@ async fn unparseable_dispatch_messages_are_reported_failed_for_the_dlq() {
         .await
         .unwrap();
     assert_eq!(p.run_dispatch(2).await, (1, 1));
+}
+
+/// The redrive path end to end on real SQS: a dispatch message that can never be
+/// handled (its ledger table is gone) is returned on every receive until the queue's
+/// redrive policy moves it to the DLQ; the dead-letter recorder then records the match
+/// as `dead_lettered` / `retries_exhausted` in the (working) ledger.
+#[tokio::test]
+async fn a_message_redriven_to_the_dlq_ends_dead_lettered_with_a_reason() {
+    let p = pipeline().await;
+    let ddb = dynamodb();
+    let (dispatch_url, dlq_url) = queue_with_dlq(&p.sqs, 2).await;
+    let broken = Dispatcher::new(
+        Arc::new(DynamoLedger::new(ddb.clone(), "no-such-ledger-table")),
+        Arc::new(HttpWorkflowClient::new(&p.fake.url).unwrap()),
+        Arc::new(DynamoResumeStore::new(ddb.clone(), "no-such-resume-table")),
+        Arc::new(NoopAuditSink),
+        Arc::new(SystemClock),
+        DispatchSettings::from_settings(Arc::new(Settings::from_lookup(|_| None).unwrap())),
+    );
+    let stage = DispatchStage {
+        dispatcher: broken,
+        queue: Arc::new(SqsQueue::new(p.sqs.clone(), dispatch_url.clone())),
+    };
+    let (event_id, queued) = lifecycle("run-redrive", 0);
+    let message = json!({"workspaceId": "ws1", "event": queued["event"],
+        "target": {"type": "start", "subscriptionId": "sub-redrive", "workflowId": "wf", "workflowVersionId": "wv-1"}});
+    p.sqs
+        .send_message()
+        .queue_url(&dispatch_url)
+        .message_body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut receives = 0;
+    let dead = loop {
+        let dead = receive(&p.sqs, &dlq_url, 10, 0).await;
+        if !dead.records.is_empty() {
+            break dead;
+        }
+        let event = receive(&p.sqs, &dispatch_url, 10, 1).await;
+        if !event.records.is_empty() {
+            receives += 1;
+            let response = runtime::dispatch_messages(&stage, event.clone(), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                response.batch_item_failures.len(),
+                1,
+                "returned, not dropped"
+            );
+            acknowledge(&p.sqs, &dispatch_url, &event, &response).await;
+        }
+        assert!(receives <= 10, "never redriven");
+    };
+    assert_eq!(receives, 2, "the redrive policy's maxReceiveCount");
+    let recorder = custos_trigger::stage::DeadLetterRecorder {
+        ledger: Arc::new(p.ledger.clone()),
+        archive: Arc::new(custos_trigger::memory::MemoryArchive::default()),
+        audit: Arc::new(NoopAuditSink),
+        clock: Arc::new(SystemClock),
+        retention: custos_trigger::archive::Retention { ttl_secs: 3_600 },
+    };
+    let response = runtime::record_dead_letters(&recorder, dead.clone())
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    acknowledge(&p.sqs, &dlq_url, &dead, &response).await;
+    let entry = p.status("sub-redrive", &event_id).await;
+    assert_eq!(entry.status, LedgerStatus::DeadLettered);
+    assert_eq!(
+        entry.reason,
+        Some(custos_trigger::dedup::DeadLetterReason::RetriesExhausted)
+    );
+    assert_eq!(depth(&p.sqs, &dlq_url).await, 0);
 }

@@ -29,6 +29,14 @@ pub enum AuditName {
     SelectorTypeError,
     #[serde(rename = "trigger.webhook.rejected")]
     WebhookRejected,
+    #[serde(rename = "trigger.retry.scheduled")]
+    RetryScheduled,
+    #[serde(rename = "trigger.outage.backoff")]
+    OutageBackoff,
+    #[serde(rename = "trigger.deadletter.recorded")]
+    DeadLetterRecorded,
+    #[serde(rename = "trigger.deadletter.unidentified")]
+    DeadLetterUnidentified,
 }
 
 impl AuditName {
@@ -43,6 +51,10 @@ impl AuditName {
             AuditName::ResumeDivergent => "resume.subscription.divergent",
             AuditName::SelectorTypeError => "trigger.selector_type_error",
             AuditName::WebhookRejected => "trigger.webhook.rejected",
+            AuditName::RetryScheduled => "trigger.retry.scheduled",
+            AuditName::OutageBackoff => "trigger.outage.backoff",
+            AuditName::DeadLetterRecorded => "trigger.deadletter.recorded",
+            AuditName::DeadLetterUnidentified => "trigger.deadletter.unidentified",
         }
     }
 
@@ -58,6 +70,10 @@ impl AuditName {
             AuditName::SelectorTypeError => ("match", "selector_type_error"),
             AuditName::WebhookRejected => ("ingest", "webhook_rejected"),
             AuditName::ResumeDivergent => ("other", "resume.subscription.divergent"),
+            AuditName::RetryScheduled => ("dispatch", "retry_scheduled"),
+            AuditName::OutageBackoff => ("dispatch", "outage_backoff"),
+            AuditName::DeadLetterRecorded => ("deadletter", "recorded"),
+            AuditName::DeadLetterUnidentified => ("deadletter", "unidentified"),
         }
     }
 }
@@ -141,19 +157,35 @@ impl<W: Write + Send> JsonLinesAuditSink<W> {
 
     fn metric_line(&self, event: &AuditEvent, timestamp_ms: u128) -> Value {
         let (stage, outcome) = event.audit.stage_outcome();
-        serde_json::json!({
+        // Dead letters are also counted per reason: a closed set of codes, so the
+        // dimension stays low-cardinality.
+        let reason = matches!(
+            event.audit,
+            AuditName::DispatchFailed | AuditName::DeadLetterRecorded
+        )
+        .then(|| event.attrs.get("reason").and_then(Value::as_str))
+        .flatten();
+        let mut dimensions = vec![serde_json::json!(["stage", "outcome"])];
+        if reason.is_some() {
+            dimensions.push(serde_json::json!(["stage", "outcome", "reason"]));
+        }
+        let mut line = serde_json::json!({
             "_aws": {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": self.namespace,
-                    "Dimensions": [["stage", "outcome"]],
+                    "Dimensions": dimensions,
                     "Metrics": [{"Name": "PipelineEvents", "Unit": "Count"}]
                 }]
             },
             "stage": stage,
             "outcome": outcome,
             "PipelineEvents": 1
-        })
+        });
+        if let Some(reason) = reason {
+            line["reason"] = reason.into();
+        }
+        line
     }
 }
 
@@ -200,10 +232,32 @@ mod tests {
         assert_eq!(lines[0]["subscriptionId"], "s1");
         assert_eq!(lines[0]["retryable"], false);
         assert_eq!(lines[1]["outcome"], "failed");
+        assert_eq!(
+            lines[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["stage", "outcome"]]),
+            "no reason given: no reason dimension"
+        );
         assert_eq!(lines[1]["PipelineEvents"], 1);
         assert_eq!(
             lines[1]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             "Custos/Trigger"
+        );
+    }
+
+    #[test]
+    fn dead_letters_are_also_counted_per_reason() {
+        let sink = JsonLinesAuditSink::new(Vec::new(), "Custos/Trigger");
+        sink.emit(
+            AuditEvent::new(AuditName::DeadLetterRecorded, "ws1", Some("e1"))
+                .with("reason", "retries_exhausted"),
+        );
+        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let metric: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(metric["stage"], "deadletter");
+        assert_eq!(metric["reason"], "retries_exhausted");
+        assert_eq!(
+            metric["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["stage", "outcome"], ["stage", "outcome", "reason"]])
         );
     }
 
@@ -242,6 +296,10 @@ mod tests {
             AuditName::ResumeDivergent,
             AuditName::SelectorTypeError,
             AuditName::WebhookRejected,
+            AuditName::RetryScheduled,
+            AuditName::OutageBackoff,
+            AuditName::DeadLetterRecorded,
+            AuditName::DeadLetterUnidentified,
         ] {
             assert_eq!(serde_json::to_value(name).unwrap(), name.as_str());
         }

@@ -7,6 +7,25 @@ use thiserror::Error;
 
 use crate::ids::WorkspaceId;
 
+/// The longest a dispatcher holds a dedup claim (it is also bounded by the Lambda deadline).
+pub const MAX_LEASE_SECS: u64 = 60;
+/// SQS visibility timeouts go up to 12 hours.
+pub const MAX_BACKOFF_CAP_SECS: u32 = 43_200;
+
+/// How many receives the dispatch queue must allow so that SQS never moves a message to
+/// its DLQ while the retry window is still open. Every return of a dispatch message
+/// sets its visibility to at least the exponential backoff of its attempt (ledger
+/// attempts for RPC failures, receive count for returns without an RPC), so at most
+/// `ceil(log2 cap)` returns of each kind are shorter than the cap and the rest are at
+/// least `cap` apart: `ceil(window / cap) + 2 * ceil(log2 cap) + 2` (+1 for the first
+/// receive, +1 for a crash or timeout).
+pub fn required_receive_count(window_secs: u64, cap_secs: u32) -> u32 {
+    let cap = u64::from(cap_secs.max(1));
+    let short_returns = u64::from(u32::BITS - (cap_secs.max(1) - 1).leading_zeros());
+    let total = window_secs.div_ceil(cap) + 2 * short_returns + 2;
+    u32::try_from(total).unwrap_or(u32::MAX)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("configuration variable {variable}: {reason}")]
 pub struct ConfigError {
@@ -19,7 +38,14 @@ pub struct ConfigError {
 pub struct Settings {
     pub dedup_ttl_secs: u64,
     pub resume_default_ttl_secs: u64,
-    pub dispatch_max_retries: u32,
+    /// `TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS`: how long transient failures keep retrying
+    /// (from the first attempt) before a match is dead-lettered `retries_exhausted`.
+    pub dispatch_retry_window_secs: u64,
+    /// `TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS`: the longest delay between two attempts.
+    pub dispatch_backoff_cap_secs: u32,
+    /// `TRIGGER_DISPATCH_MAX_RECEIVE_COUNT`: the dispatch queue's `maxReceiveCount`, when
+    /// known; checked at cold start against what the retry window needs.
+    pub dispatch_max_receive_count: Option<u32>,
     pub fanout_max_depth: u32,
     /// `TRIGGER_FANOUT_MAX_DEPTH_OVERRIDES`: `ws1=4,ws2=32`.
     pub fanout_overrides: HashMap<WorkspaceId, u32>,
@@ -30,6 +56,9 @@ pub struct Settings {
     pub resume_table: Option<String>,
     pub ledger_table: Option<String>,
     pub connectors_table: Option<String>,
+    pub events_table: Option<String>,
+    /// `TRIGGER_ARCHIVE_TTL_SECONDS`: how long archived events are kept.
+    pub archive_ttl_secs: u64,
     pub normalized_queue_url: Option<String>,
     pub dispatch_queue_url: Option<String>,
     pub environment: String,
@@ -48,14 +77,26 @@ impl Settings {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        Ok(Self {
+        let settings = Self {
             dedup_ttl_secs: number(&lookup, "TRIGGER_DEDUP_TTL_SECONDS", 86_400)?,
             resume_default_ttl_secs: number(
                 &lookup,
                 "TRIGGER_RESUME_DEFAULT_TTL_SECONDS",
                 604_800,
             )?,
-            dispatch_max_retries: number(&lookup, "TRIGGER_DISPATCH_MAX_RETRIES", 5)?,
+            dispatch_retry_window_secs: number(
+                &lookup,
+                "TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS",
+                86_400,
+            )?,
+            dispatch_backoff_cap_secs: number(
+                &lookup,
+                "TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS",
+                300,
+            )?,
+            dispatch_max_receive_count: text("TRIGGER_DISPATCH_MAX_RECEIVE_COUNT")
+                .map(|_| number(&lookup, "TRIGGER_DISPATCH_MAX_RECEIVE_COUNT", 0))
+                .transpose()?,
             fanout_max_depth: number(&lookup, "TRIGGER_FANOUT_MAX_DEPTH", 16)?,
             fanout_overrides: overrides(text("TRIGGER_FANOUT_MAX_DEPTH_OVERRIDES"))?,
             subscription_cache_secs: number(&lookup, "TRIGGER_SUBSCRIPTION_CACHE_SECONDS", 5)?,
@@ -64,10 +105,58 @@ impl Settings {
             resume_table: text("RESUME_TABLE"),
             ledger_table: text("LEDGER_TABLE"),
             connectors_table: text("CONNECTORS_TABLE"),
+            events_table: text("EVENTS_TABLE"),
+            archive_ttl_secs: number(&lookup, "TRIGGER_ARCHIVE_TTL_SECONDS", 604_800)?,
             normalized_queue_url: text("NORMALIZED_QUEUE_URL"),
             dispatch_queue_url: text("DISPATCH_QUEUE_URL"),
             environment: text("ENVIRONMENT").unwrap_or_else(|| "development".to_owned()),
-        })
+        };
+        settings.check_retry_budget()?;
+        Ok(settings)
+    }
+
+    /// The rules between settings: a live claim must never look expired (dedup TTL vs
+    /// the longest lease), the backoff cap must fit an SQS visibility timeout, and the
+    /// dispatch queue must not give up on a message before the retry window has passed.
+    fn check_retry_budget(&self) -> Result<(), ConfigError> {
+        if self.dedup_ttl_secs < MAX_LEASE_SECS {
+            return Err(ConfigError {
+                variable: "TRIGGER_DEDUP_TTL_SECONDS",
+                reason: format!(
+                    "{} s is shorter than the longest dedup lease ({MAX_LEASE_SECS} s): a live claim could be taken over as expired",
+                    self.dedup_ttl_secs
+                ),
+            });
+        }
+        if !(1..=MAX_BACKOFF_CAP_SECS).contains(&self.dispatch_backoff_cap_secs) {
+            return Err(ConfigError {
+                variable: "TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS",
+                reason: format!(
+                    "expected 1..={MAX_BACKOFF_CAP_SECS}, got {}",
+                    self.dispatch_backoff_cap_secs
+                ),
+            });
+        }
+        if self.dispatch_retry_window_secs == 0 {
+            return Err(ConfigError {
+                variable: "TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        let needed = required_receive_count(
+            self.dispatch_retry_window_secs,
+            self.dispatch_backoff_cap_secs,
+        );
+        match self.dispatch_max_receive_count {
+            Some(count) if count < needed => Err(ConfigError {
+                variable: "TRIGGER_DISPATCH_MAX_RECEIVE_COUNT",
+                reason: format!(
+                    "{count} receives end before the retry window of {} s at a backoff cap of {} s, which needs {needed}",
+                    self.dispatch_retry_window_secs, self.dispatch_backoff_cap_secs
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The loop-guard limit for a workspace (override, else the global default).
@@ -76,6 +165,12 @@ impl Settings {
             .get(workspace)
             .copied()
             .unwrap_or(self.fanout_max_depth)
+    }
+
+    pub fn archive_retention(&self) -> crate::archive::Retention {
+        crate::archive::Retention {
+            ttl_secs: i64::try_from(self.archive_ttl_secs).unwrap_or(i64::MAX / 2000),
+        }
     }
 
     pub fn is_production(&self) -> bool {
@@ -157,7 +252,8 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.dedup_ttl_secs, 86_400);
         assert_eq!(s.resume_default_ttl_secs, 604_800);
-        assert_eq!(s.dispatch_max_retries, 5);
+        assert_eq!(s.dispatch_retry_window_secs, 86_400);
+        assert_eq!(s.dispatch_backoff_cap_secs, 300);
         assert_eq!(s.fanout_max_depth, 16);
         assert_eq!(s.workflow_service_url, None);
         assert_eq!(s.environment, "development");
@@ -167,13 +263,13 @@ mod tests {
     #[test]
     fn values_are_trimmed_and_blank_means_default() {
         let s = settings(&[
-            ("TRIGGER_DISPATCH_MAX_RETRIES", " 3 "),
+            ("TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS", " 3 "),
             ("TRIGGER_FANOUT_MAX_DEPTH", ""),
             ("WORKFLOW_SERVICE_URL", "http://127.0.0.1:8787/"),
             ("ENVIRONMENT", "Production"),
         ])
         .unwrap();
-        assert_eq!(s.dispatch_max_retries, 3);
+        assert_eq!(s.dispatch_backoff_cap_secs, 3);
         assert_eq!(s.fanout_max_depth, 16);
         assert_eq!(
             s.workflow_service_url.as_deref(),
@@ -186,7 +282,11 @@ mod tests {
     fn invalid_values_name_the_variable() {
         for (var, value) in [
             ("TRIGGER_DEDUP_TTL_SECONDS", "-1"),
-            ("TRIGGER_DISPATCH_MAX_RETRIES", "five"),
+            ("TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS", "five"),
+            ("TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS", "0"),
+            ("TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS", "0"),
+            ("TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS", "86400"),
+            ("TRIGGER_DEDUP_TTL_SECONDS", "59"),
             ("TRIGGER_FANOUT_MAX_DEPTH", "1.5"),
             ("TRIGGER_FANOUT_MAX_DEPTH_OVERRIDES", "ws1:3"),
             ("WORKFLOW_SERVICE_URL", "ftp://x"),
@@ -195,6 +295,49 @@ mod tests {
             assert_eq!(err.variable, var);
             assert!(err.to_string().contains(var));
         }
+    }
+
+    #[test]
+    fn the_receive_budget_covers_the_retry_window() {
+        // 24 h at a 300 s cap: 288 cap-spaced returns + 2 x 9 short ones + 2.
+        assert_eq!(required_receive_count(86_400, 300), 308);
+        assert_eq!(required_receive_count(60, 4), 15 + 4 + 2);
+        assert_eq!(required_receive_count(1, 1), 1 + 2);
+        let ok = settings(&[
+            ("TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS", "86400"),
+            ("TRIGGER_DISPATCH_MAX_RECEIVE_COUNT", "308"),
+        ]);
+        assert!(ok.is_ok());
+        let err = settings(&[("TRIGGER_DISPATCH_MAX_RECEIVE_COUNT", "307")]).unwrap_err();
+        assert_eq!(err.variable, "TRIGGER_DISPATCH_MAX_RECEIVE_COUNT");
+        assert!(err.reason.contains("308"), "{err}");
+    }
+
+    /// The template's `DispatchReceiveBudget` table is this formula, capped at SQS's 1000.
+    #[test]
+    fn the_template_receive_budget_table_follows_the_formula() {
+        let template = include_str!("../../template.yaml");
+        let table = template
+            .split("  DispatchReceiveBudget:\n")
+            .nth(1)
+            .expect("mapping present");
+        let mut checked = 0;
+        for line in table.lines().take_while(|l| l.starts_with("    \"")) {
+            let (cap, windows) = line.trim().split_once(": {").expect("cap row");
+            let cap: u32 = cap.trim_matches('"').parse().expect("cap");
+            for pair in windows.trim_end_matches('}').split(", ") {
+                let (window, count) = pair.split_once(": ").expect("window pair");
+                let window: u64 = window.trim_matches('"').parse().expect("window");
+                let count: u32 = count.parse().expect("count");
+                assert_eq!(
+                    count,
+                    required_receive_count(window, cap).min(1000),
+                    "cap {cap}, window {window}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 24);
     }
 
     #[test]

@@ -92,6 +92,54 @@ impl LedgerStatus {
     }
 }
 
+/// How long dead-lettered items are kept for inspection and replay (epoch-second TTL).
+pub const DEAD_LETTER_RETENTION_SECS: i64 = 30 * 86_400;
+
+/// Why a match was dead-lettered: a stable code a tenant may see (the detail text,
+/// which may name internals, stays in `lastError` and the logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// Transient failures went on past the retry window (or the queue's receive budget).
+    RetriesExhausted,
+    /// The Workflow Service refused the request for good (a 4xx other than 408/429).
+    Rejected,
+    /// The start subscription names no workflow version.
+    NoTargetVersion,
+    /// `inputMapping` could not be resolved against the event.
+    MappingFailed,
+    /// The message the next stage needs would not fit an SQS message.
+    TooLarge,
+    /// A message in a dead-letter queue whose body could not be read.
+    Unparseable,
+}
+
+impl DeadLetterReason {
+    pub const ALL: [DeadLetterReason; 6] = [
+        DeadLetterReason::RetriesExhausted,
+        DeadLetterReason::Rejected,
+        DeadLetterReason::NoTargetVersion,
+        DeadLetterReason::MappingFailed,
+        DeadLetterReason::TooLarge,
+        DeadLetterReason::Unparseable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::RetriesExhausted => "retries_exhausted",
+            DeadLetterReason::Rejected => "rejected",
+            DeadLetterReason::NoTargetVersion => "no_target_version",
+            DeadLetterReason::MappingFailed => "mapping_failed",
+            DeadLetterReason::TooLarge => "too_large",
+            DeadLetterReason::Unparseable => "unparseable",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
 /// What one ledger item records: enough to answer "what happened to event X".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,8 +160,14 @@ pub struct LedgerEntry {
     pub run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Set when the item is dead-lettered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DeadLetterReason>,
     #[serde(default)]
     pub attempts: u32,
+    /// Epoch ms of the first claim (0: never claimed); the retry window starts here.
+    #[serde(default)]
+    pub first_attempt_ms: i64,
     /// Epoch seconds after which the item is ignored (and deleted by TTL).
     pub expires_at: i64,
     pub updated_at_ms: i64,
@@ -156,7 +210,10 @@ pub struct Claim {
     pub workspace_id: WorkspaceId,
     pub key: DedupKey,
     pub token: String,
+    /// Claims of this key so far, this one included (the backoff exponent).
     pub attempts: u32,
+    /// When the key was first claimed (epoch ms): the start of the retry window.
+    pub first_attempt_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +235,11 @@ pub enum Release {
     /// A retryable failure: the next delivery may claim again.
     Retry { error: String },
     /// Permanent failure or retries exhausted; kept until `expires_at` (epoch seconds).
-    DeadLetter { reason: String, expires_at: i64 },
+    DeadLetter {
+        reason: DeadLetterReason,
+        detail: String,
+        expires_at: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -279,10 +340,21 @@ mod tests {
             lease_until_ms,
             run_id: None,
             last_error: None,
+            reason: None,
             attempts: 1,
+            first_attempt_ms: 0,
             expires_at,
             updated_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn dead_letter_reasons_round_trip_their_codes() {
+        for reason in DeadLetterReason::ALL {
+            assert_eq!(DeadLetterReason::parse(reason.as_str()), Some(reason));
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
+        assert_eq!(DeadLetterReason::parse("nope"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
+pub mod archive;
 pub mod audit;
 pub mod aws;
 pub mod classify;
@@ -14,6 +15,7 @@ pub mod dedup;
 pub mod dispatch;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod mapping;
 pub mod matching;
 pub mod memory;

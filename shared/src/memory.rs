@@ -132,6 +132,11 @@ impl Ledger for MemoryLedger {
             });
         }
         let attempts = previous.as_ref().map_or(0, |e| e.attempts) + 1;
+        let first_attempt_ms = previous
+            .as_ref()
+            .map(|e| e.first_attempt_ms)
+            .filter(|&ms| ms > 0)
+            .unwrap_or(req.now_ms);
         items.insert(
             slot,
             LedgerEntry {
@@ -145,7 +150,9 @@ impl Ledger for MemoryLedger {
                 lease_until_ms: req.lease_until_ms,
                 run_id: None,
                 last_error: previous.and_then(|e| e.last_error),
+                reason: None,
                 attempts,
+                first_attempt_ms,
                 expires_at: req.expires_at,
                 updated_at_ms: req.now_ms,
             },
@@ -155,6 +162,7 @@ impl Ledger for MemoryLedger {
             key: req.key.clone(),
             token: req.token.clone(),
             attempts,
+            first_attempt_ms,
         }))
     }
 
@@ -190,9 +198,14 @@ impl Ledger for MemoryLedger {
                 entry.status = LedgerStatus::Released;
                 entry.last_error = Some(error.clone());
             }
-            Release::DeadLetter { reason, expires_at } => {
+            Release::DeadLetter {
+                reason,
+                detail,
+                expires_at,
+            } => {
                 entry.status = LedgerStatus::DeadLettered;
-                entry.last_error = Some(reason.clone());
+                entry.reason = Some(*reason);
+                entry.last_error = Some(detail.clone());
                 entry.expires_at = *expires_at;
             }
         }
@@ -202,13 +215,16 @@ impl Ledger for MemoryLedger {
     async fn record_unclaimed(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
         let mut items = lock(&self.0);
         let slot = (entry.workspace_id.clone(), entry.key.clone());
-        if items
-            .get(&slot)
-            .is_some_and(|e| !e.is_claimable(entry.updated_at_ms))
-        {
+        let previous = items.get(&slot);
+        if previous.is_some_and(|e| !e.is_claimable(entry.updated_at_ms)) {
             return Ok(());
         }
-        items.insert(slot, entry.clone());
+        let mut recorded = entry.clone();
+        if let Some(previous) = previous {
+            recorded.attempts = previous.attempts + 1;
+            recorded.first_attempt_ms = previous.first_attempt_ms;
+        }
+        items.insert(slot, recorded);
         Ok(())
     }
 
@@ -379,5 +395,68 @@ impl crate::webhook::ConnectorStore for MemoryConnectorStore {
     async fn put(&self, connector: &crate::webhook::ConnectorInstance) -> Result<(), StoreError> {
         lock(&self.0).insert(connector.connector_instance_id.clone(), connector.clone());
         Ok(())
+    }
+}
+
+/// The event archive over a map.
+#[derive(Debug, Default)]
+pub struct MemoryArchive(Mutex<HashMap<(WorkspaceId, EventId), crate::archive::ArchivedEvent>>);
+
+#[async_trait]
+impl crate::archive::EventArchive for MemoryArchive {
+    async fn put_new(
+        &self,
+        workspace: &WorkspaceId,
+        event: &crate::event::NormalizedEvent,
+        received_at_ms: i64,
+        _expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut items = lock(&self.0);
+        let slot = (workspace.clone(), event.event_id.clone());
+        if items.contains_key(&slot) {
+            return Ok(false);
+        }
+        items.insert(
+            slot,
+            crate::archive::ArchivedEvent {
+                workspace_id: workspace.clone(),
+                event_id: event.event_id.clone(),
+                event: Some(event.clone()),
+                received_at_ms,
+                fate: None,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn record_fate(
+        &self,
+        workspace: &WorkspaceId,
+        event_id: &EventId,
+        fate: &crate::archive::EventFate,
+        _expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut items = lock(&self.0);
+        let record = items
+            .entry((workspace.clone(), event_id.clone()))
+            .or_insert_with(|| crate::archive::ArchivedEvent {
+                workspace_id: workspace.clone(),
+                event_id: event_id.clone(),
+                event: None,
+                received_at_ms: fate.at_ms,
+                fate: None,
+            });
+        record.fate = Some(fate.clone());
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        event_id: &EventId,
+    ) -> Result<Option<crate::archive::ArchivedEvent>, StoreError> {
+        Ok(lock(&self.0)
+            .get(&(workspace.clone(), event_id.clone()))
+            .cloned())
     }
 }

@@ -8,20 +8,25 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use serde_json::Value;
 
 use crate::audit::{AuditSink, JsonLinesAuditSink};
-use crate::aws::{DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore, SqsQueue};
+use crate::aws::{
+    DynamoEventArchive, DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore, SqsQueue,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
 use crate::dispatch::{DispatchMessage, DispatchSettings, Dispatcher};
 use crate::event::QueuedEvent;
 use crate::queue::Queue;
 use crate::stage::batch::{self, MissingMessageId, OnParseError, Received, RetryMessage};
-use crate::stage::{ingest, DispatchStage, IngestStage, MatchStage};
+use crate::stage::{ingest, DeadLetterRecorder, DispatchStage, IngestStage, MatchStage};
 use crate::workflow::http::HttpWorkflowClient;
 
 /// Messages of one batch handled at once.
 pub const BATCH_CONCURRENCY: usize = 8;
 /// How long a resolved webhook secret is reused before it is read again (rotation lag).
 pub const SECRET_CACHE_MS: i64 = 300_000;
+/// Receives of a DLQ message after which the recorder stops trying to write its record
+/// and audits it instead.
+pub const RECORDER_MAX_RECEIVES: u32 = 5;
 /// CloudWatch metric namespace of the audit counters.
 pub const METRIC_NAMESPACE: &str = "Custos/Trigger";
 
@@ -95,9 +100,36 @@ impl Wiring {
         self.queue(&self.settings.normalized_queue_url, "NORMALIZED_QUEUE_URL")
     }
 
+    fn ledger(&self) -> Result<Arc<DynamoLedger>, ConfigError> {
+        Ok(Arc::new(DynamoLedger::new(
+            self.dynamodb.clone(),
+            self.table(&self.settings.ledger_table, "LEDGER_TABLE")?,
+        )))
+    }
+
+    fn archive(&self) -> Result<Arc<DynamoEventArchive>, ConfigError> {
+        Ok(Arc::new(DynamoEventArchive::new(
+            self.dynamodb.clone(),
+            self.table(&self.settings.events_table, "EVENTS_TABLE")?,
+        )))
+    }
+
     pub fn ingest_stage(&self) -> Result<IngestStage, ConfigError> {
         Ok(IngestStage {
             normalized_queue: self.normalized_queue()?,
+            archive: self.archive()?,
+            clock: Arc::clone(&self.clock),
+            retention: self.settings.archive_retention(),
+        })
+    }
+
+    pub fn dead_letter_recorder(&self) -> Result<DeadLetterRecorder, ConfigError> {
+        Ok(DeadLetterRecorder {
+            ledger: self.ledger()?,
+            archive: self.archive()?,
+            audit: Arc::clone(&self.audit),
+            clock: Arc::clone(&self.clock),
+            retention: self.settings.archive_retention(),
         })
     }
 
@@ -113,6 +145,7 @@ impl Wiring {
                 self.table(&s.resume_table, "RESUME_TABLE")?,
             )),
             self.queue(&s.dispatch_queue_url, "DISPATCH_QUEUE_URL")?,
+            self.ledger()?,
             Arc::clone(&self.audit),
             Arc::clone(&self.clock),
             s.subscription_cache_secs,
@@ -131,10 +164,8 @@ impl Wiring {
                 self.dynamodb.clone(),
                 self.table(&s.resume_table, "RESUME_TABLE")?,
             )),
-            ledger: Arc::new(DynamoLedger::new(
-                self.dynamodb.clone(),
-                self.table(&s.ledger_table, "LEDGER_TABLE")?,
-            )),
+            ledger: self.ledger()?,
+            archive: self.archive()?,
             normalized_queue: normalized_queue.clone(),
             audit: Arc::clone(&self.audit),
             clock: Arc::clone(&self.clock),
@@ -151,6 +182,8 @@ impl Wiring {
                     SECRET_CACHE_MS,
                 )),
                 queue: normalized_queue,
+                archive: self.archive()?,
+                retention: s.archive_retention(),
                 audit: Arc::clone(&self.audit),
                 clock: Arc::clone(&self.clock),
             },
@@ -165,10 +198,7 @@ impl Wiring {
             reason: e.to_string(),
         })?;
         let dispatcher = Dispatcher::new(
-            Arc::new(DynamoLedger::new(
-                self.dynamodb.clone(),
-                self.table(&s.ledger_table, "LEDGER_TABLE")?,
-            )),
+            self.ledger()?,
             Arc::new(workflow),
             Arc::new(DynamoResumeStore::new(
                 self.dynamodb.clone(),
@@ -203,10 +233,19 @@ pub async fn ingest_workflow_events(
                     return Ok(());
                 }
             };
-            stage
-                .enqueue(std::slice::from_ref(&queued))
-                .await
-                .map_err(|e| RetryMessage(e.to_string()))
+            match stage.accept(&queued).await {
+                Ok(ingest::Accepted::Enqueued) => Ok(()),
+                Ok(ingest::Accepted::TooLarge(detail)) => {
+                    tracing::error!(
+                        workspace_id = %queued.workspace_id,
+                        event_id = %queued.event.event_id,
+                        detail,
+                        "lifecycle event too large for the pipeline; recorded as dead-lettered"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(RetryMessage(e.to_string())),
+            }
         },
     )
     .await
@@ -243,6 +282,30 @@ pub async fn dispatch_messages(
     let source = Some(stage.queue.as_ref());
     batch::run(event, BATCH_CONCURRENCY, OnParseError::Fail(source), |m: Received<DispatchMessage>| async move {
         stage.handle(m, deadline_ms).await.map(|_| ())
+    })
+    .await
+}
+
+/// Dead letters of any DLQ → a final ledger / archive record, or an audit line.
+pub async fn record_dead_letters(
+    recorder: &DeadLetterRecorder,
+    event: SqsEvent,
+) -> Result<SqsBatchResponse, MissingMessageId> {
+    batch::run_raw(event, BATCH_CONCURRENCY, |m: Received<String>| async move {
+        match recorder.record(&m.message_id, &m.body).await {
+            Ok(recorded) => {
+                tracing::warn!(message_id = m.message_id, recorded = ?recorded, "dead letter recorded");
+                Ok(())
+            }
+            // A DLQ has no DLQ of its own: after a few tries the message is audited
+            // whole (never looped on forever, never dropped silently).
+            Err(e) if m.receive_count >= RECORDER_MAX_RECEIVES => {
+                recorder.give_up(&m.message_id, &m.body, &e);
+                Ok(())
+            }
+            // Stays in the DLQ and comes back: recording must not lose the message.
+            Err(e) => Err(RetryMessage(e.to_string())),
+        }
     })
     .await
 }

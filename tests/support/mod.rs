@@ -141,6 +141,7 @@ pub struct Tables {
     pub subscriptions: String,
     pub resumes: String,
     pub ledger: String,
+    pub archive: String,
 }
 
 pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
@@ -148,6 +149,7 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
         subscriptions: unique("subs"),
         resumes: unique("resume"),
         ledger: unique("ledger"),
+        archive: unique("events"),
     };
     custos_trigger::aws::tables::create_all(
         client,
@@ -157,29 +159,35 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
     )
     .await
     .expect("tables created");
+    custos_trigger::aws::tables::create_archive(client, &tables.archive)
+        .await
+        .expect("archive table created");
     tables
 }
 
 /// Creates a queue (with a DLQ after `max_receive` receives, when given); returns its URL.
 pub async fn queue(client: &aws_sdk_sqs::Client, max_receive: Option<u32>) -> String {
+    match max_receive {
+        Some(max) => queue_with_dlq(client, max).await.0,
+        None => create_queue(client, None).await,
+    }
+}
+
+/// Creates a queue whose redrive policy moves a message to a fresh DLQ after
+/// `max_receive` receives; returns both URLs.
+pub async fn queue_with_dlq(client: &aws_sdk_sqs::Client, max_receive: u32) -> (String, String) {
+    let dlq = create_queue(client, None).await;
+    let arn = queue_attribute(client, &dlq, QueueAttributeName::QueueArn).await;
+    let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive}).to_string();
+    (create_queue(client, Some(policy)).await, dlq)
+}
+
+async fn create_queue(client: &aws_sdk_sqs::Client, redrive_policy: Option<String>) -> String {
     let mut request = client
         .create_queue()
         .queue_name(unique("q"))
         .attributes(QueueAttributeName::VisibilityTimeout, "30");
-    if let Some(max) = max_receive {
-        let dlq = client
-            .create_queue()
-            .queue_name(unique("dlq"))
-            .send()
-            .await
-            .expect("dlq");
-        let arn = queue_attribute(
-            client,
-            dlq.queue_url().unwrap_or_default(),
-            QueueAttributeName::QueueArn,
-        )
-        .await;
-        let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": max}).to_string();
+    if let Some(policy) = redrive_policy {
         request = request.attributes(QueueAttributeName::RedrivePolicy, policy);
     }
     request
@@ -326,6 +334,18 @@ impl FakeWorkflow {
             .json()
             .await
             .expect("calls json")
+    }
+
+    /// Ends the faults limited to `workspace` (others' stay).
+    pub async fn clear_faults(&self, workspace: &str) {
+        let status = self
+            .http
+            .delete(format!("{}/_fake/faults?workspace={workspace}", self.url))
+            .send()
+            .await
+            .expect("clear faults")
+            .status();
+        assert_eq!(status, 204);
     }
 
     pub async fn fault(&self, fault: Value) {

@@ -1,5 +1,6 @@
-//! `GET /v1/workspaces/{ws}/events/{eventId}`: what happened to each match of an event,
-//! read from the dedup ledger (one query on its `byEvent` index, no extra writes).
+//! `GET /v1/workspaces/{ws}/events/{eventId}`: the archived event and what happened to
+//! each of its matches, read from the dedup ledger (one query on its `byEvent` index).
+//! An event neither archived nor in the ledger was never seen: 404.
 
 use serde_json::{json, Value};
 
@@ -32,12 +33,15 @@ fn outcome(entry: &LedgerEntry) -> Value {
     if let Some(run) = &entry.run_id {
         body["runId"] = run.as_str().into();
     }
+    if let Some(reason) = entry.reason {
+        body["reason"] = reason.as_str().into();
+    }
     if let Some(error) = entry
         .last_error
         .as_ref()
         .filter(|_| entry.status != LedgerStatus::Committed)
     {
-        body["reason"] = error.as_str().into();
+        body["detail"] = error.as_str().into();
     }
     body
 }
@@ -48,10 +52,27 @@ pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Rep
         .get("eventId")
         .and_then(|e| EventId::new(e.as_str()).ok())
         .ok_or_else(|| Problem::new(Code::BadRequest, "eventId must not be empty"))?;
+    let archived = api.archive.get(&ws, &event_id).await?;
     let entries = api.ledger.for_event(&ws, &event_id).await?;
+    if archived.is_none() && entries.is_empty() {
+        return Err(Problem::new(
+            Code::EventNotFound,
+            "no event with this id was received in this workspace (or it has expired)",
+        )
+        .with("eventId", event_id.as_str()));
+    }
     let matches: Vec<Value> = entries.iter().map(outcome).collect();
-    Ok(Reply::json(
-        200,
-        json!({ "eventId": event_id, "matches": matches }),
-    ))
+    let mut body = json!({ "eventId": event_id, "matches": matches });
+    if let Some(archived) = archived {
+        body["receivedAtMs"] = archived.received_at_ms.into();
+        if let Some(event) = &archived.event {
+            body["event"] = event.to_json();
+        }
+        if let Some(fate) = &archived.fate {
+            body["status"] = "dead_lettered".into();
+            body["reason"] = fate.reason.as_str().into();
+            body["detail"] = fate.detail.as_str().into();
+        }
+    }
+    Ok(Reply::json(200, body))
 }

@@ -21,6 +21,7 @@ use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::Value;
 
+use crate::archive::EventArchive;
 use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -104,7 +105,7 @@ pub const ROUTES: &[RouteSpec] = &[
         method: "GET",
         path: "/v1/workspaces/{ws}/events/{eventId}",
         operation: Operation::GetEvent,
-        statuses: &[200, 400, 401, 403, 503],
+        statuses: &[200, 400, 401, 403, 404, 503],
     },
     RouteSpec {
         method: "POST",
@@ -176,6 +177,7 @@ pub struct Api {
     pub subscriptions: Arc<dyn SubscriptionStore>,
     pub resumes: Arc<dyn ResumeStore>,
     pub ledger: Arc<dyn Ledger>,
+    pub archive: Arc<dyn EventArchive>,
     pub normalized_queue: Arc<dyn Queue>,
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,

@@ -17,6 +17,8 @@ pub enum Code {
     SubscriptionReadUnsupported,
     ResumeReadUnsupported,
     PayloadTooLarge,
+    EventTooLarge,
+    EventNotFound,
     RouteNotFound,
     MethodNotAllowed,
     CallContextMissing,
@@ -42,6 +44,8 @@ pub const ALL_CODES: &[Code] = &[
     Code::SubscriptionReadUnsupported,
     Code::ResumeReadUnsupported,
     Code::PayloadTooLarge,
+    Code::EventTooLarge,
+    Code::EventNotFound,
     Code::RouteNotFound,
     Code::MethodNotAllowed,
     Code::CallContextMissing,
@@ -113,6 +117,12 @@ impl Code {
                 413,
                 "Request body too large",
             ),
+            Code::EventTooLarge => (
+                "trigger.event_too_large",
+                413,
+                "Event too large for the pipeline",
+            ),
+            Code::EventNotFound => ("trigger.event_not_found", 404, "Event not found"),
             Code::RouteNotFound => ("trigger.api.route_not_found", 404, "No such route"),
             Code::MethodNotAllowed => ("trigger.api.method_not_allowed", 405, "Method not allowed"),
             Code::CallContextMissing => ("callctx_missing", 401, "Caller identity missing"),
@@ -221,6 +231,12 @@ impl From<crate::queue::QueueError> for Problem {
             Code::Unavailable,
             "the event could not be queued; retry later",
         )
+    }
+}
+
+impl From<crate::limits::TooLarge> for Problem {
+    fn from(error: crate::limits::TooLarge) -> Self {
+        Problem::new(Code::EventTooLarge, error.to_string()).with("limitBytes", error.limit)
     }
 }
 

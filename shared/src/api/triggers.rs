@@ -11,9 +11,11 @@ use super::request::ApiRequest;
 use super::{Api, Params, Reply};
 use crate::event::{QueuedEvent, SourceType};
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
+use crate::limits::{self, MAX_EVENT_MESSAGE_BYTES, MAX_QUEUE_MESSAGE_BYTES};
 use crate::mapping;
 use crate::normalize::{self, derive_event_id};
 use crate::selector::{desugar, CompiledExpr, EventScope, MatchType};
+use crate::stage::matcher::start_message;
 use crate::subscription::{ListQuery, Subscription, SubscriptionKind, SubscriptionState};
 
 /// A selector as authored: CEL text, or the legacy `{field, matchType, value}` sugar.
@@ -364,12 +366,27 @@ pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         }
     }
     let event_id = event.event_id.clone();
+    // Refuse now what could only fail later: the queued event, and the dispatch message
+    // this subscription will make of it (event plus resolved inputs), must both fit SQS.
     let queued = QueuedEvent {
         workspace_id: ws,
         event,
     };
-    let body = serde_json::to_string(&queued)
-        .map_err(|e| Problem::new(Code::BadRequest, e.to_string()))?;
+    let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
+    let scope = EventScope::new(&queued.event);
+    let dispatch = start_message(
+        &queued.workspace_id,
+        &queued.event,
+        &scope,
+        &subscription,
+        &api.cache,
+    );
+    limits::message_body("dispatch message", &dispatch, MAX_QUEUE_MESSAGE_BYTES)?;
+    let now_ms = api.clock.now_ms();
+    let expires_at = api.settings.archive_retention().expires_at(now_ms);
+    api.archive
+        .put_new(&queued.workspace_id, &queued.event, now_ms, expires_at)
+        .await?;
     api.normalized_queue.send_batch(&[body]).await?;
     Ok(Reply::json(202, json!({ "eventId": event_id })))
 }

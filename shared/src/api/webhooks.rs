@@ -23,6 +23,7 @@ fn problem(error: IntakeError, connector: &str) -> Problem {
             Problem::new(code, "the delivery could not be verified").with("reason", reason.as_str())
         }
         IntakeError::TooLarge(_) => Problem::new(Code::PayloadTooLarge, error.to_string()),
+        IntakeError::EventTooLarge(too_large) => too_large.into(),
         other => {
             tracing::error!(connector_instance_id = connector, error = %other, "webhook could not be accepted");
             Problem::new(

@@ -15,13 +15,13 @@ use super::describe;
 use super::documents::{get_item, query_all};
 use super::tables::LEDGER_BY_EVENT;
 use crate::dedup::{
-    Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,
-    MatchKind, Release,
+    Claim, ClaimOutcome, ClaimRequest, DeadLetterReason, DedupKey, Ledger, LedgerEntry,
+    LedgerError, LedgerStatus, MatchKind, Release,
 };
 use crate::ids::{EventId, WorkspaceId};
 
 /// The item may be (re)claimed: absent, expired, given back, or its lease has passed.
-const CLAIMABLE: &str = "attribute_not_exists(dedupKey) OR expiresAt <= :nowS \
+const CLAIMABLE: &str = "attribute_not_exists(ledgerId) OR expiresAt <= :nowS \
      OR #status IN (:released, :dead, :loop) OR (#status = :claimed AND leaseUntilMs <= :nowMs)";
 
 #[derive(Debug, Clone)]
@@ -42,8 +42,7 @@ impl DynamoLedger {
         self.client
             .update_item()
             .table_name(&self.table)
-            .key("workspaceId", s(workspace.as_str()))
-            .key("dedupKey", s(key.as_str()))
+            .key("ledgerId", s(ledger_id(workspace, key)))
             .expression_attribute_names("#status", "status")
     }
 
@@ -70,6 +69,11 @@ impl DynamoLedger {
             Err(e) => Err(LedgerError::Unavailable(describe(&e))),
         }
     }
+}
+
+/// The partition key of a ledger item.
+pub fn ledger_id(workspace: &WorkspaceId, key: &DedupKey) -> String {
+    format!("{workspace}#{key}")
 }
 
 fn claimable_values(request: UpdateItemFluentBuilder, now_ms: i64) -> UpdateItemFluentBuilder {
@@ -105,7 +109,9 @@ pub fn entry_from_item(item: &Item) -> Option<LedgerEntry> {
         lease_until_ms: get_n(item, "leaseUntilMs").unwrap_or(0),
         run_id: get_s(item, "runId").map(str::to_owned),
         last_error: get_s(item, "lastError").map(str::to_owned),
+        reason: get_s(item, "reason").and_then(DeadLetterReason::parse),
         attempts: get_n(item, "attempts").unwrap_or(0),
+        first_attempt_ms: get_n(item, "firstAttemptMs").unwrap_or(0),
         expires_at: get_n(item, "expiresAt").unwrap_or(0),
         updated_at_ms: get_n(item, "updatedAtMs").unwrap_or(0),
     })
@@ -118,12 +124,15 @@ impl Ledger for DynamoLedger {
             .update(&req.workspace_id, &req.key)
             .update_expression(
                 "SET #status = :claimed, claimToken = :token, leaseUntilMs = :lease, \
-                 attempts = if_not_exists(attempts, :zero) + :one, eventId = :event, targetId = :target, \
+                 attempts = if_not_exists(attempts, :zero) + :one, firstAttemptMs = if_not_exists(firstAttemptMs, :nowMs), \
+                 workspaceId = :ws, dedupKey = :key, eventId = :event, targetId = :target, \
                  matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we \
-                 REMOVE runId",
+                 REMOVE runId, reason",
             )
             .condition_expression(CLAIMABLE)
             .expression_attribute_values(":token", s(req.token.as_str()))
+            .expression_attribute_values(":ws", s(req.workspace_id.as_str()))
+            .expression_attribute_values(":key", s(req.key.as_str()))
             .expression_attribute_values(":lease", n(req.lease_until_ms))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
@@ -143,6 +152,10 @@ impl Ledger for DynamoLedger {
                     .attributes()
                     .and_then(|a| get_n(a, "attempts"))
                     .unwrap_or(1),
+                first_attempt_ms: output
+                    .attributes()
+                    .and_then(|a| get_n(a, "firstAttemptMs"))
+                    .unwrap_or(req.now_ms),
             })),
             Err(e) => {
                 let blocking = e
@@ -211,13 +224,18 @@ impl Ledger for DynamoLedger {
                 )
                 .expression_attribute_values(":released", s(LedgerStatus::Released.as_str()))
                 .expression_attribute_values(":error", s(error.as_str())),
-            Release::DeadLetter { reason, expires_at } => request
+            Release::DeadLetter {
+                reason,
+                detail,
+                expires_at,
+            } => request
                 .update_expression(
-                    "SET #status = :dead, lastError = :error, expiresAt = :expires, updatedAtMs = :nowMs \
-                     REMOVE claimToken, leaseUntilMs",
+                    "SET #status = :dead, reason = :reason, lastError = :error, expiresAt = :expires, \
+                     updatedAtMs = :nowMs REMOVE claimToken, leaseUntilMs",
                 )
                 .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
-                .expression_attribute_values(":error", s(reason.as_str()))
+                .expression_attribute_values(":reason", s(reason.as_str()))
+                .expression_attribute_values(":error", s(detail.as_str()))
                 .expression_attribute_values(":expires", n(*expires_at)),
         };
         self.held_update(claim, request).await
@@ -229,15 +247,22 @@ impl Ledger for DynamoLedger {
         } else {
             ""
         };
+        let set_reason = if entry.reason.is_some() {
+            ", reason = :reason"
+        } else {
+            ""
+        };
         let mut request = self
             .update(&entry.workspace_id, &entry.key)
             .update_expression(format!(
-                "SET #status = :new, eventId = :event, targetId = :target, matchKind = :kind, \
-                 expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we{set_error}, \
+                "SET #status = :new, workspaceId = :ws, dedupKey = :key, eventId = :event, targetId = :target, \
+                 matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we{set_error}{set_reason}, \
                  attempts = if_not_exists(attempts, :zero) + :one REMOVE claimToken, leaseUntilMs, runId"
             ))
             .condition_expression(CLAIMABLE)
             .expression_attribute_values(":new", s(entry.status.as_str()))
+            .expression_attribute_values(":ws", s(entry.workspace_id.as_str()))
+            .expression_attribute_values(":key", s(entry.key.as_str()))
             .expression_attribute_values(":event", s(entry.event_id.as_str()))
             .expression_attribute_values(":target", s(entry.target_id.as_str()))
             .expression_attribute_values(":kind", s(match_kind_str(entry.match_kind)))
@@ -247,6 +272,9 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":one", n(1));
         if let Some(error) = &entry.last_error {
             request = request.expression_attribute_values(":error", s(error.as_str()));
+        }
+        if let Some(reason) = entry.reason {
+            request = request.expression_attribute_values(":reason", s(reason.as_str()));
         }
         match claimable_values(request, entry.updated_at_ms).send().await {
             Ok(_) => Ok(()),
@@ -266,14 +294,14 @@ impl Ledger for DynamoLedger {
         workspace: &WorkspaceId,
         key: &DedupKey,
     ) -> Result<Option<LedgerEntry>, LedgerError> {
-        let key = Item::from([
-            ("workspaceId".to_owned(), s(workspace.as_str())),
-            ("dedupKey".to_owned(), s(key.as_str())),
-        ]);
+        let key = Item::from([("ledgerId".to_owned(), s(ledger_id(workspace, key)))]);
         let item = get_item(&self.client, &self.table, key)
             .await
             .map_err(LedgerError::Unavailable)?;
-        Ok(item.as_ref().and_then(entry_from_item))
+        Ok(item
+            .as_ref()
+            .and_then(entry_from_item)
+            .filter(|e| &e.workspace_id == workspace))
     }
 
     async fn for_event(

@@ -2,6 +2,7 @@
 //! and SQS (the queues between stages). Clients are built once per cold start and honour
 //! `AWS_ENDPOINT_URL`, which is how the local emulators are reached.
 
+pub mod archive;
 pub mod attrs;
 pub mod connectors;
 mod documents;
@@ -12,6 +13,7 @@ pub mod sqs;
 pub mod subscriptions;
 pub mod tables;
 
+pub use archive::DynamoEventArchive;
 pub use connectors::DynamoConnectorStore;
 pub use ledger::DynamoLedger;
 pub use resume::DynamoResumeStore;

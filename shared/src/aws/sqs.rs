@@ -9,7 +9,7 @@ use aws_sdk_sqs::Client;
 use crate::queue::{Queue, QueueError};
 
 /// SQS limits per message and per batch request.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = crate::limits::MAX_QUEUE_MESSAGE_BYTES;
 pub const MAX_BATCH_ENTRIES: usize = 10;
 const SEND_ATTEMPTS: usize = 3;
 

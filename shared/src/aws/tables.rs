@@ -12,7 +12,8 @@ use aws_sdk_dynamodb::Client;
 /// `{workspace}#source:{type}` or `{workspace}#connector:{id}`, present only while the
 /// subscription is an active start subscription, so the index is sparse).
 pub const SUBSCRIPTIONS_BY_ROUTE: &str = "byRoute";
-/// Ledger: `workspaceId` / `dedupKey`; GSI `byEvent` (`workspaceEvent` = `{workspace}#{eventId}`).
+/// Ledger: `ledgerId` (`{workspace}#{dedupKey}`); GSI `byEvent` (`workspaceEvent` =
+/// `{workspace}#{eventId}` / `dedupKey`).
 pub const LEDGER_BY_EVENT: &str = "byEvent";
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, String> {
@@ -101,6 +102,11 @@ pub async fn create_connectors(client: &Client, connectors: &str) -> Result<(), 
     create(client, connectors, "connectorInstanceId", None, None, None).await
 }
 
+/// Creates the event archive (`eventKey` = `{workspace}#{eventId}`, TTL `expiresAt`).
+pub async fn create_archive(client: &Client, archive: &str) -> Result<(), String> {
+    create(client, archive, "eventKey", None, None, Some("expiresAt")).await
+}
+
 /// Creates the three pipeline tables if they do not exist.
 pub async fn create_all(
     client: &Client,
@@ -121,8 +127,8 @@ pub async fn create_all(
     create(
         client,
         ledger,
-        "workspaceId",
-        Some("dedupKey"),
+        "ledgerId",
+        None,
         Some((LEDGER_BY_EVENT, "workspaceEvent", "dedupKey")),
         Some("expiresAt"),
     )

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::dedup::{DedupKey, MatchKind};
+use crate::dedup::{DeadLetterReason, DedupKey, LedgerEntry, LedgerStatus, MatchKind};
 use crate::event::NormalizedEvent;
 use crate::ids::{ResumeId, SubscriptionId, WorkspaceId};
 
@@ -63,6 +63,36 @@ impl DispatchMessage {
 
     pub fn dedup_key(&self) -> DedupKey {
         DedupKey::new(self.target_id(), self.event.event_id.as_str())
+    }
+
+    /// A ledger item recording an outcome reached without a claim (loop rejected, or
+    /// dead-lettered before any RPC could be made).
+    pub fn unclaimed_entry(
+        &self,
+        status: LedgerStatus,
+        reason: Option<DeadLetterReason>,
+        detail: Option<String>,
+        attempts: u32,
+        now_ms: i64,
+        expires_at: i64,
+    ) -> LedgerEntry {
+        LedgerEntry {
+            workspace_id: self.workspace_id.clone(),
+            key: self.dedup_key(),
+            event_id: self.event.event_id.clone(),
+            target_id: self.target_id().to_owned(),
+            match_kind: self.match_kind(),
+            status,
+            claim_token: None,
+            lease_until_ms: 0,
+            run_id: None,
+            last_error: detail,
+            reason,
+            attempts,
+            first_attempt_ms: 0,
+            expires_at,
+            updated_at_ms: now_ms,
+        }
     }
 
     /// The base audit attributes of upstream: start `{subscriptionId, workflowVersionId}`,

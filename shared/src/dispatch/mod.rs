@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod message;
+pub mod outage;
 
 use std::sync::Arc;
 
@@ -14,15 +15,16 @@ use thiserror::Error;
 
 use crate::audit::{AuditEvent, AuditName, AuditSink};
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{Settings, MAX_LEASE_SECS};
 use crate::dedup::{
-    Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,
-    Release,
+    Claim, ClaimOutcome, ClaimRequest, DeadLetterReason, DedupKey, Ledger, LedgerEntry,
+    LedgerError, LedgerStatus, Release,
 };
 use crate::resume::ResumeStore;
 use crate::workflow::{RaiseEventRequest, StartRunRequest, WorkflowClient, WorkflowError};
 pub use backoff::Backoff;
 pub use message::{DispatchMessage, DispatchTarget};
+pub use outage::{Gate, OutageBreaker};
 
 /// What happened to one dispatch message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +36,8 @@ pub enum DispatchOutcome {
         run_id: Option<String>,
     },
     DeadLettered {
-        reason: String,
+        reason: DeadLetterReason,
+        detail: String,
         retryable: bool,
     },
     LoopRejected {
@@ -70,10 +73,14 @@ pub enum DispatchError {
 /// Which delivery of the message this is and how long the worker may hold a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
-    /// 1-based (SQS `ApproximateReceiveCount`).
+    /// 1-based (SQS `ApproximateReceiveCount`). Only paces returns that make no RPC;
+    /// the retry window and the backoff of RPC failures follow the ledger.
     pub number: u32,
     /// Epoch ms when the worker will be stopped (the Lambda deadline), if known.
     pub deadline_ms: Option<i64>,
+    /// Epoch ms when the message was first sent (SQS `SentTimestamp`), if known: the
+    /// retry window never starts later than this, so queue retention always covers it.
+    pub sent_ms: Option<i64>,
 }
 
 impl Attempt {
@@ -81,9 +88,13 @@ impl Attempt {
         Self {
             number: 1,
             deadline_ms: None,
+            sent_ms: None,
         }
     }
 }
+
+/// Consecutive transient failures in one instance that engage the outage back-off.
+pub const OUTAGE_THRESHOLD: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
@@ -92,16 +103,30 @@ pub struct DispatchSettings {
     /// The longest a claim is held when the caller has no deadline.
     pub max_lease_ms: i64,
     pub dead_letter_retention_secs: i64,
+    /// How long transient failures are retried, from the first attempt.
+    pub retry_window_ms: i64,
 }
 
 impl DispatchSettings {
     pub fn from_settings(settings: Arc<Settings>) -> Self {
+        let retry_window_ms = i64::try_from(settings.dispatch_retry_window_secs)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
         Self {
+            backoff: Backoff {
+                base_secs: 1,
+                cap_secs: settings.dispatch_backoff_cap_secs,
+            },
             settings,
-            backoff: Backoff::default(),
-            max_lease_ms: 60_000,
-            dead_letter_retention_secs: 30 * 86_400,
+            max_lease_ms: i64::try_from(MAX_LEASE_SECS * 1000).unwrap_or(60_000),
+            dead_letter_retention_secs: crate::dedup::DEAD_LETTER_RETENTION_SECS,
+            retry_window_ms,
         }
+    }
+
+    /// The outage breaker these settings call for (one per instance).
+    pub fn breaker(&self) -> OutageBreaker {
+        OutageBreaker::new(OUTAGE_THRESHOLD, self.backoff.cap_secs)
     }
 }
 
@@ -120,6 +145,8 @@ pub struct Dispatcher {
     pub clock: Arc<dyn Clock>,
     pub settings: DispatchSettings,
     pub jitter: Jitter,
+    /// Shared by every message this instance handles.
+    pub breaker: OutageBreaker,
 }
 
 impl Dispatcher {
@@ -137,6 +164,7 @@ impl Dispatcher {
             resumes,
             audit,
             clock,
+            breaker: settings.breaker(),
             settings,
             jitter: random_jitter,
         }
@@ -148,13 +176,32 @@ impl Dispatcher {
         attempt: Attempt,
     ) -> Result<DispatchOutcome, DispatchError> {
         self.emit(AuditName::Matched, message, |e| e);
-        if let Some(reason) = unsendable(message) {
-            return self.dead_letter_unclaimed(message, reason, attempt).await;
+        if let Some((reason, detail)) = unsendable(message) {
+            return self
+                .dead_letter_unclaimed(message, reason, detail, attempt)
+                .await;
         }
         let limit = self.settings.settings.fanout_limit(&message.workspace_id);
         let depth = message.event.depth;
         if depth > limit {
             return self.reject_loop(message, depth, limit, attempt).await;
+        }
+        // Past the window a message gets its final attempt whatever the breaker says, so
+        // a long outage ends in dead letters rather than in messages that wait forever.
+        let now_ms = self.clock.now_ms();
+        let window_over = attempt
+            .sent_ms
+            .is_some_and(|sent| now_ms >= sent.saturating_add(self.settings.retry_window_ms));
+        if let (false, Gate::Wait { remaining_ms }) = (window_over, self.breaker.admit(now_ms)) {
+            let delay_secs = self.delay(attempt.number).max(secs_ceil(remaining_ms));
+            let delay_secs = delay_secs.min(self.settings.backoff.cap_secs);
+            self.emit(AuditName::OutageBackoff, message, |e| {
+                e.with("delaySecs", delay_secs)
+            });
+            return Ok(DispatchOutcome::RetryLater {
+                delay_secs,
+                reason: "outage back-off: the Workflow Service is failing every call".to_owned(),
+            });
         }
         let key = message.dedup_key();
         let claim = match self
@@ -167,23 +214,41 @@ impl Dispatcher {
                 self.emit(AuditName::Deduped, message, |e| e);
                 return Ok(DispatchOutcome::Duplicate { run_id });
             }
-            ClaimOutcome::InFlight { .. } => {
+            ClaimOutcome::InFlight { lease_until_ms } => {
+                let lease_left = secs_ceil(lease_until_ms - self.clock.now_ms());
                 return Ok(DispatchOutcome::RetryLater {
-                    delay_secs: self.delay(attempt),
+                    delay_secs: self.delay(attempt.number).max(lease_left),
                     reason: "another worker holds the dedup claim".to_owned(),
-                })
+                });
             }
         };
         match self.call(message, &key).await {
-            Ok(run_id) => self.confirm(message, &claim, run_id).await,
-            Err(error) => self.fail(message, &claim, error, attempt).await,
+            Ok(run_id) => {
+                self.breaker.record_success();
+                self.confirm(message, &claim, run_id).await
+            }
+            Err(error) => {
+                if error.is_retryable() && self.breaker.record_failure(self.clock.now_ms()) {
+                    tracing::warn!(
+                        workspace_id = %message.workspace_id,
+                        event_id = %message.event.event_id,
+                        error = %error,
+                        "outage back-off engaged: Workflow Service calls paused"
+                    );
+                }
+                self.fail(message, &claim, error, attempt).await
+            }
         }
     }
 
-    fn delay(&self, attempt: Attempt) -> u32 {
-        self.settings
-            .backoff
-            .delay_secs(attempt.number, (self.jitter)())
+    /// The backoff before attempt `number + 1`, with jitter.
+    fn delay(&self, number: u32) -> u32 {
+        self.settings.backoff.delay_secs(number, (self.jitter)())
+    }
+
+    /// The backoff for a message that could not even be handled (ledger unavailable).
+    pub fn retry_delay(&self, attempt: Attempt) -> u32 {
+        self.delay(attempt.number)
     }
 
     fn claim_request(
@@ -194,6 +259,10 @@ impl Dispatcher {
     ) -> ClaimRequest {
         let now_ms = self.clock.now_ms();
         let cap = now_ms + self.settings.max_lease_ms;
+        // A released item must outlive the retry window: it holds the first attempt.
+        let retention = self
+            .dedup_ttl()
+            .max(self.settings.retry_window_ms / 1000 + i64::from(self.settings.backoff.cap_secs));
         ClaimRequest {
             workspace_id: message.workspace_id.clone(),
             key: key.clone(),
@@ -203,7 +272,7 @@ impl Dispatcher {
             token: uuid::Uuid::new_v4().simple().to_string(),
             now_ms,
             lease_until_ms: attempt.deadline_ms.map_or(cap, |d| d.min(cap)),
-            expires_at: now_ms / 1000 + self.dedup_ttl(),
+            expires_at: now_ms / 1000 + retention,
         }
     }
 
@@ -289,65 +358,89 @@ impl Dispatcher {
         attempt: Attempt,
     ) -> Result<DispatchOutcome, DispatchError> {
         let retryable = error.is_retryable();
-        let reason = error.to_string();
+        let detail = error.to_string();
         let now_ms = self.clock.now_ms();
-        // `TRIGGER_DISPATCH_MAX_RETRIES` retries after the first attempt.
-        if retryable && attempt.number <= self.settings.settings.dispatch_max_retries {
-            tolerate_lost_claim(
-                self.ledger
-                    .release(
-                        claim,
-                        &Release::Retry {
-                            error: reason.clone(),
-                        },
-                        now_ms,
-                    )
-                    .await,
-            )?;
-            let delay_secs = self.delay(attempt);
+        let window_start = attempt.sent_ms.map_or(claim.first_attempt_ms, |sent| {
+            sent.min(claim.first_attempt_ms)
+        });
+        let window_end = window_start.saturating_add(self.settings.retry_window_ms);
+        if retryable && now_ms < window_end {
+            let release = Release::Retry {
+                error: detail.clone(),
+            };
+            tolerate_lost_claim(self.ledger.release(claim, &release, now_ms).await)?;
+            // The last retry lands on the end of the window, not after it.
+            let delay_secs = self
+                .delay(claim.attempts)
+                .min(secs_ceil(window_end - now_ms))
+                .max(1);
             tracing::warn!(
                 workspace_id = %message.workspace_id,
                 event_id = %message.event.event_id,
                 target_id = message.target_id(),
-                attempt = attempt.number,
+                attempts = claim.attempts,
                 delay_secs,
-                error = %reason,
+                error = %detail,
                 "dispatch failed, will retry"
             );
-            return Ok(DispatchOutcome::RetryLater { delay_secs, reason });
+            self.emit(AuditName::RetryScheduled, message, |e| {
+                e.with("attempts", claim.attempts)
+                    .with("delaySecs", delay_secs)
+            });
+            return Ok(DispatchOutcome::RetryLater {
+                delay_secs,
+                reason: detail,
+            });
         }
+        let reason = if retryable {
+            DeadLetterReason::RetriesExhausted
+        } else {
+            DeadLetterReason::Rejected
+        };
         let release = Release::DeadLetter {
-            reason: reason.clone(),
+            reason,
+            detail: detail.clone(),
             expires_at: now_ms / 1000 + self.settings.dead_letter_retention_secs,
         };
         tolerate_lost_claim(self.ledger.release(claim, &release, now_ms).await)?;
         self.emit(AuditName::DispatchFailed, message, |e| {
             e.with("reason", reason.as_str())
+                .with("detail", detail.as_str())
                 .with("retryable", retryable)
+                .with("attempts", claim.attempts)
         });
-        Ok(DispatchOutcome::DeadLettered { reason, retryable })
+        Ok(DispatchOutcome::DeadLettered {
+            reason,
+            detail,
+            retryable,
+        })
     }
 
     async fn dead_letter_unclaimed(
         &self,
         message: &DispatchMessage,
-        reason: String,
+        reason: DeadLetterReason,
+        detail: String,
         attempt: Attempt,
     ) -> Result<DispatchOutcome, DispatchError> {
         let expires_at = self.clock.now_secs() + self.settings.dead_letter_retention_secs;
-        let entry = self.unclaimed_entry(
+        let mut entry = self.unclaimed_entry(
             message,
             LedgerStatus::DeadLettered,
-            Some(reason.clone()),
+            Some(detail.clone()),
             attempt,
             expires_at,
         );
+        entry.reason = Some(reason);
         self.ledger.record_unclaimed(&entry).await?;
         self.emit(AuditName::DispatchFailed, message, |e| {
-            e.with("reason", reason.as_str()).with("retryable", false)
+            e.with("reason", reason.as_str())
+                .with("detail", detail.as_str())
+                .with("retryable", false)
         });
         Ok(DispatchOutcome::DeadLettered {
             reason,
+            detail,
             retryable: false,
         })
     }
@@ -383,21 +476,14 @@ impl Dispatcher {
         attempt: Attempt,
         expires_at: i64,
     ) -> LedgerEntry {
-        LedgerEntry {
-            workspace_id: message.workspace_id.clone(),
-            key: message.dedup_key(),
-            event_id: message.event.event_id.clone(),
-            target_id: message.target_id().to_owned(),
-            match_kind: message.match_kind(),
+        message.unclaimed_entry(
             status,
-            claim_token: None,
-            lease_until_ms: 0,
-            run_id: None,
+            None,
             last_error,
-            attempts: attempt.number,
+            attempt.number,
+            self.clock.now_ms(),
             expires_at,
-            updated_at_ms: self.clock.now_ms(),
-        }
+        )
     }
 
     fn emit(
@@ -417,20 +503,29 @@ impl Dispatcher {
 }
 
 /// A permanent reason this message can never be sent, checked before anything else.
-fn unsendable(message: &DispatchMessage) -> Option<String> {
+fn unsendable(message: &DispatchMessage) -> Option<(DeadLetterReason, String)> {
     match &message.target {
         DispatchTarget::Start {
             workflow_version_id,
             ..
-        } if workflow_version_id.as_deref().is_none_or(str::is_empty) => {
-            Some("start subscription has no target workflow version".to_owned())
-        }
+        } if workflow_version_id.as_deref().is_none_or(str::is_empty) => Some((
+            DeadLetterReason::NoTargetVersion,
+            "start subscription has no target workflow version".to_owned(),
+        )),
         DispatchTarget::Start {
             mapping_error: Some(error),
             ..
-        } => Some(format!("input mapping failed: {error}")),
+        } => Some((
+            DeadLetterReason::MappingFailed,
+            format!("input mapping failed: {error}"),
+        )),
         _ => None,
     }
+}
+
+/// Whole seconds, rounded up, never negative.
+fn secs_ceil(ms: i64) -> u32 {
+    u32::try_from((ms.max(0) + 999) / 1000).unwrap_or(u32::MAX)
 }
 
 fn tolerate_lost_claim(result: Result<(), LedgerError>) -> Result<(), DispatchError> {

@@ -91,7 +91,30 @@ fn attempt(number: u32) -> Attempt {
     Attempt {
         number,
         deadline_ms: None,
+        sent_ms: None,
     }
+}
+
+fn windowed(window_secs: u32, cap_secs: u32) -> Harness {
+    harness_with(
+        Settings::from_lookup(|n| match n {
+            "TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS" => Some(window_secs.to_string()),
+            "TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS" => Some(cap_secs.to_string()),
+            _ => None,
+        })
+        .unwrap(),
+    )
+}
+
+fn start_for(subscription: &str) -> DispatchMessage {
+    let mut msg = start(Some("wv1"), 0);
+    if let DispatchTarget::Start {
+        subscription_id, ..
+    } = &mut msg.target
+    {
+        *subscription_id = crate::ids::SubscriptionId::new(subscription).unwrap();
+    }
+    msg
 }
 
 fn status(code: u16) -> Result<(), WorkflowError> {
@@ -176,7 +199,8 @@ async fn missing_target_version_dead_letters_without_rpc() {
         assert_eq!(
             outcome,
             DispatchOutcome::DeadLettered {
-                reason: "start subscription has no target workflow version".into(),
+                reason: DeadLetterReason::NoTargetVersion,
+                detail: "start subscription has no target workflow version".into(),
                 retryable: false
             }
         );
@@ -202,7 +226,7 @@ async fn unresolvable_input_mapping_dead_letters_with_the_reason() {
     }
     let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
     assert!(
-        matches!(outcome, DispatchOutcome::DeadLettered { ref reason, retryable: false } if reason.contains("no such key"))
+        matches!(outcome, DispatchOutcome::DeadLettered { reason: DeadLetterReason::MappingFailed, ref detail, retryable: false } if detail.contains("no such key"))
     );
     assert!(h.workflow.starts().is_empty());
 }
@@ -303,20 +327,29 @@ async fn transient_failure_releases_and_asks_for_a_retry_with_growing_backoff() 
 }
 
 #[tokio::test]
-async fn final_attempt_of_a_transient_failure_dead_letters_as_retryable() {
+async fn a_transient_failure_past_the_retry_window_dead_letters_as_retries_exhausted() {
     let h = harness();
     let msg = start(Some("wv1"), 0);
-    h.workflow.script([status(500)]);
-    let outcome = h.dispatcher.dispatch(&msg, attempt(6)).await.unwrap();
+    h.workflow.script([status(500), status(500)]);
+    let first = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
+    assert!(matches!(first, DispatchOutcome::RetryLater { .. }));
+    h.clock.advance_ms(86_400 * 1000);
+    h.audit.clear();
+    let outcome = h.dispatcher.dispatch(&msg, attempt(2)).await.unwrap();
     assert!(matches!(
         outcome,
         DispatchOutcome::DeadLettered {
+            reason: DeadLetterReason::RetriesExhausted,
             retryable: true,
             ..
         }
     ));
     assert_eq!(h.audit.names(), [A::Matched, A::DispatchFailed]);
     assert_eq!(h.audit.events()[1].attrs["retryable"], true);
+    assert_eq!(h.audit.events()[1].attrs["reason"], "retries_exhausted");
+    let entry = h.ledger.entries().pop().unwrap();
+    assert_eq!(entry.reason, Some(DeadLetterReason::RetriesExhausted));
+    assert_eq!(entry.attempts, 2);
 }
 
 #[tokio::test]
@@ -327,15 +360,17 @@ async fn permanent_failure_dead_letters_at_once_and_releases_for_replay() {
     let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
     match outcome {
         DispatchOutcome::DeadLettered {
-            reason,
+            reason: DeadLetterReason::Rejected,
+            detail,
             retryable: false,
-        } => assert!(reason.contains("400")),
+        } => assert!(detail.contains("400")),
         other => panic!("{other:?}"),
     }
     assert_eq!(h.workflow.starts().len(), 1);
     let failed = &h.audit.events()[1];
     assert_eq!(failed.audit, A::DispatchFailed);
-    assert!(failed.attrs["reason"].as_str().unwrap().contains("400"));
+    assert_eq!(failed.attrs["reason"], "rejected");
+    assert!(failed.attrs["detail"].as_str().unwrap().contains("400"));
     let entry = h
         .ledger
         .get(&msg.workspace_id, &msg.dedup_key())
@@ -396,6 +431,7 @@ async fn lease_is_bounded_by_the_deadline() {
         Attempt {
             number: 1,
             deadline_ms: Some(now + 5_000),
+            sent_ms: None,
         },
     );
     assert_eq!(request.lease_until_ms, now + 5_000);
@@ -481,50 +517,138 @@ async fn concurrent_dispatches_of_one_key_start_one_run() {
     assert_eq!(h.workflow.starts().len(), 1);
 }
 
-#[tokio::test]
-async fn retries_are_exhausted_after_max_retries_plus_one_attempts() {
-    let h = harness_with(
-        Settings::from_lookup(|n| (n == "TRIGGER_DISPATCH_MAX_RETRIES").then(|| "3".to_owned()))
-            .unwrap(),
-    );
-    let msg = start(Some("wv1"), 0);
-    h.workflow.script((0..99).map(|_| status(503)));
-    let outcomes: Vec<&'static str> = {
-        let mut seen = Vec::new();
-        for n in 1..=4 {
-            seen.push(
-                h.dispatcher
-                    .dispatch(&msg, attempt(n))
-                    .await
-                    .unwrap()
-                    .as_str(),
-            );
+/// Drives one message the way SQS would (each return comes back after its delay)
+/// until it leaves the queue; returns the final outcome and the elapsed ms.
+async fn drive(h: &Harness, msg: &DispatchMessage) -> (DispatchOutcome, i64) {
+    let started = h.clock.now_ms();
+    for receive in 1..=500 {
+        let outcome = h.dispatcher.dispatch(msg, attempt(receive)).await.unwrap();
+        match outcome {
+            DispatchOutcome::RetryLater { delay_secs, .. } => {
+                h.clock.advance_ms(i64::from(delay_secs) * 1000);
+            }
+            done => return (done, h.clock.now_ms() - started),
         }
-        seen
-    };
-    assert_eq!(
-        outcomes,
-        ["retry_later", "retry_later", "retry_later", "dead_lettered"]
-    );
-    assert_eq!(h.workflow.starts().len(), 4);
+    }
+    panic!("still retrying after 500 receives");
 }
 
 #[tokio::test]
-async fn zero_retries_means_one_attempt() {
-    let h = harness_with(
-        Settings::from_lookup(|n| (n == "TRIGGER_DISPATCH_MAX_RETRIES").then(|| "0".to_owned()))
-            .unwrap(),
+async fn transient_failures_retry_for_the_whole_window_and_no_longer() {
+    let h = windowed(60, 4);
+    let msg = start(Some("wv1"), 0);
+    h.workflow.script((0..999).map(|_| status(503)));
+    let (outcome, elapsed_ms) = drive(&h, &msg).await;
+    assert!(matches!(
+        outcome,
+        DispatchOutcome::DeadLettered {
+            reason: DeadLetterReason::RetriesExhausted,
+            ..
+        }
+    ));
+    assert!(
+        (60_000..=65_000).contains(&elapsed_ms),
+        "dead-lettered when the window ended: {elapsed_ms} ms"
     );
+    // At most one RPC per backoff cap once the backoff has grown.
+    let rpcs = h.workflow.starts().len();
+    let bound = usize::try_from(crate::config::required_receive_count(60, 4)).unwrap();
+    assert!((3..=bound).contains(&rpcs), "{rpcs} RPCs in the window");
+}
+
+#[tokio::test]
+async fn an_outage_shorter_than_the_window_ends_dispatched() {
+    let h = windowed(60, 4);
+    let msg = start(Some("wv1"), 0);
+    h.workflow
+        .script((0..8).map(|_| status(503)).chain([Ok(())]));
+    let (outcome, _) = drive(&h, &msg).await;
+    assert!(matches!(outcome, DispatchOutcome::Dispatched { .. }));
+    assert_eq!(h.workflow.starts().len(), 9);
+    assert_eq!(h.ledger.entries()[0].status, LedgerStatus::Committed);
+}
+
+#[tokio::test]
+async fn receives_without_an_rpc_do_not_spend_the_backoff() {
+    let h = harness();
     h.workflow.script([status(503)]);
+    // The 40th receive of a message whose earlier receives never reached the service
+    // (in-flight claims, ledger errors): its first real failure backs off 1 s.
     let outcome = h
         .dispatcher
-        .dispatch(&start(Some("wv1"), 0), attempt(1))
+        .dispatch(&start(Some("wv1"), 0), attempt(40))
         .await
         .unwrap();
     assert!(matches!(
         outcome,
+        DispatchOutcome::RetryLater { delay_secs: 1, .. }
+    ));
+}
+
+#[tokio::test]
+async fn an_outage_engages_the_back_off_and_waiting_messages_make_no_rpc() {
+    let h = windowed(3_600, 300);
+    h.workflow
+        .script((0..OUTAGE_THRESHOLD).map(|_| status(503)));
+    for n in 0..OUTAGE_THRESHOLD {
+        let outcome = h
+            .dispatcher
+            .dispatch(&start_for(&format!("s{n}")), attempt(1))
+            .await
+            .unwrap();
+        assert!(matches!(outcome, DispatchOutcome::RetryLater { .. }));
+    }
+    assert!(h.dispatcher.breaker.is_open());
+    h.audit.clear();
+    let waiting = start_for("waiting");
+    let outcome = h.dispatcher.dispatch(&waiting, attempt(1)).await.unwrap();
+    let DispatchOutcome::RetryLater { delay_secs, reason } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(reason.contains("outage"), "{reason}");
+    assert_eq!(delay_secs, 1, "the first cool-down");
+    assert_eq!(h.workflow.starts().len(), OUTAGE_THRESHOLD as usize);
+    assert_eq!(h.audit.names(), [A::Matched, A::OutageBackoff]);
+    assert!(h
+        .ledger
+        .get(&waiting.workspace_id, &waiting.dedup_key())
+        .await
+        .unwrap()
+        .is_none());
+    // The service is back: after the cool-down one probe goes through and closes it.
+    h.clock.advance_ms(1_000);
+    let probe = h.dispatcher.dispatch(&waiting, attempt(2)).await.unwrap();
+    assert!(matches!(probe, DispatchOutcome::Dispatched { .. }));
+    assert!(!h.dispatcher.breaker.is_open());
+    let next = h
+        .dispatcher
+        .dispatch(&start_for("s0"), attempt(2))
+        .await
+        .unwrap();
+    assert!(matches!(next, DispatchOutcome::Dispatched { .. }));
+}
+
+#[tokio::test]
+async fn a_message_past_its_window_gets_a_final_attempt_despite_the_breaker() {
+    let h = windowed(60, 4);
+    h.workflow
+        .script((0..OUTAGE_THRESHOLD + 1).map(|_| status(503)));
+    for n in 0..OUTAGE_THRESHOLD {
+        h.dispatcher
+            .dispatch(&start_for(&format!("s{n}")), attempt(1))
+            .await
+            .unwrap();
+    }
+    assert!(h.dispatcher.breaker.is_open());
+    let old = Attempt {
+        sent_ms: Some(h.clock.now_ms() - 61_000),
+        ..attempt(30)
+    };
+    let outcome = h.dispatcher.dispatch(&start_for("old"), old).await.unwrap();
+    assert!(matches!(
+        outcome,
         DispatchOutcome::DeadLettered {
-            retryable: true,
+            reason: DeadLetterReason::RetriesExhausted,
             ..
         }
     ));

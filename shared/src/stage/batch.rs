@@ -18,6 +18,8 @@ pub struct Received<T> {
     pub receipt_handle: String,
     /// 1-based delivery count (`ApproximateReceiveCount`).
     pub receive_count: u32,
+    /// When the message was first sent (`SentTimestamp`, epoch ms), if SQS said.
+    pub sent_ms: Option<i64>,
     pub body: T,
 }
 
@@ -54,6 +56,49 @@ where
     H: Fn(Received<T>) -> Fut,
     Fut: Future<Output = Result<(), RetryMessage>>,
 {
+    run_parsed(
+        event,
+        concurrency,
+        on_parse_error,
+        |body: &str| serde_json::from_str::<T>(body),
+        handler,
+    )
+    .await
+}
+
+/// Runs `handler` over the raw bodies (for the dead-letter recorder, which must take
+/// whatever landed in a DLQ, JSON or not).
+pub async fn run_raw<H, Fut>(
+    event: SqsEvent,
+    concurrency: usize,
+    handler: H,
+) -> Result<SqsBatchResponse, MissingMessageId>
+where
+    H: Fn(Received<String>) -> Fut,
+    Fut: Future<Output = Result<(), RetryMessage>>,
+{
+    run_parsed(
+        event,
+        concurrency,
+        OnParseError::Drop,
+        |body: &str| Ok::<_, serde_json::Error>(body.to_owned()),
+        handler,
+    )
+    .await
+}
+
+async fn run_parsed<T, P, H, Fut>(
+    event: SqsEvent,
+    concurrency: usize,
+    on_parse_error: OnParseError<'_>,
+    parse: P,
+    handler: H,
+) -> Result<SqsBatchResponse, MissingMessageId>
+where
+    P: Fn(&str) -> Result<T, serde_json::Error>,
+    H: Fn(Received<T>) -> Fut,
+    Fut: Future<Output = Result<(), RetryMessage>>,
+{
     if event
         .records
         .iter()
@@ -61,9 +106,9 @@ where
     {
         return Err(MissingMessageId);
     }
-    let handler = &handler;
+    let (handler, parse) = (&handler, &parse);
     let failures: Vec<String> = stream::iter(event.records)
-        .map(|record| async move { process(record, on_parse_error, handler).await })
+        .map(|record| async move { process(record, on_parse_error, parse, handler).await })
         .buffer_unordered(concurrency.max(1))
         .filter_map(|failed| async move { failed })
         .collect()
@@ -76,13 +121,14 @@ where
 }
 
 /// Returns the message id when the record failed.
-async fn process<T, H, Fut>(
+async fn process<T, P, H, Fut>(
     record: SqsMessage,
     on_parse_error: OnParseError<'_>,
+    parse: &P,
     handler: &H,
 ) -> Option<String>
 where
-    T: DeserializeOwned,
+    P: Fn(&str) -> Result<T, serde_json::Error>,
     H: Fn(Received<T>) -> Fut,
     Fut: Future<Output = Result<(), RetryMessage>>,
 {
@@ -92,7 +138,11 @@ where
         .get("ApproximateReceiveCount")
         .and_then(|c| c.parse().ok())
         .unwrap_or(1);
-    let body = match serde_json::from_str::<T>(record.body.as_deref().unwrap_or_default()) {
+    let sent_ms = record
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|t| t.parse().ok());
+    let body = match parse(record.body.as_deref().unwrap_or_default()) {
         Ok(body) => body,
         Err(error) => {
             return match on_parse_error {
@@ -117,6 +167,7 @@ where
         message_id: message_id.clone(),
         receipt_handle: record.receipt_handle.unwrap_or_default(),
         receive_count,
+        sent_ms,
         body,
     };
     match handler(received).await {

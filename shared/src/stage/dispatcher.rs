@@ -23,32 +23,42 @@ impl DispatchStage {
         let attempt = Attempt {
             number: message.receive_count.max(1),
             deadline_ms,
+            sent_ms: message.sent_ms,
         };
         let body = &message.body;
-        let outcome = self
-            .dispatcher
-            .dispatch(body, attempt)
-            .await
-            .map_err(|e| RetryMessage(e.to_string()))?;
+        let outcome = match self.dispatcher.dispatch(body, attempt).await {
+            Ok(outcome) => outcome,
+            // The ledger could not record anything: back off like any other return, so
+            // a ledger outage spends receives no faster than a Workflow Service outage.
+            Err(e) => {
+                let delay_secs = self.dispatcher.retry_delay(attempt);
+                self.return_after(&message, delay_secs).await;
+                return Err(RetryMessage(e.to_string()));
+            }
+        };
         tracing::info!(
             workspace_id = %body.workspace_id,
             event_id = %body.event.event_id,
             target_id = body.target_id(),
-            attempt = attempt.number,
+            receive_count = attempt.number,
             outcome = outcome.as_str(),
             "dispatch finished"
         );
         if let DispatchOutcome::RetryLater { delay_secs, reason } = &outcome {
-            if let Err(e) = self
-                .queue
-                .change_visibility(&message.receipt_handle, *delay_secs)
-                .await
-            {
-                // The message still comes back, after the queue's default visibility timeout.
-                tracing::warn!(message_id = message.message_id, error = %e, "backoff not applied");
-            }
+            self.return_after(&message, *delay_secs).await;
             return Err(RetryMessage(reason.clone()));
         }
         Ok(outcome)
+    }
+
+    async fn return_after(&self, message: &Received<DispatchMessage>, delay_secs: u32) {
+        if let Err(e) = self
+            .queue
+            .change_visibility(&message.receipt_handle, delay_secs)
+            .await
+        {
+            // The message still comes back, after the queue's default visibility timeout.
+            tracing::warn!(message_id = message.message_id, error = %e, "backoff not applied");
+        }
     }
 }

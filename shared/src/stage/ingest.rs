@@ -7,10 +7,15 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::archive::{EventArchive, EventFate, Retention};
+use crate::clock::Clock;
+use crate::dedup::DeadLetterReason;
 use crate::event::QueuedEvent;
 use crate::ids::WorkspaceId;
+use crate::limits::{self, MAX_EVENT_MESSAGE_BYTES};
 use crate::normalize::{self, LifecycleDomain, NormalizeError};
 use crate::queue::{Queue, QueueError};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IngestError {
@@ -41,17 +46,60 @@ pub fn lifecycle_envelope(value: &Value) -> Result<QueuedEvent, IngestError> {
     })
 }
 
+/// Why an accepted envelope could not be passed on; retrying may help.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AcceptError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Archive(#[from] StoreError),
+}
+
+/// What became of a normalized lifecycle event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    Enqueued,
+    /// Too large to carry: recorded as the event's fate, not enqueued.
+    TooLarge(String),
+}
+
 pub struct IngestStage {
     pub normalized_queue: Arc<dyn Queue>,
+    pub archive: Arc<dyn EventArchive>,
+    pub clock: Arc<dyn Clock>,
+    pub retention: Retention,
 }
 
 impl IngestStage {
-    pub async fn enqueue(&self, events: &[QueuedEvent]) -> Result<(), QueueError> {
-        let bodies = events
-            .iter()
-            .map(|e| serde_json::to_string(e).map_err(|err| QueueError::Rejected(err.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.normalized_queue.send_batch(&bodies).await
+    /// Archives and enqueues one event; one the pipeline cannot carry is recorded as
+    /// dead-lettered `too_large` (visible in its status) and not retried.
+    pub async fn accept(&self, queued: &QueuedEvent) -> Result<Accepted, AcceptError> {
+        let now_ms = self.clock.now_ms();
+        let expires_at = self.retention.expires_at(now_ms);
+        let body = match limits::message_body("event", queued, MAX_EVENT_MESSAGE_BYTES) {
+            Ok(body) => body,
+            Err(too_large) => {
+                let fate = EventFate {
+                    reason: DeadLetterReason::TooLarge,
+                    detail: too_large.to_string(),
+                    at_ms: now_ms,
+                };
+                self.archive
+                    .record_fate(
+                        &queued.workspace_id,
+                        &queued.event.event_id,
+                        &fate,
+                        expires_at,
+                    )
+                    .await?;
+                return Ok(Accepted::TooLarge(fate.detail));
+            }
+        };
+        self.archive
+            .put_new(&queued.workspace_id, &queued.event, now_ms, expires_at)
+            .await?;
+        self.normalized_queue.send_batch(&[body]).await?;
+        Ok(Accepted::Enqueued)
     }
 }
 

@@ -10,9 +10,13 @@ use thiserror::Error;
 use crate::audit::{AuditEvent, AuditName, AuditSink};
 use crate::classify::classify;
 use crate::clock::Clock;
+use crate::dedup::{
+    DeadLetterReason, Ledger, LedgerError, LedgerStatus, DEAD_LETTER_RETENTION_SECS,
+};
 use crate::dispatch::{DispatchMessage, DispatchTarget};
 use crate::event::{NormalizedEvent, QueuedEvent, SourceType};
 use crate::ids::{SubscriptionId, WorkspaceId};
+use crate::limits::{self, MAX_QUEUE_MESSAGE_BYTES};
 use crate::mapping;
 use crate::matching::{self, ResumeDecision, SelectorFailure, StartIndex};
 use crate::queue::{Queue, QueueError};
@@ -27,6 +31,8 @@ pub enum MatchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 type IndexKey = (WorkspaceId, Route);
@@ -59,6 +65,8 @@ pub struct MatchStage {
     pub subscriptions: Arc<dyn SubscriptionStore>,
     pub resumes: Arc<dyn ResumeStore>,
     pub dispatch_queue: Arc<dyn Queue>,
+    /// Where a match that cannot be carried is dead-lettered.
+    pub ledger: Arc<dyn Ledger>,
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
     pub cache: SelectorCache,
@@ -72,6 +80,8 @@ pub struct MatchStage {
 pub struct MatchReport {
     pub start_matches: usize,
     pub resume_matches: usize,
+    /// Matches dead-lettered because their dispatch message would not fit SQS.
+    pub too_large: usize,
 }
 
 impl MatchStage {
@@ -79,6 +89,7 @@ impl MatchStage {
         subscriptions: Arc<dyn SubscriptionStore>,
         resumes: Arc<dyn ResumeStore>,
         dispatch_queue: Arc<dyn Queue>,
+        ledger: Arc<dyn Ledger>,
         audit: Arc<dyn AuditSink>,
         clock: Arc<dyn Clock>,
         index_ttl_secs: u64,
@@ -87,6 +98,7 @@ impl MatchStage {
             subscriptions,
             resumes,
             dispatch_queue,
+            ledger,
             audit,
             clock,
             cache: SelectorCache::default(),
@@ -105,21 +117,35 @@ impl MatchStage {
         let mut messages = Vec::new();
         if arms.to_start {
             for subscription in self.start_matches(workspace_id, event, &scope).await? {
-                messages.push(self.start_message(workspace_id, event, &scope, &subscription));
+                messages.push(start_message(
+                    workspace_id,
+                    event,
+                    &scope,
+                    &subscription,
+                    &self.cache,
+                ));
             }
         }
         let start_matches = messages.len();
         if arms.to_resume {
             messages.extend(self.resume_message(workspace_id, event, &scope).await?);
         }
-        let report = MatchReport {
+        let mut report = MatchReport {
             start_matches,
             resume_matches: messages.len() - start_matches,
+            too_large: 0,
         };
-        let bodies: Vec<String> = messages
-            .iter()
-            .filter_map(|m| serde_json::to_string(m).ok())
-            .collect();
+        let mut bodies = Vec::with_capacity(messages.len());
+        for message in &messages {
+            match limits::message_body("dispatch message", message, MAX_QUEUE_MESSAGE_BYTES) {
+                Ok(body) => bodies.push(body),
+                Err(too_large) => {
+                    self.dead_letter_too_large(message, &too_large.to_string())
+                        .await?;
+                    report.too_large += 1;
+                }
+            }
+        }
         if !bodies.is_empty() {
             self.dispatch_queue.send_batch(&bodies).await?;
         }
@@ -225,29 +251,35 @@ impl MatchStage {
         }
     }
 
-    fn start_message(
+    /// Records a match whose dispatch message SQS cannot take: final, and visible in
+    /// the event's status, instead of a batch that fails until it reaches the DLQ.
+    async fn dead_letter_too_large(
         &self,
-        workspace: &WorkspaceId,
-        event: &NormalizedEvent,
-        scope: &EventScope,
-        subscription: &Subscription,
-    ) -> DispatchMessage {
-        let (inputs, mapping_error) =
-            match mapping::resolve(&subscription.input_mapping, scope, &self.cache) {
-                Ok(inputs) => (inputs, None),
-                Err(e) => (Default::default(), Some(e.to_string())),
-            };
-        DispatchMessage {
-            workspace_id: workspace.clone(),
-            event: event.clone(),
-            target: DispatchTarget::Start {
-                subscription_id: subscription.subscription_id.clone(),
-                workflow_id: subscription.workflow_id.clone(),
-                workflow_version_id: subscription.target_workflow_version_id.clone(),
-                inputs,
-                mapping_error,
-            },
-        }
+        message: &DispatchMessage,
+        detail: &str,
+    ) -> Result<(), MatchError> {
+        let now_ms = self.clock.now_ms();
+        let entry = message.unclaimed_entry(
+            LedgerStatus::DeadLettered,
+            Some(DeadLetterReason::TooLarge),
+            Some(detail.to_owned()),
+            0,
+            now_ms,
+            now_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
+        );
+        self.ledger.record_unclaimed(&entry).await?;
+        self.audit.emit(
+            AuditEvent::new(
+                AuditName::DispatchFailed,
+                message.workspace_id.as_str(),
+                Some(message.event.event_id.as_str()),
+            )
+            .with_attrs(&message.audit_attrs())
+            .with("reason", DeadLetterReason::TooLarge.as_str())
+            .with("detail", detail)
+            .with("retryable", false),
+        );
+        Ok(())
     }
 
     async fn resume_message(
@@ -303,6 +335,33 @@ impl MatchStage {
                 event_key: key.event_key,
             },
         }))
+    }
+}
+
+/// The dispatch message of one start match, with its `inputMapping` resolved (or why
+/// it could not be).
+pub fn start_message(
+    workspace: &WorkspaceId,
+    event: &NormalizedEvent,
+    scope: &EventScope,
+    subscription: &Subscription,
+    cache: &SelectorCache,
+) -> DispatchMessage {
+    let (inputs, mapping_error) = match mapping::resolve(&subscription.input_mapping, scope, cache)
+    {
+        Ok(inputs) => (inputs, None),
+        Err(e) => (Default::default(), Some(e.to_string())),
+    };
+    DispatchMessage {
+        workspace_id: workspace.clone(),
+        event: event.clone(),
+        target: DispatchTarget::Start {
+            subscription_id: subscription.subscription_id.clone(),
+            workflow_id: subscription.workflow_id.clone(),
+            workflow_version_id: subscription.target_workflow_version_id.clone(),
+            inputs,
+            mapping_error,
+        },
     }
 }
 

@@ -2,10 +2,12 @@
 //! typed messages and talks only to ports.
 
 pub mod batch;
+pub mod deadletter;
 pub mod dispatcher;
 pub mod ingest;
 pub mod matcher;
 
+pub use deadletter::DeadLetterRecorder;
 pub use dispatcher::DispatchStage;
 pub use ingest::IngestStage;
 pub use matcher::MatchStage;

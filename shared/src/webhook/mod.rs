@@ -15,10 +15,12 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::archive::{EventArchive, Retention};
 use crate::audit::{AuditEvent, AuditName, AuditSink};
 use crate::clock::Clock;
 use crate::event::{EventKind, QueuedEvent};
 use crate::ids::EventId;
+use crate::limits::{self, TooLarge, MAX_EVENT_MESSAGE_BYTES};
 use crate::normalize::{self, WebhookDelivery};
 use crate::queue::{Queue, QueueError};
 use crate::store::StoreError;
@@ -38,6 +40,9 @@ pub enum IntakeError {
     Rejected(Rejection),
     #[error("body of {0} bytes exceeds the {MAX_BODY_BYTES}-byte limit")]
     TooLarge(usize),
+    /// The normalized event (raw body, parsed data, headers) would not fit the pipeline.
+    #[error(transparent)]
+    EventTooLarge(#[from] TooLarge),
     #[error("connector instance is misconfigured: {0}")]
     Misconfigured(String),
     #[error(transparent)]
@@ -52,6 +57,8 @@ pub struct WebhookIntake {
     pub connectors: Arc<dyn ConnectorStore>,
     pub secrets: Arc<dyn SecretResolver>,
     pub queue: Arc<dyn Queue>,
+    pub archive: Arc<dyn EventArchive>,
+    pub retention: Retention,
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
 }
@@ -64,14 +71,15 @@ impl WebhookIntake {
         headers: &HashMap<String, String>,
         body: &[u8],
     ) -> Result<EventId, IntakeError> {
+        // Size first: an oversized anonymous request costs no I/O.
+        if body.len() > MAX_BODY_BYTES {
+            return Err(IntakeError::TooLarge(body.len()));
+        }
         let connector = self
             .connectors
             .get(connector_id)
             .await?
             .ok_or_else(|| IntakeError::UnknownConnector(connector_id.to_owned()))?;
-        if body.len() > MAX_BODY_BYTES {
-            return Err(IntakeError::TooLarge(body.len()));
-        }
         let verified = match self.verify(&connector, headers, body).await {
             Ok(verified) => verified,
             Err(IntakeError::Rejected(reason)) => {
@@ -103,8 +111,16 @@ impl WebhookIntake {
             .map_err(|e| IntakeError::Misconfigured(e.to_string()))?,
         };
         let event_id = queued.event.event_id.clone();
-        let message =
-            serde_json::to_string(&queued).map_err(|e| QueueError::Rejected(e.to_string()))?;
+        let message = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
+        let now_ms = self.clock.now_ms();
+        self.archive
+            .put_new(
+                &queued.workspace_id,
+                &queued.event,
+                now_ms,
+                self.retention.expires_at(now_ms),
+            )
+            .await?;
         self.queue.send_batch(&[message]).await?;
         tracing::info!(
             workspace_id = %connector.workspace_id,

@@ -63,6 +63,8 @@ async fn harness() -> Harness {
         connectors: connectors.clone(),
         secrets,
         queue: queue.clone(),
+        archive: Arc::new(crate::memory::MemoryArchive::default()),
+        retention: crate::archive::Retention { ttl_secs: 60 },
         audit: audit.clone(),
         clock: Arc::new(ManualClock::at_ms(1_614_265_330_000)),
     };
@@ -271,4 +273,39 @@ async fn binary_bodies_are_kept_losslessly() {
             .unwrap(),
         body
     );
+}
+
+#[tokio::test]
+async fn a_body_under_the_byte_limit_whose_event_would_not_fit_is_refused_too_large() {
+    let h = harness().await;
+    h.connectors
+        .put(&ConnectorInstance {
+            connector_instance_id: "open1".into(),
+            workspace_id: WorkspaceId::new("ws1").unwrap(),
+            scheme: SignatureScheme::None,
+            secret_refs: Vec::new(),
+            kind_header: None,
+            kind_prefix: None,
+            vendor: None,
+        })
+        .await
+        .unwrap();
+    // Quotes inside a string: the raw body is escaped once more and the parsed `data`
+    // keeps them too, so a 95 KiB body becomes an event of about 285 KiB.
+    let body = format!(r#"{{"a":"{}"}}"#, r#"\""#.repeat(47 * 1024));
+    assert!(body.len() <= MAX_BODY_BYTES);
+    let err = h
+        .intake
+        .receive("open1", &HashMap::new(), body.as_bytes())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IntakeError::EventTooLarge(_)), "{err:?}");
+    assert!(h.queue.sent().is_empty(), "nothing enqueued");
+    // Just under: accepted.
+    let body = format!(r#"{{"a":"{}"}}"#, "z".repeat(90 * 1024));
+    h.intake
+        .receive("open1", &HashMap::new(), body.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(h.queue.sent().len(), 1);
 }

@@ -279,8 +279,21 @@ async fn set_faults(State(fake): State<Fake>, Json(faults): Json<Faults>) -> Sta
     StatusCode::NO_CONTENT
 }
 
-async fn clear_faults(State(fake): State<Fake>) -> StatusCode {
-    fake.lock().faults.clear();
+#[derive(Deserialize)]
+struct FaultScope {
+    workspace: Option<String>,
+}
+
+/// Clears every fault, or with `?workspace=` only the faults limited to that workspace
+/// (so parallel tests can end their own outage without ending another's).
+async fn clear_faults(State(fake): State<Fake>, Query(scope): Query<FaultScope>) -> StatusCode {
+    let mut inner = fake.lock();
+    match scope.workspace {
+        Some(ws) => inner
+            .faults
+            .retain(|f| f.workspace.as_deref() != Some(ws.as_str())),
+        None => inner.faults.clear(),
+    }
     StatusCode::NO_CONTENT
 }
 

@@ -29,6 +29,7 @@ fn harness(ttl_secs: u64) -> Harness {
         subs.clone(),
         resumes.clone(),
         queue.clone(),
+        Arc::new(crate::memory::MemoryLedger::default()),
         audit.clone(),
         clock.clone(),
         ttl_secs,
@@ -109,7 +110,8 @@ async fn one_dispatch_message_per_matching_subscription_with_resolved_inputs() {
         report,
         MatchReport {
             start_matches: 1,
-            resume_matches: 0
+            resume_matches: 0,
+            too_large: 0
         }
     );
     let messages = sent(&h.queue);
@@ -205,7 +207,8 @@ async fn lifecycle_event_can_start_and_resume_at_once() {
         report,
         MatchReport {
             start_matches: 1,
-            resume_matches: 1
+            resume_matches: 1,
+            too_large: 0
         }
     );
     assert!(
@@ -265,7 +268,8 @@ async fn manual_fire_matches_only_the_addressed_subscription_and_never_resumes()
         report,
         MatchReport {
             start_matches: 1,
-            resume_matches: 0
+            resume_matches: 0,
+            too_large: 0
         }
     );
     // The same subscription id in another workspace is not found (tenant isolation).

@@ -1,0 +1,76 @@
+//! The event archive: one record per normalized event, written once at the door that
+//! accepted it (manual fire, webhook, lifecycle ingest) with a conditional put, so a
+//! redelivery writes nothing new. It is what tells "never seen" (404) from "seen, and
+//! here is what happened", and where an event's own fate is recorded when it never got
+//! as far as a match (too large to carry, or dead-lettered before matching).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::dedup::DeadLetterReason;
+use crate::event::NormalizedEvent;
+use crate::ids::{EventId, WorkspaceId};
+use crate::store::StoreError;
+
+/// Why an event as a whole ended before (or instead of) being matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventFate {
+    pub reason: DeadLetterReason,
+    /// Safe to show the tenant.
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+/// One archived event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedEvent {
+    pub workspace_id: WorkspaceId,
+    pub event_id: EventId,
+    /// Absent when only the fate of an event could be kept (it was too large).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<NormalizedEvent>,
+    pub received_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fate: Option<EventFate>,
+}
+
+#[async_trait]
+pub trait EventArchive: Send + Sync {
+    /// Stores the event unless it is already archived; returns whether it was new.
+    async fn put_new(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+        received_at_ms: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Records the event's fate, creating a bare record when the event was never archived.
+    async fn record_fate(
+        &self,
+        workspace: &WorkspaceId,
+        event_id: &EventId,
+        fate: &EventFate,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
+    async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        event_id: &EventId,
+    ) -> Result<Option<ArchivedEvent>, StoreError>;
+}
+
+/// Where archive records live and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub ttl_secs: i64,
+}
+
+impl Retention {
+    pub fn expires_at(self, now_ms: i64) -> i64 {
+        now_ms.div_euclid(1000).saturating_add(self.ttl_secs)
+    }
+}

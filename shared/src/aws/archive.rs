@@ -1,0 +1,146 @@
+//! The event archive on DynamoDB. Items are keyed by `eventKey` = `{workspaceId}#{eventId}`
+//! (one partition key per event, so a busy workspace never concentrates its writes on
+//! one key, and a read can only reach its own workspace's events); the envelope is a
+//! JSON `doc`, the fate `fateReason` / `fateDetail` / `fateAtMs`, TTL `expiresAt`.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+
+use super::attrs::{doc, get_n, get_s, n, s, Item};
+use super::describe;
+use super::documents::get_item;
+use crate::archive::{ArchivedEvent, EventArchive, EventFate};
+use crate::dedup::DeadLetterReason;
+use crate::event::NormalizedEvent;
+use crate::ids::{EventId, WorkspaceId};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct DynamoEventArchive {
+    client: Client,
+    table: String,
+}
+
+fn event_key(workspace: &WorkspaceId, event_id: &EventId) -> String {
+    format!("{workspace}#{event_id}")
+}
+
+impl DynamoEventArchive {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(error: &E) -> bool {
+    error.code() == Some("ConditionalCheckFailedException")
+}
+
+fn decode(item: &Item) -> Result<ArchivedEvent, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("archive item lacks {what}"));
+    let workspace_id = get_s(item, "workspaceId")
+        .and_then(|w| WorkspaceId::new(w).ok())
+        .ok_or_else(|| corrupt("workspaceId"))?;
+    let event_id = get_s(item, "eventId")
+        .and_then(|e| EventId::new(e).ok())
+        .ok_or_else(|| corrupt("eventId"))?;
+    let event: Option<NormalizedEvent> = match item.contains_key("doc") {
+        true => Some(doc(item)?),
+        false => None,
+    };
+    let fate = get_s(item, "fateReason")
+        .and_then(DeadLetterReason::parse)
+        .map(|reason| EventFate {
+            reason,
+            detail: get_s(item, "fateDetail").unwrap_or_default().to_owned(),
+            at_ms: get_n(item, "fateAtMs").unwrap_or(0),
+        });
+    Ok(ArchivedEvent {
+        workspace_id,
+        event_id,
+        event,
+        received_at_ms: get_n(item, "receivedAtMs").unwrap_or(0),
+        fate,
+    })
+}
+
+#[async_trait]
+impl EventArchive for DynamoEventArchive {
+    async fn put_new(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+        received_at_ms: i64,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let document =
+            serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let item = Item::from([
+            (
+                "eventKey".to_owned(),
+                s(event_key(workspace, &event.event_id)),
+            ),
+            ("workspaceId".to_owned(), s(workspace.as_str())),
+            ("eventId".to_owned(), s(event.event_id.as_str())),
+            ("kind".to_owned(), s(event.kind.as_str())),
+            ("receivedAtMs".to_owned(), n(received_at_ms)),
+            ("expiresAt".to_owned(), n(expires_at)),
+            ("doc".to_owned(), s(document)),
+        ]);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(eventKey)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(false),
+            Err(e) => Err(StoreError::Unavailable(describe(&e))),
+        }
+    }
+
+    async fn record_fate(
+        &self,
+        workspace: &WorkspaceId,
+        event_id: &EventId,
+        fate: &EventFate,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("eventKey", s(event_key(workspace, event_id)))
+            .update_expression(
+                "SET workspaceId = :ws, eventId = :event, fateReason = :reason, fateDetail = :detail, \
+                 fateAtMs = :at, receivedAtMs = if_not_exists(receivedAtMs, :at), \
+                 expiresAt = if_not_exists(expiresAt, :expires)",
+            )
+            .expression_attribute_values(":ws", s(workspace.as_str()))
+            .expression_attribute_values(":event", s(event_id.as_str()))
+            .expression_attribute_values(":reason", s(fate.reason.as_str()))
+            .expression_attribute_values(":detail", s(fate.detail.as_str()))
+            .expression_attribute_values(":at", n(fate.at_ms))
+            .expression_attribute_values(":expires", n(expires_at))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        workspace: &WorkspaceId,
+        event_id: &EventId,
+    ) -> Result<Option<ArchivedEvent>, StoreError> {
+        let key = Item::from([("eventKey".to_owned(), s(event_key(workspace, event_id)))]);
+        let item = get_item(&self.client, &self.table, key)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        item.as_ref().map(decode).transpose()
+    }
+}

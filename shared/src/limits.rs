@@ -1,0 +1,64 @@
+//! What the pipeline can carry. Every stage hands the next one an SQS message, and SQS
+//! takes at most 256 KiB; so each door computes the real size of the message it is about
+//! to send (and, where it knows the match, of the dispatch message after it) and refuses
+//! what does not fit, instead of accepting an event that can only fail later.
+
+use serde::Serialize;
+use thiserror::Error;
+
+/// The SQS limit on one message body.
+pub const MAX_QUEUE_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Room a dispatch message needs beside its event (target ids, small resolved inputs).
+/// An event larger than `MAX_QUEUE_MESSAGE_BYTES - DISPATCH_HEADROOM_BYTES` could never
+/// be dispatched, so the doors refuse it; a match whose resolved inputs still push its
+/// dispatch message over the limit is dead-lettered `too_large` by the match stage.
+pub const DISPATCH_HEADROOM_BYTES: usize = 8 * 1024;
+
+/// The largest queued event the doors accept (normalized event with its raw body).
+pub const MAX_EVENT_MESSAGE_BYTES: usize = MAX_QUEUE_MESSAGE_BYTES - DISPATCH_HEADROOM_BYTES;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("the {what} would be {bytes} bytes; the limit is {limit} bytes")]
+pub struct TooLarge {
+    pub what: &'static str,
+    pub bytes: usize,
+    pub limit: usize,
+}
+
+/// Serializes `value` as the body a stage sends, refusing it when over `limit`.
+pub fn message_body<T: Serialize>(
+    what: &'static str,
+    value: &T,
+    limit: usize,
+) -> Result<String, TooLarge> {
+    // Plain data (maps, strings, numbers) always serializes; an error would be a bug,
+    // reported as "too large" with the size unknown rather than panicking.
+    let body = serde_json::to_string(value).map_err(|_| TooLarge {
+        what,
+        bytes: usize::MAX,
+        limit,
+    })?;
+    if body.len() > limit {
+        return Err(TooLarge {
+            what,
+            bytes: body.len(),
+            limit,
+        });
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_at_the_limit_pass_and_one_byte_more_is_refused() {
+        let text = "x".repeat(98);
+        assert_eq!(message_body("event", &text, 100).unwrap().len(), 100);
+        let err = message_body("event", &format!("{text}y"), 100).unwrap_err();
+        assert_eq!((err.bytes, err.limit), (101, 100));
+        assert!(err.to_string().contains("event"));
+    }
+}

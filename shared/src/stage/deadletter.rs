@@ -1,0 +1,267 @@
+//! The dead-letter recorder: whatever reaches a DLQ (workflow-events, normalized,
+//! dispatch) gets a final, visible record, so no event's fate is unknown. A dispatch
+//! message becomes a `dead_lettered` ledger item for its match; a queued event or a
+//! lifecycle envelope becomes the event's fate in the archive; a body that is none of
+//! these is audited (`trigger.deadletter.unidentified`) with its size, hash and opening.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::archive::{EventArchive, EventFate, Retention};
+use crate::audit::{AuditEvent, AuditName, AuditSink};
+use crate::clock::Clock;
+use crate::dedup::{
+    DeadLetterReason, Ledger, LedgerError, LedgerStatus, DEAD_LETTER_RETENTION_SECS,
+};
+use crate::dispatch::DispatchMessage;
+use crate::event::QueuedEvent;
+use crate::ids::{EventId, WorkspaceId};
+use crate::stage::ingest;
+use crate::store::StoreError;
+
+/// How much of an unidentifiable body the audit record quotes.
+const EXCERPT_CHARS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Archive(#[from] StoreError),
+}
+
+/// What the recorder could identify in a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Match {
+        workspace_id: WorkspaceId,
+        event_id: EventId,
+    },
+    Event {
+        workspace_id: WorkspaceId,
+        event_id: EventId,
+    },
+    Unidentified,
+}
+
+pub struct DeadLetterRecorder {
+    pub ledger: Arc<dyn Ledger>,
+    pub archive: Arc<dyn EventArchive>,
+    pub audit: Arc<dyn AuditSink>,
+    pub clock: Arc<dyn Clock>,
+    pub retention: Retention,
+}
+
+impl DeadLetterRecorder {
+    pub async fn record(&self, message_id: &str, body: &str) -> Result<Recorded, RecordError> {
+        if let Ok(message) = serde_json::from_str::<DispatchMessage>(body) {
+            return self.record_match(&message).await;
+        }
+        if let Ok(queued) = serde_json::from_str::<QueuedEvent>(body) {
+            let detail = "the event could not be matched before the normalized queue gave up on it";
+            return self.record_event(&queued, detail).await;
+        }
+        let lifecycle = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| ingest::lifecycle_envelope(&v).ok());
+        if let Some(queued) = lifecycle {
+            let detail = "the lifecycle event could not be ingested before its queue gave up on it";
+            return self.record_event(&queued, detail).await;
+        }
+        self.audit_whole(message_id, body, DeadLetterReason::Unparseable, None);
+        Ok(Recorded::Unidentified)
+    }
+
+    /// The record could not be written however often it was tried (the store refuses
+    /// it): the message is audited instead, so it is neither looped on nor lost.
+    pub fn give_up(&self, message_id: &str, body: &str, error: &RecordError) {
+        tracing::error!(message_id, %error, "dead letter could not be recorded; audited instead");
+        self.audit_whole(
+            message_id,
+            body,
+            DeadLetterReason::RetriesExhausted,
+            Some(error),
+        );
+    }
+
+    fn audit_whole(
+        &self,
+        message_id: &str,
+        body: &str,
+        reason: DeadLetterReason,
+        error: Option<&RecordError>,
+    ) {
+        let mut audit = AuditEvent::new(AuditName::DeadLetterUnidentified, "", None)
+            .with("reason", reason.as_str())
+            .with("messageId", message_id)
+            .with("bytes", body.len())
+            .with("sha256", hex::encode(Sha256::digest(body.as_bytes())))
+            .with(
+                "excerpt",
+                body.chars().take(EXCERPT_CHARS).collect::<String>(),
+            );
+        if let Some(error) = error {
+            audit = audit.with("recordError", error.to_string());
+        }
+        self.audit.emit(audit);
+    }
+
+    async fn record_match(&self, message: &DispatchMessage) -> Result<Recorded, RecordError> {
+        let reason = DeadLetterReason::RetriesExhausted;
+        let detail = "the dispatch queue gave up on the match before it could be dispatched";
+        let now_ms = self.clock.now_ms();
+        let entry = message.unclaimed_entry(
+            LedgerStatus::DeadLettered,
+            Some(reason),
+            Some(detail.to_owned()),
+            0,
+            now_ms,
+            now_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
+        );
+        // A committed item (the dispatch did happen) or a live claim wins.
+        self.ledger.record_unclaimed(&entry).await?;
+        self.audit.emit(
+            AuditEvent::new(
+                AuditName::DeadLetterRecorded,
+                message.workspace_id.as_str(),
+                Some(message.event.event_id.as_str()),
+            )
+            .with_attrs(&message.audit_attrs())
+            .with("reason", reason.as_str()),
+        );
+        Ok(Recorded::Match {
+            workspace_id: message.workspace_id.clone(),
+            event_id: message.event.event_id.clone(),
+        })
+    }
+
+    async fn record_event(
+        &self,
+        queued: &QueuedEvent,
+        detail: &str,
+    ) -> Result<Recorded, RecordError> {
+        let reason = DeadLetterReason::RetriesExhausted;
+        let now_ms = self.clock.now_ms();
+        let fate = EventFate {
+            reason,
+            detail: detail.to_owned(),
+            at_ms: now_ms,
+        };
+        let (workspace_id, event_id) = (&queued.workspace_id, &queued.event.event_id);
+        self.archive
+            .record_fate(
+                workspace_id,
+                event_id,
+                &fate,
+                self.retention.expires_at(now_ms),
+            )
+            .await?;
+        self.audit.emit(
+            AuditEvent::new(
+                AuditName::DeadLetterRecorded,
+                workspace_id.as_str(),
+                Some(event_id.as_str()),
+            )
+            .with("reason", reason.as_str()),
+        );
+        Ok(Recorded::Event {
+            workspace_id: workspace_id.clone(),
+            event_id: event_id.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::EventArchive;
+    use crate::memory::{MemoryArchive, MemoryLedger, RecordingAuditSink};
+    use serde_json::json;
+
+    fn recorder() -> (
+        DeadLetterRecorder,
+        Arc<MemoryLedger>,
+        Arc<MemoryArchive>,
+        Arc<RecordingAuditSink>,
+    ) {
+        let ledger = Arc::new(MemoryLedger::default());
+        let archive = Arc::new(MemoryArchive::default());
+        let audit = Arc::new(RecordingAuditSink::default());
+        let recorder = DeadLetterRecorder {
+            ledger: ledger.clone(),
+            archive: archive.clone(),
+            audit: audit.clone(),
+            clock: Arc::new(crate::clock::ManualClock::at_ms(1_800_000_000_000)),
+            retention: Retention { ttl_secs: 60 },
+        };
+        (recorder, ledger, archive, audit)
+    }
+
+    fn envelope() -> Value {
+        json!({"workflowVersionId": "wv", "runId": "r1", "workspace": "ws1",
+               "status": "completed", "occurredAt": "2026-11-27T10:00:00Z"})
+    }
+
+    #[tokio::test]
+    async fn a_dead_dispatch_message_dead_letters_its_match() {
+        let (recorder, ledger, _, audit) = recorder();
+        let queued = ingest::lifecycle_envelope(&envelope()).unwrap();
+        let message = json!({"workspaceId": "ws1", "event": queued.event,
+            "target": {"type": "start", "subscriptionId": "s1", "workflowId": "wf",
+                       "workflowVersionId": "wv"}});
+        let recorded = recorder.record("m1", &message.to_string()).await.unwrap();
+        assert!(matches!(recorded, Recorded::Match { .. }));
+        let entries = ledger.entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].status, LedgerStatus::DeadLettered);
+        assert_eq!(entries[0].reason, Some(DeadLetterReason::RetriesExhausted));
+        assert_eq!(entries[0].target_id, "s1");
+        assert_eq!(audit.names(), [AuditName::DeadLetterRecorded]);
+    }
+
+    #[tokio::test]
+    async fn queued_events_and_lifecycle_envelopes_get_an_event_fate() {
+        let (recorder, ledger, archive, _) = recorder();
+        let queued = ingest::lifecycle_envelope(&envelope()).unwrap();
+        for body in [
+            serde_json::to_string(&queued).unwrap(),
+            envelope().to_string(),
+        ] {
+            let recorded = recorder.record("m", &body).await.unwrap();
+            assert!(matches!(recorded, Recorded::Event { .. }), "{body}");
+        }
+        let stored = archive
+            .get(&queued.workspace_id, &queued.event.event_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.fate.map(|f| f.reason),
+            Some(DeadLetterReason::RetriesExhausted)
+        );
+        assert!(ledger.entries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_body_is_audited_with_its_hash_and_opening() {
+        let (recorder, ledger, _, audit) = recorder();
+        let body = format!("garbage {}", "x".repeat(1000));
+        assert_eq!(
+            recorder.record("m9", &body).await.unwrap(),
+            Recorded::Unidentified
+        );
+        assert!(ledger.entries().is_empty());
+        let events = audit.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].audit, AuditName::DeadLetterUnidentified);
+        assert_eq!(events[0].attrs["messageId"], "m9");
+        assert_eq!(events[0].attrs["bytes"], body.len());
+        assert_eq!(
+            events[0].attrs["excerpt"].as_str().unwrap().len(),
+            EXCERPT_CHARS
+        );
+    }
+}
