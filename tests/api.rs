@@ -194,6 +194,7 @@ fn event(
 struct Answer {
     status: u16,
     content_type: String,
+    etag: Option<String>,
     body: Value,
 }
 
@@ -256,6 +257,10 @@ fn answer(method: &str, path: &str, response: ApiGatewayV2httpResponse) -> Answe
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
+    let etag = response
+        .headers
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned());
     let body = match response.body {
         Some(aws_lambda_events::encodings::Body::Text(text)) => {
             serde_json::from_str(&text).unwrap()
@@ -266,6 +271,7 @@ fn answer(method: &str, path: &str, response: ApiGatewayV2httpResponse) -> Answe
     Answer {
         status,
         content_type,
+        etag,
         body,
     }
 }
@@ -1302,4 +1308,77 @@ async fn subscriptions_can_only_attach_to_their_workspaces_connectors() {
 
 fn hex_encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn versions_make_changes_conditional_and_a_deleted_subscription_stays_deleted() {
+    let h = harness("development").await;
+    let id = create(&h, manual()).await;
+    let path = format!("/v1/workspaces/ws1/triggers/{id}");
+    let read = h.call("GET", &path, WS1, None).await;
+    assert_eq!(read.etag.as_deref(), Some("\"1\""));
+    assert_eq!(read.body["version"], 1);
+    let if_match = |etag: &str| json!({"content-type": "application/json", "if-match": etag});
+    let changed = h
+        .call_with(
+            "PATCH",
+            &path,
+            WS1,
+            Some(r#"{"selector":"true"}"#),
+            if_match("\"1\""),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert_eq!(changed.etag.as_deref(), Some("\"2\""));
+    let stale = h
+        .call_with(
+            "PATCH",
+            &path,
+            WS1,
+            Some(r#"{"selector":"false"}"#),
+            if_match("\"1\""),
+        )
+        .await;
+    assert_problem(&stale, 412, "trigger.subscription_conflict");
+    let stale_delete = h
+        .call_with("DELETE", &path, WS1, None, if_match("\"1\""))
+        .await;
+    assert_problem(&stale_delete, 412, "trigger.subscription_conflict");
+    let now = h.call("GET", &path, WS1, None).await;
+    assert_eq!(
+        (now.body["selector"].as_str(), now.body["state"].as_str()),
+        (Some("true"), Some("active")),
+        "stale changes changed nothing"
+    );
+    // Deleting through PATCH needs the delete permission.
+    let writer = As::Tenant("ws1", &["trigger:subscriptions:write"]);
+    let denied = h
+        .call("PATCH", &path, writer, Some(json!({"state": "expired"})))
+        .await;
+    assert_problem(&denied, 403, "permission_denied");
+
+    // PATCHes racing a DELETE, really concurrent: the subscription always ends deleted.
+    for round in 0..8 {
+        let id = create(&h, manual()).await;
+        let path = format!("/v1/workspaces/ws1/triggers/{id}");
+        let (revive, edit, delete) = tokio::join!(
+            h.call("PATCH", &path, WS1, Some(json!({"state": "active"}))),
+            h.call("PATCH", &path, WS1, Some(json!({"selector": "false"}))),
+            h.call("DELETE", &path, WS1, None),
+        );
+        assert_eq!(delete.status, 204, "round {round}: {}", delete.body);
+        for answer in [&revive, &edit] {
+            assert!(
+                [200, 409, 412].contains(&answer.status),
+                "round {round}: {}",
+                answer.body
+            );
+        }
+        let end = h.call("GET", &path, WS1, None).await;
+        assert_eq!(end.body["state"], "expired", "round {round}");
+        let revived = h
+            .call("PATCH", &path, WS1, Some(json!({"state": "active"})))
+            .await;
+        assert_problem(&revived, 409, "trigger.subscription_deleted");
+    }
 }

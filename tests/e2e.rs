@@ -99,7 +99,12 @@ impl Stack {
 
     /// Waits (bounded) until every match of the event reached a final ledger state.
     async fn settled(&self, event_id: &str, matches: usize) -> Vec<LedgerEntry> {
-        for _ in 0..180 {
+        // Longer when run against a stack with the default 300 s backoff cap.
+        let polls = std::env::var("CUSTOS_E2E_SETTLE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map_or(180, |secs| secs * 2);
+        for _ in 0..polls {
             let entries = self.outcomes(event_id).await;
             let done = entries.iter().filter(|e| {
                 e.status != LedgerStatus::Claimed && e.status != LedgerStatus::Released

@@ -84,6 +84,28 @@ impl SubscriptionStore for MemorySubscriptionStore {
         all.push(subscription.clone());
         Ok(())
     }
+
+    async fn replace(
+        &self,
+        subscription: &Subscription,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        let mut all = lock(&self.0);
+        let Some(stored) = all.iter_mut().find(|s| {
+            s.workspace_id == subscription.workspace_id
+                && s.subscription_id == subscription.subscription_id
+        }) else {
+            return Err(StoreError::Conflict("no such subscription".into()));
+        };
+        if stored.version != expected_version {
+            return Err(StoreError::Conflict(format!(
+                "version {} is not {expected_version}",
+                stored.version
+            )));
+        }
+        *stored = subscription.clone();
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]

@@ -10,4 +10,7 @@ pub enum StoreError {
     /// A stored item could not be decoded; retrying will not help.
     #[error("stored item is corrupt: {0}")]
     Corrupt(String),
+    /// A conditional write lost: the item changed since it was read.
+    #[error("item changed since it was read: {0}")]
+    Conflict(String),
 }

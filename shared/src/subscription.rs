@@ -58,6 +58,10 @@ pub struct Subscription {
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: time::OffsetDateTime,
+    /// Grows by one with every change; PATCH and DELETE are conditional on it (the
+    /// `ETag`), so a PATCH racing a DELETE can never bring a deleted subscription back.
+    #[serde(default)]
+    pub version: u64,
 }
 
 fn start_kind() -> SubscriptionKind {
@@ -122,6 +126,14 @@ pub trait SubscriptionStore: Send + Sync {
 
     /// Creates or replaces a subscription.
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError>;
+
+    /// Replaces a subscription only if the stored one still has `expected_version`
+    /// (`StoreError::Conflict` otherwise); the new item carries `subscription.version`.
+    async fn replace(
+        &self,
+        subscription: &Subscription,
+        expected_version: u64,
+    ) -> Result<(), StoreError>;
 
     /// The workspace's subscriptions in id order, filtered, one page at a time.
     async fn list(&self, workspace: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError>;

@@ -87,13 +87,13 @@ pub const ROUTES: &[RouteSpec] = &[
         method: "PATCH",
         path: "/v1/workspaces/{ws}/triggers/{id}",
         operation: Operation::PatchTrigger,
-        statuses: &[200, 400, 401, 403, 404, 413, 422, 503],
+        statuses: &[200, 400, 401, 403, 404, 409, 412, 413, 422, 503],
     },
     RouteSpec {
         method: "DELETE",
         path: "/v1/workspaces/{ws}/triggers/{id}",
         operation: Operation::DeleteTrigger,
-        statuses: &[204, 400, 401, 403, 404, 503],
+        statuses: &[204, 400, 401, 403, 404, 412, 503],
     },
     RouteSpec {
         method: "POST",
@@ -157,6 +157,7 @@ pub fn match_path(template: &'static str, path: &str) -> Option<Params> {
 pub struct Reply {
     pub status: u16,
     pub body: Option<Value>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -164,11 +165,21 @@ impl Reply {
         Self {
             status,
             body: Some(body),
+            headers: Vec::new(),
         }
     }
 
     pub fn empty(status: u16) -> Self {
-        Self { status, body: None }
+        Self {
+            status,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
     }
 }
 
@@ -275,16 +286,26 @@ impl Api {
 }
 
 fn respond(path: &str, result: Result<Reply, Problem>) -> ApiGatewayV2httpResponse {
-    let (status, content_type, body) = match result {
-        Ok(Reply { status, body }) => (status, "application/json", body),
+    let (status, content_type, body, headers) = match result {
+        Ok(Reply {
+            status,
+            body,
+            headers,
+        }) => (status, "application/json", body, headers),
         Err(problem) => (
             problem.code.status(),
             "application/problem+json",
             Some(problem.body(path)),
+            Vec::new(),
         ),
     };
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = i64::from(status);
+    for (name, value) in headers {
+        if let Ok(value) = aws_lambda_events::http::HeaderValue::from_str(&value) {
+            response.headers.insert(name, value);
+        }
+    }
     if let Some(body) = body {
         if let Ok(value) = aws_lambda_events::http::HeaderValue::from_str(content_type) {
             response

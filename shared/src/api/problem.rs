@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     SubscriptionNotFound,
+    SubscriptionConflict,
+    SubscriptionDeleted,
     SelectorInvalid,
     SelectorTypeError,
     DispatchFailed,
@@ -34,6 +36,8 @@ pub enum Code {
 
 pub const ALL_CODES: &[Code] = &[
     Code::SubscriptionNotFound,
+    Code::SubscriptionConflict,
+    Code::SubscriptionDeleted,
     Code::SelectorInvalid,
     Code::SelectorTypeError,
     Code::DispatchFailed,
@@ -78,6 +82,16 @@ impl Code {
                 "trigger.subscription_not_found",
                 404,
                 "Subscription not found",
+            ),
+            Code::SubscriptionConflict => (
+                "trigger.subscription_conflict",
+                412,
+                "Subscription changed since it was read",
+            ),
+            Code::SubscriptionDeleted => (
+                "trigger.subscription_deleted",
+                409,
+                "Subscription is deleted",
             ),
             Code::SelectorInvalid => (
                 "trigger.selector_invalid",
@@ -206,6 +220,12 @@ impl Problem {
 
 impl From<crate::store::StoreError> for Problem {
     fn from(error: crate::store::StoreError) -> Self {
+        if let crate::store::StoreError::Conflict(_) = error {
+            return Problem::new(
+                Code::SubscriptionConflict,
+                "the subscription changed since its ETag was read; read it again",
+            );
+        }
         tracing::error!(%error, "store failure behind an API call");
         Problem::new(
             Code::Unavailable,

@@ -16,6 +16,7 @@ use crate::mapping;
 use crate::normalize::{self, derive_event_id};
 use crate::selector::{desugar, CompiledExpr, EventScope, MatchType};
 use crate::stage::matcher::start_message;
+use crate::store::StoreError;
 use crate::subscription::{ListQuery, Subscription, SubscriptionKind, SubscriptionState};
 
 /// A selector as authored: CEL text, or the legacy `{field, matchType, value}` sugar.
@@ -84,6 +85,83 @@ async fn load(api: &Api, ws: &WorkspaceId, id: &SubscriptionId) -> Result<Subscr
 
 fn to_json(subscription: &Subscription) -> Value {
     serde_json::to_value(subscription).unwrap_or(Value::Null)
+}
+
+/// The subscription as JSON with its version as a strong `ETag`.
+fn versioned(status: u16, subscription: &Subscription) -> Reply {
+    Reply::json(status, to_json(subscription)).with_header("etag", etag(subscription.version))
+}
+
+fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The version an `If-Match` header requires (`None` when absent or `*`).
+fn if_match(request: &ApiRequest) -> Result<Option<u64>, Problem> {
+    let Some(raw) = request.header("if-match").map(str::trim) else {
+        return Ok(None);
+    };
+    if raw == "*" {
+        return Ok(None);
+    }
+    raw.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| {
+            Problem::new(
+                Code::BadRequest,
+                format!("If-Match: expected an ETag this API issued (like \"3\"), got {raw:?}"),
+            )
+        })
+}
+
+/// How often a change without `If-Match` is re-applied on fresh state after losing a
+/// race, before answering 412.
+const CHANGE_ATTEMPTS: usize = 3;
+
+/// Loads the subscription, holds it to `If-Match`, lets `change` derive the next state
+/// (`None`: nothing to write) and writes it conditionally on the version read. Without
+/// `If-Match`, a lost race is retried on fresh state; with it, it is 412.
+async fn change_versioned(
+    api: &Api,
+    ws: &WorkspaceId,
+    id: &SubscriptionId,
+    request: &ApiRequest,
+    change: impl Fn(&Subscription) -> Result<Option<Subscription>, Problem>,
+) -> Result<Subscription, Problem> {
+    let required = if_match(request)?;
+    for _ in 0..CHANGE_ATTEMPTS {
+        let current = load(api, ws, id).await?;
+        if required.is_some_and(|v| v != current.version) {
+            return Err(conflict(&current));
+        }
+        let Some(mut next) = change(&current)? else {
+            return Ok(current);
+        };
+        next.version = current.version + 1;
+        next.updated_at = now(api);
+        match api.subscriptions.replace(&next, current.version).await {
+            Ok(()) => return Ok(next),
+            Err(StoreError::Conflict(_)) if required.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Problem::new(
+        Code::SubscriptionConflict,
+        "the subscription kept changing while this request applied; retry",
+    ))
+}
+
+fn conflict(current: &Subscription) -> Problem {
+    Problem::new(
+        Code::SubscriptionConflict,
+        format!(
+            "If-Match does not hold: the subscription is at version {}",
+            current.version
+        ),
+    )
+    .with("etag", etag(current.version))
 }
 
 fn now(api: &Api) -> time::OffsetDateTime {
@@ -178,15 +256,16 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         connector_instance_id: body.connector_instance_id,
         created_at: created,
         updated_at: created,
+        version: 1,
     };
     api.subscriptions.put(&subscription).await?;
-    Ok(Reply::json(201, to_json(&subscription)))
+    Ok(versioned(201, &subscription))
 }
 
 pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
     let ws = api.authorize(params, request, auth::READ)?;
     let subscription = load(api, &ws, &subscription_id(params)?).await?;
-    Ok(Reply::json(200, to_json(&subscription)))
+    Ok(versioned(200, &subscription))
 }
 
 fn query_enum<T: serde::de::DeserializeOwned>(
@@ -292,22 +371,37 @@ pub async fn patch(api: &Api, params: &Params, request: &ApiRequest) -> Result<R
     let ws = api.authorize(params, request, auth::WRITE)?;
     let id = subscription_id(params)?;
     let patch: Map<String, Value> = request.json()?;
-    let mut subscription = load(api, &ws, &id).await?;
-    if apply_patch(&mut subscription, &patch)? {
-        subscription.updated_at = now(api);
-        api.subscriptions.put(&subscription).await?;
+    // Setting state to expired is a delete, and needs the delete permission.
+    if patch.get("state") == Some(&Value::String("expired".into())) {
+        api.authorize(params, request, auth::DELETE)?;
     }
-    Ok(Reply::json(200, to_json(&subscription)))
+    let subscription = change_versioned(api, &ws, &id, request, |current| {
+        if current.state == SubscriptionState::Expired {
+            return Err(Problem::new(
+                Code::SubscriptionDeleted,
+                "the subscription is deleted; deleted subscriptions cannot be changed or revived",
+            )
+            .with("subscriptionId", id.as_str()));
+        }
+        let mut next = current.clone();
+        Ok(apply_patch(&mut next, &patch)?.then_some(next))
+    })
+    .await?;
+    Ok(versioned(200, &subscription))
 }
 
 pub async fn delete(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
     let ws = api.authorize(params, request, auth::DELETE)?;
-    let mut subscription = load(api, &ws, &subscription_id(params)?).await?;
-    if subscription.state != SubscriptionState::Expired {
-        subscription.state = SubscriptionState::Expired;
-        subscription.updated_at = now(api);
-        api.subscriptions.put(&subscription).await?;
-    }
+    let id = subscription_id(params)?;
+    change_versioned(api, &ws, &id, request, |current| {
+        if current.state == SubscriptionState::Expired {
+            return Ok(None);
+        }
+        let mut next = current.clone();
+        next.state = SubscriptionState::Expired;
+        Ok(Some(next))
+    })
+    .await?;
     Ok(Reply::empty(204))
 }
 

@@ -45,6 +45,6 @@ impl ConnectorStore for DynamoConnectorStore {
             ),
             ("workspaceId".to_owned(), s(connector.workspace_id.as_str())),
         ]);
-        put_document(&self.client, &self.table, attributes, connector).await
+        put_document(&self.client, &self.table, attributes, connector, None).await
     }
 }

@@ -3,29 +3,43 @@
 //! point reads or queries drained across all their pages.
 
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{s, Item};
 use super::describe;
 use crate::store::StoreError;
 
-/// Writes `value` as the `doc` of an item made of `attributes` (keys and index fields).
+/// Writes `value` as the `doc` of an item made of `attributes` (keys and index fields),
+/// optionally only when `condition` (with its `:expected` value) holds.
 pub(crate) async fn put_document<T: serde::Serialize>(
     client: &Client,
     table: &str,
     mut attributes: Item,
     value: &T,
+    condition: Option<(&str, AttributeValue)>,
 ) -> Result<(), StoreError> {
     let document = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     attributes.insert("doc".to_owned(), s(document));
-    client
+    let mut request = client
         .put_item()
         .table_name(table)
-        .set_item(Some(attributes))
-        .send()
-        .await
-        .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-    Ok(())
+        .set_item(Some(attributes));
+    if let Some((expression, expected)) = condition {
+        request = request
+            .condition_expression(expression)
+            .expression_attribute_values(":expected", expected);
+    }
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+        {
+            Err(StoreError::Conflict(format!("{table}: condition failed")))
+        }
+        Err(e) => Err(StoreError::Unavailable(describe(&e))),
+    }
 }
 
 /// Consistent `GetItem` of `key` in `table`.

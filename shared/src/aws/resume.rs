@@ -41,7 +41,7 @@ impl ResumeStore for DynamoResumeStore {
             ("resumeId".to_owned(), s(wait.resume_id.as_str())),
             ("expiresAt".to_owned(), n(wait.expires_at)),
         ]);
-        put_document(&self.client, &self.table, attributes, wait).await
+        put_document(&self.client, &self.table, attributes, wait, None).await
     }
 
     async fn delete(&self, id: &ResumeId) -> Result<bool, StoreError> {

@@ -62,6 +62,7 @@ fn attributes(subscription: &Subscription) -> Item {
             "createdAt".to_owned(),
             n(subscription.created_at.unix_timestamp()),
         ),
+        ("version".to_owned(), n(subscription.version)),
     ]);
     if subscription.is_matchable() {
         item.insert(
@@ -169,6 +170,28 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             &self.table,
             attributes(subscription),
             subscription,
+            None,
+        )
+        .await
+    }
+
+    async fn replace(
+        &self,
+        subscription: &Subscription,
+        expected_version: u64,
+    ) -> Result<(), StoreError> {
+        // Items written before versions existed have none: they count as version 0.
+        let condition = if expected_version == 0 {
+            "attribute_exists(subscriptionId) AND (attribute_not_exists(version) OR version = :expected)"
+        } else {
+            "version = :expected"
+        };
+        put_document(
+            &self.client,
+            &self.table,
+            attributes(subscription),
+            subscription,
+            Some((condition, n(expected_version))),
         )
         .await
     }
