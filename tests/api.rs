@@ -61,6 +61,10 @@ async fn harness(environment: &str) -> Harness {
         ddb.clone(),
         t.archive.clone(),
     ));
+    let parked = Arc::new(custos_trigger::aws::DynamoParkStore::new(
+        ddb.clone(),
+        t.parked.clone(),
+    ));
     let fake = FakeWorkflow::start().await;
     let dispatch_queue = Arc::new(SqsQueue::new(sqs.clone(), dispatch_url.clone()));
     let connectors_table = integration_tests::unique("connectors");
@@ -85,7 +89,9 @@ async fn harness(environment: &str) -> Harness {
         resumes: Arc::new(resumes.clone()),
         ledger: ledger.clone(),
         archive,
+        parked: parked.clone(),
         normalized_queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),
+        dispatch_queue: dispatch_queue.clone(),
         audit: audit.clone(),
         clock: clock.clone(),
         settings: settings.clone(),
@@ -99,11 +105,13 @@ async fn harness(environment: &str) -> Harness {
         Arc::new(NoopAuditSink),
         Arc::new(SystemClock),
         0,
-    );
+    )
+    .with_parking(parked.clone(), 300);
     let dispatcher = Dispatcher::new(
         ledger,
         Arc::new(custos_trigger::workflow::http::HttpWorkflowClient::new(&fake.url).unwrap()),
         Arc::new(resumes.clone()),
+        parked.clone(),
         Arc::new(NoopAuditSink),
         Arc::new(SystemClock),
         DispatchSettings::from_settings(settings),
@@ -927,7 +935,8 @@ async fn jwt_claims_and_the_development_shim_identify_callers() {
 }
 
 fn register(run: &str, selector: Value, ttl: Value) -> Value {
-    json!({"runId": run, "stepId": "s1", "eventKey": "step.succeeded", "selector": selector, "ttl": ttl})
+    json!({"runId": run, "stepId": "s1", "eventKey": "step.succeeded", "selector": selector, "ttl": ttl,
+           "workspaceId": "ws1"})
 }
 
 #[tokio::test]
@@ -952,10 +961,13 @@ async fn resume_registration_rpc_semantics() {
         )
         .await;
     assert_eq!(first.status, 200);
+    assert_eq!(first.body["subscriptionId"], id.as_str());
+    let generation = first.body["generation"].as_str().unwrap().to_owned();
     assert_eq!(
-        first.body,
-        json!({"subscriptionId": id.as_str()}),
-        "exactly one key"
+        first.body.as_object().unwrap().len(),
+        2,
+        "the id and the generation: {}",
+        first.body
     );
     assert!(id.as_str().starts_with("res_"));
     let stored = h.resumes.get(&id).await.unwrap().unwrap();
@@ -975,7 +987,21 @@ async fn resume_registration_rpc_semantics() {
         )
         .await;
     assert_eq!(same.body["subscriptionId"], id.as_str());
+    assert_eq!(
+        same.body["generation"],
+        generation.as_str(),
+        "a live wait is kept"
+    );
     assert!(h.audit.events().is_empty(), "identical replay is silent");
+    let no_workspace = h
+        .call(
+            "POST",
+            "/RegisterResumeSubscription",
+            As::Iam,
+            Some(json!({"runId": "r1", "stepId": "s1", "eventKey": "step.succeeded"})),
+        )
+        .await;
+    assert_problem(&no_workspace, 422, "resume.workspace_required");
 
     let divergent = h
         .call(
@@ -1025,6 +1051,11 @@ async fn resume_registration_rpc_semantics() {
         )
         .await;
     assert_eq!(fresh.status, 200);
+    assert_ne!(
+        fresh.body["generation"],
+        generation.as_str(),
+        "a new generation"
+    );
     let stored = h.resumes.get(&id).await.unwrap().unwrap();
     assert_eq!(stored.selector, None);
     assert_eq!(

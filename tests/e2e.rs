@@ -171,6 +171,67 @@ impl Stack {
         panic!("event {event_id} never reached the expected status: {last}");
     }
 
+    /// `RegisterResumeSubscription` as the Workflow Service calls it (here through the
+    /// development shim instead of IAM); returns the answer.
+    async fn register(&self, run: &str, step: &str, event_key: &str) -> (u16, Value) {
+        self.register_in(&self.workspace, run, step, event_key)
+            .await
+    }
+
+    async fn register_in(
+        &self,
+        workspace: &str,
+        run: &str,
+        step: &str,
+        event_key: &str,
+    ) -> (u16, Value) {
+        self.api(
+            reqwest::Method::POST,
+            "/RegisterResumeSubscription",
+            Some(json!({"runId": run, "stepId": step, "eventKey": event_key, "workspaceId": workspace})),
+        )
+        .await
+    }
+
+    /// A step lifecycle envelope of `run`/`step` (distinct per `instant`).
+    fn step_event(&self, run: &str, step: &str, instant: u32, depth: u32) -> Value {
+        json!({"workflowVersionId": "wv-parent", "runId": run, "workspace": self.workspace,
+               "stepId": step, "status": "succeeded", "triggerDepth": depth,
+               "occurredAt": format!("2026-11-27T10:00:00.{instant:06}Z")})
+    }
+
+    /// Sends many lifecycle envelopes at once; returns their eventIds.
+    async fn publish_all(&self, envelopes: &[Value]) -> Vec<String> {
+        let mut sends = tokio::task::JoinSet::new();
+        for envelope in envelopes {
+            let (sqs, url, body) = (
+                self.sqs.clone(),
+                self.output("WorkflowEventsQueueUrl").to_owned(),
+                envelope.to_string(),
+            );
+            sends.spawn(async move {
+                sqs.send_message()
+                    .queue_url(url)
+                    .message_body(body)
+                    .send()
+                    .await
+            });
+        }
+        while let Some(sent) = sends.join_next().await {
+            sent.unwrap().unwrap();
+        }
+        envelopes
+            .iter()
+            .map(|e| {
+                custos_trigger::stage::ingest::lifecycle_envelope(e)
+                    .unwrap()
+                    .event
+                    .event_id
+                    .to_string()
+            })
+            .collect()
+    }
+
     async fn put_subscription(&self, subscription: Value) {
         let mut subscription = subscription;
         if let Some(fields) = subscription.as_object_mut() {
@@ -559,6 +620,9 @@ async fn a_lifecycle_event_starts_a_chained_subscription_and_resumes_a_registere
             selector: None,
             workspace_id: Some(stack.ws()),
             expires_at: 4_000_000_000,
+            generation: "g1".into(),
+            taken: None,
+            consumed_by: None,
         })
         .await
         .unwrap();
@@ -579,9 +643,11 @@ async fn a_lifecycle_event_starts_a_chained_subscription_and_resumes_a_registere
     assert_eq!(raises[0].step_id.as_deref(), Some("wait-for-child"));
     assert_eq!(raises[0].body["eventName"], "workflow.completed");
     assert_eq!(raises[0].body["payload"]["outputs"], json!({"ok": true}));
-    assert!(
-        resumes.get(&key.resume_id()).await.unwrap().is_none(),
-        "the wait is one-shot"
+    let consumed = resumes.get(&key.resume_id()).await.unwrap().unwrap();
+    assert_eq!(
+        consumed.consumed_by.map(|e| e.to_string()),
+        Some(event_id),
+        "the wait is one-shot: consumed by the event that resumed it"
     );
 }
 
@@ -667,4 +733,294 @@ async fn a_signed_webhook_starts_exactly_one_of_two_attached_subscriptions_and_a
         .unwrap();
     assert_eq!(forged.status(), 401);
     assert_eq!(forged.headers()["content-type"], "application/problem+json");
+}
+
+/// The acceptance run: 20 registrations, each hit by 10 matching events sent at
+/// once (all 200 concurrently) → exactly 20 `raiseEvent` calls, one per registration;
+/// every other event is recorded `superseded` by the winner.
+#[tokio::test]
+async fn each_registration_is_resumed_exactly_once_by_ten_concurrent_events() {
+    let stack = Stack::new();
+    let runs: Vec<String> = (0..20)
+        .map(|i| format!("{}-{i}", unique("run-once")))
+        .collect();
+    for run in &runs {
+        let (status, body) = stack.register(run, "wait", "workflow.completed").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let envelopes: Vec<Value> = runs
+        .iter()
+        .flat_map(|run| (0..10).map(move |i| (run.clone(), i)))
+        .map(|(run, i)| stack.step_event(&run, "wait", i, 0))
+        .collect();
+    let event_ids = stack.publish_all(&envelopes).await;
+    let mut superseded = 0;
+    for event_id in &event_ids {
+        let entry = stack.settled(event_id, 1).await.remove(0);
+        match entry.status {
+            LedgerStatus::Committed => {}
+            LedgerStatus::Superseded => superseded += 1,
+            other => panic!("event {event_id}: {other:?}"),
+        }
+    }
+    let raises = stack.calls("raise").await;
+    assert_eq!(raises.len(), 20, "one raiseEvent per registration");
+    let resumed: HashSet<_> = raises.iter().map(|c| c.run_id.clone().unwrap()).collect();
+    assert_eq!(resumed.len(), 20);
+    assert_eq!(superseded, 180);
+}
+
+#[tokio::test]
+async fn a_failed_delivery_leaves_the_wait_live_and_a_new_generation_survives_a_stale_cancel() {
+    let stack = Stack::new();
+    let run = unique("run-gen");
+    let (_, first) = stack.register(&run, "wait", "workflow.completed").await;
+    let first_generation = first["generation"].as_str().unwrap().to_owned();
+    // The first delivery fails for good (404): the wait stays live for the next event.
+    stack
+        .fake
+        .fault(json!({"status": 404, "count": 1, "route": "raise", "workspace": stack.workspace}))
+        .await;
+    let ids = stack
+        .publish_all(&[stack.step_event(&run, "wait", 1, 0)])
+        .await;
+    assert_eq!(
+        stack.settled(&ids[0], 1).await[0].status,
+        LedgerStatus::DeadLettered
+    );
+    let ids = stack
+        .publish_all(&[stack.step_event(&run, "wait", 2, 0)])
+        .await;
+    assert_eq!(
+        stack.settled(&ids[0], 1).await[0].status,
+        LedgerStatus::Committed
+    );
+    let statuses: Vec<u16> = stack
+        .calls("raise")
+        .await
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(statuses, [404, 202]);
+
+    // Registered again after the delivery: a new generation, which a late cancel of the
+    // old one does not remove.
+    let (_, second) = stack.register(&run, "wait", "workflow.completed").await;
+    let second_generation = second["generation"].as_str().unwrap().to_owned();
+    assert_ne!(first_generation, second_generation);
+    let (status, _) = stack
+        .api(
+            reqwest::Method::POST,
+            "/CancelResumeSubscription",
+            Some(
+                json!({"runId": run, "stepId": "wait", "eventKey": "workflow.completed",
+                        "generation": first_generation}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let ids = stack
+        .publish_all(&[stack.step_event(&run, "wait", 3, 0)])
+        .await;
+    assert_eq!(
+        stack.settled(&ids[0], 1).await[0].status,
+        LedgerStatus::Committed
+    );
+    assert_eq!(
+        stack.calls("raise").await.len(),
+        3,
+        "the new wait survived and resumed"
+    );
+}
+
+#[tokio::test]
+async fn an_event_before_its_registration_is_delivered_once_and_not_after_the_park_window() {
+    let stack = Stack::new();
+    let run = unique("run-early");
+    let ids = stack
+        .publish_all(&[stack.step_event(&run, "wait", 1, 0)])
+        .await;
+    let parked = stack
+        .event_status_until(&ids[0], |b| b["matches"][0]["status"] == "parked")
+        .await;
+    assert!(parked["matches"][0]["parkedUntilMs"].is_number());
+    let (status, body) = stack.register(&run, "wait", "workflow.completed").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deliveredEventId"], ids[0].as_str());
+    stack
+        .event_status_until(&ids[0], |b| b["matches"][0]["status"] == "dispatched")
+        .await;
+    assert_eq!(stack.calls("raise").await.len(), 1);
+
+    // Past the window (15 s on the test stack): kept no longer, and the status says so.
+    let late = unique("run-late");
+    let ids = stack
+        .publish_all(&[stack.step_event(&late, "wait", 1, 0)])
+        .await;
+    stack
+        .event_status_until(&ids[0], |b| b["matches"][0]["status"] == "park_expired")
+        .await;
+    let (_, body) = stack.register(&late, "wait", "workflow.completed").await;
+    assert!(body.get("deliveredEventId").is_none(), "{body}");
+    stack.drained().await;
+    assert_eq!(
+        stack.calls("raise").await.len(),
+        1,
+        "nothing delivered late"
+    );
+}
+
+#[tokio::test]
+async fn an_event_of_another_workspace_never_resumes_a_wait() {
+    const SECRET: &str = "whsec_ZTJlLXdlYmhvb2stc2lnbmluZy1zZWNyZXQ=";
+    let owner = Stack::new();
+    let intruder = Stack::new();
+    let run = unique("run-tenant");
+    for key in ["workflow.completed", "manual.fire", "webhook.received"] {
+        let (status, body) = owner.register(&run, "wait", key).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = owner
+        .api(
+            reqwest::Method::POST,
+            "/RegisterResumeSubscription",
+            Some(json!({"runId": run, "stepId": "x", "eventKey": "workflow.completed"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("resume.workspace_required"))
+    );
+    let (status, body) = intruder.register(&run, "wait", "workflow.completed").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("workspace_mismatch")),
+        "{body}"
+    );
+
+    // Lifecycle: the intruder's event with the owner's run and step.
+    let lifecycle = intruder
+        .publish_all(&[intruder.step_event(&run, "wait", 1, 0)])
+        .await;
+    // Manual fire: the intruder's subscription fired with the owner's run and step.
+    intruder
+        .put_subscription(
+            json!({"subscriptionId": "sub-manual", "sourceType": "manual",
+            "workflowId": "wf", "targetWorkflowVersionId": "wv"}),
+        )
+        .await;
+    let (status, fired) = intruder
+        .api(
+            reqwest::Method::POST,
+            &format!(
+                "/v1/workspaces/{}/triggers/sub-manual:fire",
+                intruder.workspace
+            ),
+            Some(json!({"inputs": {"runId": run, "stepId": "wait"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{fired}");
+    // Webhook: an unsigned-scheme connector of the intruder's, carrying the run and step.
+    let connector = unique("ci-intruder");
+    let instance = serde_json::from_value(json!({
+        "connectorInstanceId": connector, "workspaceId": intruder.workspace,
+        "scheme": "standard-webhooks", "secretRefs": [integration_tests::put_secret(SECRET).await]
+    }))
+    .unwrap();
+    use custos_trigger::webhook::ConnectorStore;
+    custos_trigger::aws::DynamoConnectorStore::new(
+        intruder.dynamodb.clone(),
+        intruder.output("ConnectorsTableName"),
+    )
+    .put(&instance)
+    .await
+    .unwrap();
+    let body = json!({"runId": run, "stepId": "wait"}).to_string();
+    let now = custos_trigger::clock::Clock::now_secs(&custos_trigger::clock::SystemClock);
+    let headers =
+        integration_tests::standard_webhook_headers(SECRET, &unique("msg"), now, body.as_bytes());
+    let mut request = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/webhooks/{connector}",
+            intruder.output("LocalApiUrl")
+        ))
+        .body(body);
+    for (name, value) in headers.as_object().unwrap() {
+        request = request.header(name.as_str(), value.as_str().unwrap());
+    }
+    let delivered = request.send().await.unwrap();
+    assert_eq!(delivered.status(), 202);
+    let webhook_event = delivered.json::<Value>().await.unwrap()["eventId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Manual fires never resume anything (they address one start subscription).
+    let manual = intruder
+        .event_status_until(fired["eventId"].as_str().unwrap(), |b| {
+            b["matches"][0]["status"] == "dispatched"
+        })
+        .await;
+    assert_eq!(manual["matches"].as_array().unwrap().len(), 1, "{manual}");
+    // Lifecycle and webhook events find no wait of their own workspace: parked there.
+    for event_id in [&lifecycle[0], &webhook_event] {
+        intruder
+            .event_status_until(event_id, |b| b["matches"][0]["status"] == "parked")
+            .await;
+    }
+    intruder.drained().await;
+    assert!(owner.calls("raise").await.is_empty());
+    assert!(intruder.calls("raise").await.is_empty());
+    // The owner's own event still resumes its wait.
+    let own = owner
+        .publish_all(&[owner.step_event(&run, "wait", 2, 0)])
+        .await;
+    assert_eq!(
+        owner.settled(&own[0], 1).await[0].status,
+        LedgerStatus::Committed
+    );
+    assert_eq!(owner.calls("raise").await.len(), 1);
+}
+
+/// A loop that runs through resume waits (each resumed step makes the run emit the next
+/// event, carrying the depth the Workflow Service echoes) stops at the workspace's
+/// limit (3 for `ws-e2e-loop` on the test stack) with `trigger.loop.detected`.
+#[tokio::test]
+async fn a_loop_through_resume_waits_stops_at_the_depth_limit() {
+    let mut stack = Stack::new();
+    stack.workspace = "ws-e2e-loop".to_owned();
+    let run = unique("run-loop");
+    let mut depth = 0;
+    for step in 0..10 {
+        let step_id = format!("step-{step}");
+        stack.register(&run, &step_id, "workflow.completed").await;
+        let ids = stack
+            .publish_all(&[stack.step_event(&run, &step_id, step, depth)])
+            .await;
+        let entry = stack.settled(&ids[0], 1).await.remove(0);
+        if entry.status == LedgerStatus::LoopRejected {
+            assert_eq!(depth, 4, "rejected once depth > limit (3)");
+            let raises: Vec<Call> = stack
+                .calls("raise")
+                .await
+                .into_iter()
+                .filter(|c| c.run_id.as_deref() == Some(run.as_str()))
+                .collect();
+            assert_eq!(raises.len(), 4, "depths 0..=3 were delivered");
+            return;
+        }
+        assert_eq!(entry.status, LedgerStatus::Committed);
+        // The Workflow Service echoes the raise's triggerDepth on what the run emits next.
+        let raise = stack
+            .calls("raise")
+            .await
+            .into_iter()
+            .find(|c| {
+                c.step_id.as_deref() == Some(step_id.as_str())
+                    && c.run_id.as_deref() == Some(run.as_str())
+            })
+            .expect("raised");
+        depth = u32::try_from(raise.body["triggerDepth"].as_u64().unwrap()).unwrap();
+    }
+    panic!("the loop was never stopped");
 }

@@ -43,6 +43,7 @@ async fn raise_event_records_run_and_step_from_the_path() {
         event_name: "step.succeeded".into(),
         payload: json!({"x": 1}).as_object().unwrap().clone(),
         idempotency_key: "k".into(),
+        trigger_depth: 1,
     };
     client.raise_event(&request).await.unwrap();
     let calls = fake.calls("raise").await;
@@ -70,6 +71,7 @@ async fn injected_faults_are_classified_by_the_client() {
         event_name: "e.x".into(),
         payload: Default::default(),
         idempotency_key: "k".into(),
+        trigger_depth: 1,
     };
     let err = client.raise_event(&request).await.unwrap_err();
     assert!(

@@ -210,6 +210,7 @@ async fn unclaimed_outcomes_never_overwrite_a_commit() {
         run_id: None,
         last_error: Some("too deep".into()),
         reason: None,
+        superseded_by: None,
         attempts: 1,
         first_attempt_ms: 0,
         expires_at: NOW / 1000 + 100,

@@ -51,10 +51,15 @@ async fn pipeline() -> Pipeline {
         Arc::new(SystemClock),
         0,
     );
+    let parked = Arc::new(custos_trigger::aws::DynamoParkStore::new(
+        ddb.clone(),
+        t.parked.clone(),
+    ));
     let mut dispatcher = Dispatcher::new(
         Arc::new(ledger.clone()),
         Arc::new(HttpWorkflowClient::new(&fake.url).unwrap()),
         resumes,
+        parked,
         Arc::new(NoopAuditSink),
         Arc::new(SystemClock),
         DispatchSettings::from_settings(settings),
@@ -287,6 +292,7 @@ async fn a_message_redriven_to_the_dlq_ends_dead_lettered_with_a_reason() {
         Arc::new(DynamoLedger::new(ddb.clone(), "no-such-ledger-table")),
         Arc::new(HttpWorkflowClient::new(&p.fake.url).unwrap()),
         Arc::new(DynamoResumeStore::new(ddb.clone(), "no-such-resume-table")),
+        Arc::new(custos_trigger::memory::MemoryParkStore::default()),
         Arc::new(NoopAuditSink),
         Arc::new(SystemClock),
         DispatchSettings::from_settings(Arc::new(Settings::from_lookup(|_| None).unwrap())),

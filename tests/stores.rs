@@ -123,14 +123,19 @@ async fn resume_wait_delete_is_one_shot() {
         selector: Some("event.data.ok == true".into()),
         workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
         expires_at: 1_900_000_000,
+        generation: "g1".into(),
+        taken: None,
+        consumed_by: None,
     };
     store.put(&wait).await.unwrap();
     assert_eq!(
         store.get(&wait.resume_id).await.unwrap(),
         Some(wait.clone())
     );
-    let (first, second) =
-        tokio::join!(store.delete(&wait.resume_id), store.delete(&wait.resume_id));
+    let (first, second) = tokio::join!(
+        store.delete(&wait.resume_id, None),
+        store.delete(&wait.resume_id, None)
+    );
     let deleted = [first.unwrap(), second.unwrap()];
     assert_eq!(
         deleted.iter().filter(|d| **d).count(),
@@ -138,5 +143,5 @@ async fn resume_wait_delete_is_one_shot() {
         "exactly one delete wins"
     );
     assert!(store.get(&wait.resume_id).await.unwrap().is_none());
-    assert!(!store.delete(&wait.resume_id).await.unwrap());
+    assert!(!store.delete(&wait.resume_id, None).await.unwrap());
 }

@@ -38,6 +38,12 @@ pub struct ConfigError {
 pub struct Settings {
     pub dedup_ttl_secs: u64,
     pub resume_default_ttl_secs: u64,
+    /// `TRIGGER_RESUME_PARK_SECONDS`: how long a resume event without a live wait is
+    /// kept for a later registration (0: not at all).
+    pub resume_park_secs: u64,
+    /// `TRIGGER_INTERNAL_CALLER_ARNS`: IAM principals allowed on the internal routes
+    /// (exact ARNs, or prefixes ending in `*`); empty: any IAM-signed caller.
+    pub internal_caller_arns: Vec<String>,
     /// `TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS`: how long transient failures keep retrying
     /// (from the first attempt) before a match is dead-lettered `retries_exhausted`.
     pub dispatch_retry_window_secs: u64,
@@ -57,6 +63,7 @@ pub struct Settings {
     pub ledger_table: Option<String>,
     pub connectors_table: Option<String>,
     pub events_table: Option<String>,
+    pub parked_table: Option<String>,
     /// `TRIGGER_ARCHIVE_TTL_SECONDS`: how long archived events are kept.
     pub archive_ttl_secs: u64,
     pub normalized_queue_url: Option<String>,
@@ -84,6 +91,16 @@ impl Settings {
                 "TRIGGER_RESUME_DEFAULT_TTL_SECONDS",
                 604_800,
             )?,
+            resume_park_secs: number(&lookup, "TRIGGER_RESUME_PARK_SECONDS", 300)?,
+            internal_caller_arns: text("TRIGGER_INTERNAL_CALLER_ARNS")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             dispatch_retry_window_secs: number(
                 &lookup,
                 "TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS",
@@ -106,6 +123,7 @@ impl Settings {
             ledger_table: text("LEDGER_TABLE"),
             connectors_table: text("CONNECTORS_TABLE"),
             events_table: text("EVENTS_TABLE"),
+            parked_table: text("PARKED_TABLE"),
             archive_ttl_secs: number(&lookup, "TRIGGER_ARCHIVE_TTL_SECONDS", 604_800)?,
             normalized_queue_url: text("NORMALIZED_QUEUE_URL"),
             dispatch_queue_url: text("DISPATCH_QUEUE_URL"),

@@ -66,6 +66,11 @@ pub enum LedgerStatus {
     DeadLettered,
     /// The loop guard refused the event; nothing was sent.
     LoopRejected,
+    /// A resume event that found no live wait: parked until `leaseUntilMs` for the next
+    /// registration of its triple (which may still deliver it).
+    Parked,
+    /// A resume event that lost the wait to another event (`supersededBy`); parked too.
+    Superseded,
 }
 
 impl LedgerStatus {
@@ -76,6 +81,8 @@ impl LedgerStatus {
             LedgerStatus::Released => "released",
             LedgerStatus::DeadLettered => "dead_lettered",
             LedgerStatus::LoopRejected => "loop_rejected",
+            LedgerStatus::Parked => "parked",
+            LedgerStatus::Superseded => "superseded",
         }
     }
 
@@ -86,6 +93,8 @@ impl LedgerStatus {
             LedgerStatus::Released,
             LedgerStatus::DeadLettered,
             LedgerStatus::LoopRejected,
+            LedgerStatus::Parked,
+            LedgerStatus::Superseded,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -163,6 +172,9 @@ pub struct LedgerEntry {
     /// Set when the item is dead-lettered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<DeadLetterReason>,
+    /// The event that took the resume wait instead (status `superseded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<EventId>,
     #[serde(default)]
     pub attempts: u32,
     /// Epoch ms of the first claim (0: never claimed); the retry window starts here.
@@ -182,9 +194,11 @@ impl LedgerEntry {
         match self.status {
             LedgerStatus::Committed => false,
             LedgerStatus::Claimed => self.lease_until_ms <= now_ms,
-            LedgerStatus::Released | LedgerStatus::DeadLettered | LedgerStatus::LoopRejected => {
-                true
-            }
+            LedgerStatus::Released
+            | LedgerStatus::DeadLettered
+            | LedgerStatus::LoopRejected
+            | LedgerStatus::Parked
+            | LedgerStatus::Superseded => true,
         }
     }
 }
@@ -239,6 +253,12 @@ pub enum Release {
         reason: DeadLetterReason,
         detail: String,
         expires_at: i64,
+    },
+    /// A resume event without a live wait (`winner: None`) or that lost it to another
+    /// event; parked until `until_ms`.
+    Parked {
+        winner: Option<EventId>,
+        until_ms: i64,
     },
 }
 
@@ -341,6 +361,7 @@ mod tests {
             run_id: None,
             last_error: None,
             reason: None,
+            superseded_by: None,
             attempts: 1,
             first_attempt_ms: 0,
             expires_at,
@@ -374,6 +395,8 @@ mod tests {
             LedgerStatus::Released,
             LedgerStatus::DeadLettered,
             LedgerStatus::LoopRejected,
+            LedgerStatus::Parked,
+            LedgerStatus::Superseded,
         ] {
             assert!(entry(status, 0, 100).is_claimable(now));
             assert_eq!(LedgerStatus::parse(status.as_str()), Some(status));

@@ -261,7 +261,9 @@ pub fn match_resume(
     if !wait.is_live(now_secs) {
         return ResumeDecision::Lapsed;
     }
-    if wait.workspace_id.as_ref().is_some_and(|ws| ws != workspace) {
+    // A wait resumes only events of the workspace that registered it (one stored
+    // without a workspace, by an older release, resumes nothing).
+    if wait.workspace_id.as_ref() != Some(workspace) {
         return ResumeDecision::OtherWorkspace;
     }
     let Some(expr) = wait.selector.as_deref().filter(|s| !s.trim().is_empty()) else {

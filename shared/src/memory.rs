@@ -13,7 +13,10 @@ use crate::dedup::{
 };
 use crate::ids::{EventId, ResumeId, SubscriptionId, WorkspaceId};
 use crate::queue::{Queue, QueueError};
-use crate::resume::{ResumeStore, ResumeWait};
+use crate::resume::{
+    ParkOutcome, ParkStore, ParkedEvent, ResumeStore, ResumeWait, Take, TakeOutcome, TakeRequest,
+    MAX_PARKED_PER_WAIT,
+};
 use crate::store::StoreError;
 use crate::subscription::{ListQuery, Page, Route, Subscription, SubscriptionStore};
 use crate::workflow::{RaiseEventRequest, RunRef, StartRunRequest, WorkflowClient, WorkflowError};
@@ -122,8 +125,148 @@ impl ResumeStore for MemoryResumeStore {
         Ok(())
     }
 
-    async fn delete(&self, id: &ResumeId) -> Result<bool, StoreError> {
-        Ok(lock(&self.0).remove(id).is_some())
+    async fn register(
+        &self,
+        wait: &ResumeWait,
+        replacing: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut waits = lock(&self.0);
+        let current = waits.get(&wait.resume_id).map(|w| w.generation.as_str());
+        if current != replacing {
+            return Ok(false);
+        }
+        waits.insert(wait.resume_id.clone(), wait.clone());
+        Ok(true)
+    }
+
+    async fn take(&self, request: &TakeRequest<'_>) -> Result<TakeOutcome, StoreError> {
+        let mut waits = lock(&self.0);
+        let Some(wait) = waits.get_mut(request.resume_id) else {
+            return Ok(TakeOutcome::Gone);
+        };
+        if wait.generation != request.generation || wait.expires_at <= request.now_ms / 1000 {
+            return Ok(TakeOutcome::Gone);
+        }
+        if let Some(winner) = &wait.consumed_by {
+            return Ok(TakeOutcome::Superseded {
+                winner: winner.clone(),
+            });
+        }
+        if let Some(take) = wait
+            .taken
+            .as_ref()
+            .filter(|t| t.until_ms > request.now_ms && &t.event_id != request.event_id)
+        {
+            return Ok(TakeOutcome::Superseded {
+                winner: take.event_id.clone(),
+            });
+        }
+        wait.taken = Some(Take {
+            event_id: request.event_id.clone(),
+            token: request.token.to_owned(),
+            until_ms: request.until_ms,
+        });
+        Ok(TakeOutcome::Taken)
+    }
+
+    async fn consume(
+        &self,
+        id: &ResumeId,
+        generation: &str,
+        token: &str,
+    ) -> Result<bool, StoreError> {
+        let mut waits = lock(&self.0);
+        let Some(wait) = waits
+            .get_mut(id)
+            .filter(|w| w.generation == generation)
+            .filter(|w| w.taken.as_ref().is_some_and(|t| t.token == token))
+        else {
+            return Ok(false);
+        };
+        wait.consumed_by = wait.taken.take().map(|t| t.event_id);
+        Ok(true)
+    }
+
+    async fn release(
+        &self,
+        id: &ResumeId,
+        generation: &str,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let mut waits = lock(&self.0);
+        if let Some(wait) = waits
+            .get_mut(id)
+            .filter(|w| w.generation == generation)
+            .filter(|w| w.taken.as_ref().is_some_and(|t| t.token == token))
+        {
+            wait.taken = None;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &ResumeId, generation: Option<&str>) -> Result<bool, StoreError> {
+        let mut waits = lock(&self.0);
+        let matches = waits
+            .get(id)
+            .is_some_and(|w| generation.is_none_or(|g| w.generation == g));
+        Ok(matches && waits.remove(id).is_some())
+    }
+}
+
+/// Parked events over a map.
+#[derive(Debug, Default)]
+pub struct MemoryParkStore(Mutex<HashMap<(WorkspaceId, ResumeId), Vec<ParkedEvent>>>);
+
+#[async_trait]
+impl ParkStore for MemoryParkStore {
+    async fn park(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        parked: &ParkedEvent,
+    ) -> Result<ParkOutcome, StoreError> {
+        let mut all = lock(&self.0);
+        let slot = all
+            .entry((workspace.clone(), resume_id.clone()))
+            .or_default();
+        if slot
+            .iter()
+            .any(|p| p.event.event_id == parked.event.event_id)
+        {
+            return Ok(ParkOutcome::AlreadyParked);
+        }
+        if slot.len() >= MAX_PARKED_PER_WAIT {
+            return Ok(ParkOutcome::Full);
+        }
+        slot.push(parked.clone());
+        Ok(ParkOutcome::Parked)
+    }
+
+    async fn parked(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        now_ms: i64,
+    ) -> Result<Vec<ParkedEvent>, StoreError> {
+        let all = lock(&self.0);
+        let mut found: Vec<ParkedEvent> = all
+            .get(&(workspace.clone(), resume_id.clone()))
+            .map(|v| v.iter().filter(|p| p.until_ms > now_ms).cloned().collect())
+            .unwrap_or_default();
+        found.sort_by_key(|p| p.parked_at_ms);
+        Ok(found)
+    }
+
+    async fn remove(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        event_id: &EventId,
+    ) -> Result<(), StoreError> {
+        if let Some(slot) = lock(&self.0).get_mut(&(workspace.clone(), resume_id.clone())) {
+            slot.retain(|p| &p.event.event_id != event_id);
+        }
+        Ok(())
     }
 }
 
@@ -173,6 +316,7 @@ impl Ledger for MemoryLedger {
                 run_id: None,
                 last_error: previous.and_then(|e| e.last_error),
                 reason: None,
+                superseded_by: None,
                 attempts,
                 first_attempt_ms,
                 expires_at: req.expires_at,
@@ -229,6 +373,15 @@ impl Ledger for MemoryLedger {
                 entry.reason = Some(*reason);
                 entry.last_error = Some(detail.clone());
                 entry.expires_at = *expires_at;
+            }
+            Release::Parked { winner, until_ms } => {
+                entry.status = if winner.is_some() {
+                    LedgerStatus::Superseded
+                } else {
+                    LedgerStatus::Parked
+                };
+                entry.superseded_by = winner.clone();
+                entry.lease_until_ms = *until_ms;
             }
         }
         Ok(())

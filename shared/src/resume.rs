@@ -1,11 +1,18 @@
-//! Resume waits: a waiting `(runId, stepId, eventKey)` that the next matching event
-//! resumes exactly once (the wait is deleted after a confirmed delivery).
+//! Resume waits: a waiting `(runId, stepId, eventKey)` that exactly one matching event
+//! resumes per registration. Each registration is a *generation* (a nonce): the
+//! dispatcher *takes* the wait for one event (a conditional write carrying its claim
+//! token) before calling the Workflow Service, marks it *consumed* by that event once
+//! delivery is confirmed, and gives it back if delivery fails for good. Every write names
+//! the generation, so nothing done for an old registration touches a newer one. Events
+//! that find no live wait (they came early, or lost the race) are parked for a while and
+//! handed to the next registration of their triple.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::ids::{ResumeId, WorkspaceId};
+use crate::event::NormalizedEvent;
+use crate::ids::{EventId, ResumeId, WorkspaceId};
 use crate::store::StoreError;
 
 /// The triple a wait is registered under.
@@ -39,17 +46,64 @@ pub struct ResumeWait {
     pub event_key: String,
     #[serde(default)]
     pub selector: Option<String>,
-    /// The tenant that registered the wait; events of other workspaces never resume it.
+    /// The tenant that registered the wait; only its events resume it (a wait stored
+    /// without one, by an older release, resumes nothing).
     #[serde(default)]
     pub workspace_id: Option<WorkspaceId>,
     /// Epoch seconds; a wait with `expiresAt <= now` has lapsed.
     pub expires_at: i64,
+    /// The registration's nonce.
+    #[serde(default)]
+    pub generation: String,
+    /// Held for one event's delivery (not part of the stored document: kept in
+    /// attributes the conditional writes test).
+    #[serde(skip)]
+    pub taken: Option<Take>,
+    /// The event that resumed this generation.
+    #[serde(skip)]
+    pub consumed_by: Option<EventId>,
+}
+
+/// A wait held for one event's delivery, until `until_ms` unless confirmed or released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Take {
+    pub event_id: EventId,
+    pub token: String,
+    pub until_ms: i64,
 }
 
 impl ResumeWait {
+    /// Registered, not lapsed, not consumed.
     pub fn is_live(&self, now_secs: i64) -> bool {
-        self.expires_at > now_secs
+        self.expires_at > now_secs && self.consumed_by.is_none()
     }
+
+    /// A fresh generation nonce.
+    pub fn new_generation() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+}
+
+/// What a take found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeOutcome {
+    /// Held for this event (again, if it already held it).
+    Taken,
+    /// Another event holds or consumed this generation.
+    Superseded { winner: EventId },
+    /// No such generation any more (cancelled, lapsed, replaced).
+    Gone,
+}
+
+/// One `take` request.
+#[derive(Debug, Clone)]
+pub struct TakeRequest<'a> {
+    pub resume_id: &'a ResumeId,
+    pub generation: &'a str,
+    pub event_id: &'a EventId,
+    pub token: &'a str,
+    pub until_ms: i64,
+    pub now_ms: i64,
 }
 
 /// Seconds of an ISO-8601 duration in the subset `P[nW][nD][T[nH][nM][n[.f]S]]`
@@ -104,9 +158,84 @@ fn components(mut part: &str, mut units: &[(char, u64)]) -> Option<(u64, usize)>
 #[async_trait]
 pub trait ResumeStore: Send + Sync {
     async fn get(&self, id: &ResumeId) -> Result<Option<ResumeWait>, StoreError>;
+
+    /// Writes a wait unconditionally (seeding and tests; registrations use `register`).
     async fn put(&self, wait: &ResumeWait) -> Result<(), StoreError>;
-    /// Deletes the wait; `false` when it was already gone (the one-shot guarantee).
-    async fn delete(&self, id: &ResumeId) -> Result<bool, StoreError>;
+
+    /// Writes a new generation if the stored item is still `replacing` (its generation,
+    /// or absent when `None`); `false` when another registration got there first.
+    async fn register(
+        &self,
+        wait: &ResumeWait,
+        replacing: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    /// Holds the generation for one event's delivery (conditional: live, not consumed,
+    /// not held for another event unless that hold has lapsed).
+    async fn take(&self, request: &TakeRequest<'_>) -> Result<TakeOutcome, StoreError>;
+
+    /// Marks the generation consumed by the event that holds it; `false` when it was
+    /// not held by that token any more.
+    async fn consume(
+        &self,
+        id: &ResumeId,
+        generation: &str,
+        token: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a hold back (delivery failed for good): the wait is live again.
+    async fn release(&self, id: &ResumeId, generation: &str, token: &str)
+        -> Result<(), StoreError>;
+
+    /// Deletes the wait (of `generation` only, when given); `false` when there was none.
+    async fn delete(&self, id: &ResumeId, generation: Option<&str>) -> Result<bool, StoreError>;
+}
+
+/// An event waiting for a registration of its triple.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedEvent {
+    pub event: NormalizedEvent,
+    pub parked_at_ms: i64,
+    pub until_ms: i64,
+}
+
+/// Whether an event was parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkOutcome {
+    Parked,
+    /// Already parked for this triple (a redelivery).
+    AlreadyParked,
+    /// The triple already holds `MAX_PARKED_PER_WAIT` events; this one is not kept.
+    Full,
+}
+
+/// Events parked per `(workspace, runId, stepId, kind)` at most.
+pub const MAX_PARKED_PER_WAIT: usize = 20;
+
+/// Events that arrived before (or instead of) a live wait, per workspace and triple.
+#[async_trait]
+pub trait ParkStore: Send + Sync {
+    async fn park(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        parked: &ParkedEvent,
+    ) -> Result<ParkOutcome, StoreError>;
+
+    /// The triple's parked events still within their window, earliest first.
+    async fn parked(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        now_ms: i64,
+    ) -> Result<Vec<ParkedEvent>, StoreError>;
+
+    async fn remove(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        event_id: &EventId,
+    ) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::audit::{AuditSink, JsonLinesAuditSink};
 use crate::aws::{
-    DynamoEventArchive, DynamoLedger, DynamoResumeStore, DynamoSubscriptionStore, SqsQueue,
+    DynamoEventArchive, DynamoLedger, DynamoParkStore, DynamoResumeStore, DynamoSubscriptionStore,
+    SqsQueue,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
@@ -107,6 +108,17 @@ impl Wiring {
         )))
     }
 
+    fn parked(&self) -> Result<Arc<DynamoParkStore>, ConfigError> {
+        Ok(Arc::new(DynamoParkStore::new(
+            self.dynamodb.clone(),
+            self.table(&self.settings.parked_table, "PARKED_TABLE")?,
+        )))
+    }
+
+    fn dispatch_queue(&self) -> Result<Arc<SqsQueue>, ConfigError> {
+        self.queue(&self.settings.dispatch_queue_url, "DISPATCH_QUEUE_URL")
+    }
+
     fn archive(&self) -> Result<Arc<DynamoEventArchive>, ConfigError> {
         Ok(Arc::new(DynamoEventArchive::new(
             self.dynamodb.clone(),
@@ -144,12 +156,13 @@ impl Wiring {
                 self.dynamodb.clone(),
                 self.table(&s.resume_table, "RESUME_TABLE")?,
             )),
-            self.queue(&s.dispatch_queue_url, "DISPATCH_QUEUE_URL")?,
+            self.dispatch_queue()?,
             self.ledger()?,
             Arc::clone(&self.audit),
             Arc::clone(&self.clock),
             s.subscription_cache_secs,
-        ))
+        )
+        .with_parking(self.parked()?, s.resume_park_secs))
     }
 
     pub fn api(&self) -> Result<crate::api::Api, ConfigError> {
@@ -166,7 +179,9 @@ impl Wiring {
             )),
             ledger: self.ledger()?,
             archive: self.archive()?,
+            parked: self.parked()?,
             normalized_queue: normalized_queue.clone(),
+            dispatch_queue: self.dispatch_queue()?,
             audit: Arc::clone(&self.audit),
             clock: Arc::clone(&self.clock),
             settings: Arc::clone(s),
@@ -204,13 +219,14 @@ impl Wiring {
                 self.dynamodb.clone(),
                 self.table(&s.resume_table, "RESUME_TABLE")?,
             )),
+            self.parked()?,
             Arc::clone(&self.audit),
             Arc::clone(&self.clock),
             DispatchSettings::from_settings(Arc::clone(s)),
         );
         Ok(DispatchStage {
             dispatcher,
-            queue: self.queue(&s.dispatch_queue_url, "DISPATCH_QUEUE_URL")?,
+            queue: self.dispatch_queue()?,
         })
     }
 }

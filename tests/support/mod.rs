@@ -142,6 +142,7 @@ pub struct Tables {
     pub resumes: String,
     pub ledger: String,
     pub archive: String,
+    pub parked: String,
 }
 
 pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
@@ -150,6 +151,7 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
         resumes: unique("resume"),
         ledger: unique("ledger"),
         archive: unique("events"),
+        parked: unique("parked"),
     };
     custos_trigger::aws::tables::create_all(
         client,
@@ -162,6 +164,9 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
     custos_trigger::aws::tables::create_archive(client, &tables.archive)
         .await
         .expect("archive table created");
+    custos_trigger::aws::tables::create_parked(client, &tables.parked)
+        .await
+        .expect("parked table created");
     tables
 }
 

@@ -139,13 +139,26 @@ pub fn caller(request: &ApiRequest, allow_shim: bool) -> Result<Caller, Problem>
     }
 }
 
-/// Internal routes (resume waits): only IAM-signed callers (or the shim in development).
-pub fn internal(request: &ApiRequest, allow_shim: bool) -> Result<(), Problem> {
-    let signed = request.authorizer.as_ref().is_some_and(|a| a.iam.is_some());
-    if signed {
-        return Ok(());
+/// Internal routes (resume waits): only IAM-signed callers, and when an allow-list is
+/// configured (`TRIGGER_INTERNAL_CALLER_ARNS`) only the principals on it; the shim
+/// stands in outside production.
+pub fn internal(request: &ApiRequest, allow_shim: bool, allowed: &[String]) -> Result<(), Problem> {
+    let iam = request.authorizer.as_ref().and_then(|a| a.iam.as_ref());
+    if let Some(iam) = iam {
+        let arn = iam.user_arn.as_deref().unwrap_or_default();
+        if allowed.is_empty() || allowed.iter().any(|entry| arn_allowed(entry, arn)) {
+            return Ok(());
+        }
+        tracing::warn!(
+            caller_arn = arn,
+            "internal route refused: caller not on TRIGGER_INTERNAL_CALLER_ARNS"
+        );
+        return Err(Problem::new(
+            Code::PermissionDenied,
+            "this IAM principal may not call internal routes",
+        ));
     }
-    if allow_shim {
+    if allow_shim && request.header(SHIM_HEADER).is_some() {
         tracing::warn!("internal route called without IAM; allowed by the development shim");
         return Ok(());
     }
@@ -155,9 +168,36 @@ pub fn internal(request: &ApiRequest, allow_shim: bool) -> Result<(), Problem> {
     ))
 }
 
+/// An allow-list entry is an exact ARN, or a prefix ending in `*`.
+fn arn_allowed(entry: &str, arn: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => !arn.is_empty() && arn.starts_with(prefix),
+        None => entry == arn,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caller_allow_list_takes_exact_arns_and_star_prefixes() {
+        let role = "arn:aws:sts::123456789012:assumed-role/workflow/session-1";
+        assert!(arn_allowed(role, role));
+        assert!(arn_allowed(
+            "arn:aws:sts::123456789012:assumed-role/workflow/*",
+            role
+        ));
+        assert!(!arn_allowed(
+            "arn:aws:sts::123456789012:assumed-role/other/*",
+            role
+        ));
+        assert!(!arn_allowed(
+            "arn:aws:sts::123456789012:assumed-role/workflow",
+            role
+        ));
+        assert!(!arn_allowed("*", ""), "an unnamed caller never matches");
+    }
 
     #[test]
     fn claim_strings_split_into_permissions() {

@@ -11,12 +11,17 @@ use super::{Api, Params, Reply};
 use crate::dedup::{LedgerEntry, LedgerStatus, MatchKind};
 use crate::ids::EventId;
 
-fn outcome(entry: &LedgerEntry) -> Value {
+fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
     let status = match entry.status {
         LedgerStatus::Committed => "dispatched",
         LedgerStatus::Claimed | LedgerStatus::Released => "pending",
         LedgerStatus::DeadLettered => "dead_lettered",
         LedgerStatus::LoopRejected => "loop_rejected",
+        // Still deliverable to a registration of its triple until the window ends.
+        LedgerStatus::Parked | LedgerStatus::Superseded if entry.lease_until_ms > now_ms => {
+            entry.status.as_str()
+        }
+        LedgerStatus::Parked | LedgerStatus::Superseded => "park_expired",
     };
     let target = match entry.match_kind {
         MatchKind::Start => "subscriptionId",
@@ -35,6 +40,15 @@ fn outcome(entry: &LedgerEntry) -> Value {
     }
     if let Some(reason) = entry.reason {
         body["reason"] = reason.as_str().into();
+    }
+    if let Some(winner) = &entry.superseded_by {
+        body["supersededBy"] = winner.as_str().into();
+    }
+    if matches!(
+        entry.status,
+        LedgerStatus::Parked | LedgerStatus::Superseded
+    ) {
+        body["parkedUntilMs"] = entry.lease_until_ms.into();
     }
     if let Some(error) = entry
         .last_error
@@ -61,7 +75,8 @@ pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Rep
         )
         .with("eventId", event_id.as_str()));
     }
-    let matches: Vec<Value> = entries.iter().map(outcome).collect();
+    let now_ms = api.clock.now_ms();
+    let matches: Vec<Value> = entries.iter().map(|e| outcome(e, now_ms)).collect();
     let mut body = json!({ "eventId": event_id, "matches": matches });
     if let Some(archived) = archived {
         body["receivedAtMs"] = archived.received_at_ms.into();

@@ -27,7 +27,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::dedup::Ledger;
 use crate::queue::Queue;
-use crate::resume::ResumeStore;
+use crate::resume::{ParkStore, ResumeStore};
 use crate::selector::SelectorCache;
 use crate::subscription::SubscriptionStore;
 pub use problem::{Code, Problem};
@@ -117,13 +117,13 @@ pub const ROUTES: &[RouteSpec] = &[
         method: "POST",
         path: "/RegisterResumeSubscription",
         operation: Operation::RegisterResume,
-        statuses: &[200, 400, 401, 413, 422, 503],
+        statuses: &[200, 400, 401, 403, 413, 422, 503],
     },
     RouteSpec {
         method: "POST",
         path: "/CancelResumeSubscription",
         operation: Operation::CancelResume,
-        statuses: &[204, 400, 401, 413, 503],
+        statuses: &[204, 400, 401, 403, 413, 503],
     },
 ];
 
@@ -189,7 +189,10 @@ pub struct Api {
     pub resumes: Arc<dyn ResumeStore>,
     pub ledger: Arc<dyn Ledger>,
     pub archive: Arc<dyn EventArchive>,
+    pub parked: Arc<dyn ParkStore>,
     pub normalized_queue: Arc<dyn Queue>,
+    /// Where a registration sends the parked event it delivers.
+    pub dispatch_queue: Arc<dyn Queue>,
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<Settings>,
@@ -201,6 +204,15 @@ impl Api {
     /// Whether the development call-context shim may be used.
     pub fn allow_shim(&self) -> bool {
         !self.settings.is_production()
+    }
+
+    /// Internal routes: an IAM caller (on the allow-list when one is configured).
+    pub fn authorize_internal(&self, request: &ApiRequest) -> Result<(), Problem> {
+        auth::internal(
+            request,
+            self.allow_shim(),
+            &self.settings.internal_caller_arns,
+        )
     }
 
     /// Authenticates the caller, then checks the path workspace is theirs and they hold

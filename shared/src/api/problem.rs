@@ -9,6 +9,7 @@ pub enum Code {
     SubscriptionNotFound,
     SubscriptionConflict,
     SubscriptionDeleted,
+    ResumeWorkspaceRequired,
     SelectorInvalid,
     SelectorTypeError,
     DispatchFailed,
@@ -38,6 +39,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::SubscriptionNotFound,
     Code::SubscriptionConflict,
     Code::SubscriptionDeleted,
+    Code::ResumeWorkspaceRequired,
     Code::SelectorInvalid,
     Code::SelectorTypeError,
     Code::DispatchFailed,
@@ -92,6 +94,11 @@ impl Code {
                 "trigger.subscription_deleted",
                 409,
                 "Subscription is deleted",
+            ),
+            Code::ResumeWorkspaceRequired => (
+                "resume.workspace_required",
+                422,
+                "A resume wait needs the workspace it belongs to",
             ),
             Code::SelectorInvalid => (
                 "trigger.selector_invalid",

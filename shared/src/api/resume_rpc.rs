@@ -1,21 +1,20 @@
-//! Internal resume-wait RPCs (IAM-only): register is idempotent on the
+//! Internal resume-wait RPCs (IAM-only): register is idempotent for a live wait of the
 //! `(runId, stepId, eventKey)` triple (the original selector wins and a divergent replay
-//! is audited), a lapsed wait is registered afresh, and cancel is always 204.
+//! is audited); a lapsed or consumed wait is registered afresh as a new generation, and
+//! the earliest parked event that satisfies its selector is delivered at once. Waits
+//! always belong to a workspace. Cancel is always 204.
 
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth;
 use super::problem::{Code, Problem};
 use super::request::ApiRequest;
 use super::{Api, Reply};
 use crate::audit::{AuditEvent, AuditName};
-use crate::ids::WorkspaceId;
+use crate::dispatch::{DispatchMessage, DispatchTarget};
+use crate::ids::{EventId, WorkspaceId};
 use crate::resume::{parse_ttl, ResumeKey, ResumeWait};
-use crate::selector::CompiledExpr;
-
-/// The partition name upstream used for waits; audits without a tenant use it.
-const RESUME_PARTITION: &str = "_resume";
+use crate::selector::{CompiledExpr, EventScope};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -27,7 +26,7 @@ struct RegisterBody {
     selector: Option<String>,
     #[serde(default)]
     ttl: Option<String>,
-    /// The tenant registering the wait; events of other workspaces never resume it.
+    /// The tenant registering the wait: required; only its events resume the wait.
     #[serde(default)]
     workspace_id: Option<String>,
 }
@@ -38,6 +37,9 @@ struct CancelBody {
     run_id: String,
     step_id: String,
     event_key: String,
+    /// Cancels only this registration (as returned by register), when given.
+    #[serde(default)]
+    generation: Option<String>,
 }
 
 fn key(run_id: String, step_id: String, event_key: String) -> Result<ResumeKey, Problem> {
@@ -60,66 +62,142 @@ fn key(run_id: String, step_id: String, event_key: String) -> Result<ResumeKey, 
     })
 }
 
+/// How often register re-reads after losing a race with a concurrent registration.
+const REGISTER_ATTEMPTS: usize = 3;
+
 pub async fn register(api: &Api, request: &ApiRequest) -> Result<Reply, Problem> {
-    auth::internal(request, api.allow_shim())?;
+    api.authorize_internal(request)?;
     let body: RegisterBody = request.json()?;
     // Compiled on every path, replays included: an invalid selector is always a 422.
     if let Some(expr) = body.selector.as_deref().filter(|s| !s.trim().is_empty()) {
         CompiledExpr::selector(expr)?;
     }
+    let key = key(body.run_id, body.step_id, body.event_key)?;
     let workspace = body
         .workspace_id
         .as_deref()
-        .map(WorkspaceId::new)
-        .transpose()
-        .map_err(|e| Problem::new(Code::BadRequest, format!("workspaceId: {e}")))?;
-    let key = key(body.run_id, body.step_id, body.event_key)?;
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| {
+            Problem::new(
+                Code::ResumeWorkspaceRequired,
+                "workspaceId: required (a wait is resumed only by its own workspace's events)",
+            )
+        })
+        .and_then(|w| {
+            WorkspaceId::new(w)
+                .map_err(|e| Problem::new(Code::BadRequest, format!("workspaceId: {e}")))
+        })?;
     let resume_id = key.resume_id();
-    let now = api.clock.now_secs();
-    if let Some(existing) = api.resumes.get(&resume_id).await? {
-        if existing.is_live(now) {
-            if existing.selector != body.selector {
-                let audit_ws = existing
-                    .workspace_id
-                    .as_ref()
-                    .map_or(RESUME_PARTITION, |w| w.as_str());
-                api.audit.emit(
-                    AuditEvent::new(AuditName::ResumeDivergent, audit_ws, None)
-                        .with("resumeId", resume_id.as_str())
-                        .with("runId", key.run_id.as_str())
-                        .with("stepId", key.step_id.as_str())
-                        .with("eventKey", key.event_key.as_str())
-                        .with("originalSelector", existing.selector.clone())
-                        .with("replaySelector", body.selector.clone()),
-                );
-            }
-            return Ok(Reply::json(200, json!({ "subscriptionId": resume_id })));
-        }
-        api.resumes.delete(&resume_id).await?;
-    }
     let ttl = body
         .ttl
         .as_deref()
         .and_then(parse_ttl)
         .filter(|t| *t > 0)
         .unwrap_or(api.settings.resume_default_ttl_secs);
-    let wait = ResumeWait {
-        resume_id: resume_id.clone(),
-        run_id: key.run_id,
-        step_id: key.step_id,
-        event_key: key.event_key,
-        selector: body.selector,
-        workspace_id: workspace,
-        expires_at: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
+    for _ in 0..REGISTER_ATTEMPTS {
+        let now = api.clock.now_secs();
+        let existing = api.resumes.get(&resume_id).await?;
+        if let Some(live) = existing.as_ref().filter(|w| w.is_live(now)) {
+            if live.workspace_id.as_ref() != Some(&workspace) {
+                return Err(Problem::new(
+                    Code::WorkspaceMismatch,
+                    "this (runId, stepId, eventKey) is waited on by another workspace",
+                ));
+            }
+            if live.selector != body.selector {
+                api.audit.emit(
+                    AuditEvent::new(AuditName::ResumeDivergent, workspace.as_str(), None)
+                        .with("resumeId", resume_id.as_str())
+                        .with("runId", key.run_id.as_str())
+                        .with("stepId", key.step_id.as_str())
+                        .with("eventKey", key.event_key.as_str())
+                        .with("originalSelector", live.selector.clone())
+                        .with("replaySelector", body.selector.clone()),
+                );
+            }
+            return Ok(Reply::json(
+                200,
+                json!({ "subscriptionId": resume_id, "generation": live.generation }),
+            ));
+        }
+        let wait = ResumeWait {
+            resume_id: resume_id.clone(),
+            run_id: key.run_id.clone(),
+            step_id: key.step_id.clone(),
+            event_key: key.event_key.clone(),
+            selector: body.selector.clone(),
+            workspace_id: Some(workspace.clone()),
+            expires_at: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
+            generation: ResumeWait::new_generation(),
+            taken: None,
+            consumed_by: None,
+        };
+        let replacing = existing.as_ref().map(|w| w.generation.as_str());
+        if !api.resumes.register(&wait, replacing).await? {
+            continue;
+        }
+        let mut answer = json!({ "subscriptionId": resume_id, "generation": wait.generation });
+        if let Some(event_id) = deliver_parked(api, &wait).await? {
+            answer["deliveredEventId"] = event_id.as_str().into();
+        }
+        return Ok(Reply::json(200, answer));
+    }
+    Err(Problem::new(
+        Code::Unavailable,
+        "the wait kept changing while it was registered; retry",
+    ))
+}
+
+/// Hands the earliest parked event that satisfies the new wait's selector to the
+/// dispatcher (which takes the wait for it like for any other event).
+async fn deliver_parked(api: &Api, wait: &ResumeWait) -> Result<Option<EventId>, Problem> {
+    let Some(workspace) = &wait.workspace_id else {
+        return Ok(None);
     };
-    api.resumes.put(&wait).await?;
-    Ok(Reply::json(200, json!({ "subscriptionId": resume_id })))
+    let selector = match wait.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(expr) => Some(CompiledExpr::selector(expr)?),
+        None => None,
+    };
+    let parked = api
+        .parked
+        .parked(workspace, &wait.resume_id, api.clock.now_ms())
+        .await?;
+    for candidate in parked {
+        let satisfied = selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&EventScope::new(&candidate.event)) == Ok(true));
+        if !satisfied {
+            continue;
+        }
+        let event_id = candidate.event.event_id.clone();
+        let message = DispatchMessage {
+            workspace_id: workspace.clone(),
+            event: candidate.event,
+            target: DispatchTarget::Resume {
+                resume_id: wait.resume_id.clone(),
+                run_id: wait.run_id.clone(),
+                step_id: wait.step_id.clone(),
+                event_key: wait.event_key.clone(),
+                generation: wait.generation.clone(),
+            },
+        };
+        let body = serde_json::to_string(&message)
+            .map_err(|e| Problem::new(Code::BadRequest, e.to_string()))?;
+        api.dispatch_queue.send_batch(&[body]).await?;
+        api.parked
+            .remove(workspace, &wait.resume_id, &event_id)
+            .await?;
+        return Ok(Some(event_id));
+    }
+    Ok(None)
 }
 
 pub async fn cancel(api: &Api, request: &ApiRequest) -> Result<Reply, Problem> {
-    auth::internal(request, api.allow_shim())?;
+    api.authorize_internal(request)?;
     let body: CancelBody = request.json()?;
     let key = key(body.run_id, body.step_id, body.event_key)?;
-    api.resumes.delete(&key.resume_id()).await?;
+    api.resumes
+        .delete(&key.resume_id(), body.generation.as_deref())
+        .await?;
     Ok(Reply::empty(204))
 }

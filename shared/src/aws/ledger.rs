@@ -22,7 +22,8 @@ use crate::ids::{EventId, WorkspaceId};
 
 /// The item may be (re)claimed: absent, expired, given back, or its lease has passed.
 const CLAIMABLE: &str = "attribute_not_exists(ledgerId) OR expiresAt <= :nowS \
-     OR #status IN (:released, :dead, :loop) OR (#status = :claimed AND leaseUntilMs <= :nowMs)";
+     OR #status IN (:released, :dead, :loop, :parked, :superseded) \
+     OR (#status = :claimed AND leaseUntilMs <= :nowMs)";
 
 #[derive(Debug, Clone)]
 pub struct DynamoLedger {
@@ -83,6 +84,8 @@ fn claimable_values(request: UpdateItemFluentBuilder, now_ms: i64) -> UpdateItem
         .expression_attribute_values(":released", s(LedgerStatus::Released.as_str()))
         .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
         .expression_attribute_values(":loop", s(LedgerStatus::LoopRejected.as_str()))
+        .expression_attribute_values(":parked", s(LedgerStatus::Parked.as_str()))
+        .expression_attribute_values(":superseded", s(LedgerStatus::Superseded.as_str()))
         .expression_attribute_values(":claimed", s(LedgerStatus::Claimed.as_str()))
 }
 
@@ -110,6 +113,7 @@ pub fn entry_from_item(item: &Item) -> Option<LedgerEntry> {
         run_id: get_s(item, "runId").map(str::to_owned),
         last_error: get_s(item, "lastError").map(str::to_owned),
         reason: get_s(item, "reason").and_then(DeadLetterReason::parse),
+        superseded_by: get_s(item, "supersededBy").and_then(|e| EventId::new(e).ok()),
         attempts: get_n(item, "attempts").unwrap_or(0),
         first_attempt_ms: get_n(item, "firstAttemptMs").unwrap_or(0),
         expires_at: get_n(item, "expiresAt").unwrap_or(0),
@@ -127,7 +131,7 @@ impl Ledger for DynamoLedger {
                  attempts = if_not_exists(attempts, :zero) + :one, firstAttemptMs = if_not_exists(firstAttemptMs, :nowMs), \
                  workspaceId = :ws, dedupKey = :key, eventId = :event, targetId = :target, \
                  matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we \
-                 REMOVE runId, reason",
+                 REMOVE runId, reason, supersededBy",
             )
             .condition_expression(CLAIMABLE)
             .expression_attribute_values(":token", s(req.token.as_str()))
@@ -237,6 +241,26 @@ impl Ledger for DynamoLedger {
                 .expression_attribute_values(":reason", s(reason.as_str()))
                 .expression_attribute_values(":error", s(detail.as_str()))
                 .expression_attribute_values(":expires", n(*expires_at)),
+            Release::Parked {
+                winner: Some(winner),
+                until_ms,
+            } => request
+                .update_expression(
+                    "SET #status = :superseded, supersededBy = :winner, leaseUntilMs = :until, \
+                     updatedAtMs = :nowMs REMOVE claimToken",
+                )
+                .expression_attribute_values(":superseded", s(LedgerStatus::Superseded.as_str()))
+                .expression_attribute_values(":winner", s(winner.as_str()))
+                .expression_attribute_values(":until", n(*until_ms)),
+            Release::Parked {
+                winner: None,
+                until_ms,
+            } => request
+                .update_expression(
+                    "SET #status = :parked, leaseUntilMs = :until, updatedAtMs = :nowMs REMOVE claimToken",
+                )
+                .expression_attribute_values(":parked", s(LedgerStatus::Parked.as_str()))
+                .expression_attribute_values(":until", n(*until_ms)),
         };
         self.held_update(claim, request).await
     }
@@ -252,12 +276,17 @@ impl Ledger for DynamoLedger {
         } else {
             ""
         };
+        let (set_winner, remove_winner) = if entry.superseded_by.is_some() {
+            (", supersededBy = :winner", "")
+        } else {
+            ("", ", supersededBy")
+        };
         let mut request = self
             .update(&entry.workspace_id, &entry.key)
             .update_expression(format!(
                 "SET #status = :new, workspaceId = :ws, dedupKey = :key, eventId = :event, targetId = :target, \
-                 matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we{set_error}{set_reason}, \
-                 attempts = if_not_exists(attempts, :zero) + :one REMOVE claimToken, leaseUntilMs, runId"
+                 matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we{set_error}{set_reason}{set_winner}, \
+                 attempts = if_not_exists(attempts, :zero) + :one, leaseUntilMs = :lease REMOVE claimToken, runId{remove_winner}"
             ))
             .condition_expression(CLAIMABLE)
             .expression_attribute_values(":new", s(entry.status.as_str()))
@@ -269,12 +298,16 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":expires", n(entry.expires_at))
             .expression_attribute_values(":we", s(format!("{}#{}", entry.workspace_id, entry.event_id)))
             .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":lease", n(entry.lease_until_ms));
         if let Some(error) = &entry.last_error {
             request = request.expression_attribute_values(":error", s(error.as_str()));
         }
         if let Some(reason) = entry.reason {
             request = request.expression_attribute_values(":reason", s(reason.as_str()));
+        }
+        if let Some(winner) = &entry.superseded_by {
+            request = request.expression_attribute_values(":winner", s(winner.as_str()));
         }
         match claimable_values(request, entry.updated_at_ms).send().await {
             Ok(_) => Ok(()),

@@ -107,6 +107,19 @@ pub async fn create_archive(client: &Client, archive: &str) -> Result<(), String
     create(client, archive, "eventKey", None, None, Some("expiresAt")).await
 }
 
+/// Creates the parked-events table (`parkKey` / `eventId`, TTL `expiresAt`).
+pub async fn create_parked(client: &Client, parked: &str) -> Result<(), String> {
+    create(
+        client,
+        parked,
+        "parkKey",
+        Some("eventId"),
+        None,
+        Some("expiresAt"),
+    )
+    .await
+}
+
 /// Creates the three pipeline tables if they do not exist.
 pub async fn create_all(
     client: &Client,

@@ -40,6 +40,9 @@ pub enum DispatchTarget {
         run_id: String,
         step_id: String,
         event_key: String,
+        /// The registration this match was made for; empty for waits of older releases.
+        #[serde(default)]
+        generation: String,
     },
 }
 
@@ -88,6 +91,7 @@ impl DispatchMessage {
             run_id: None,
             last_error: detail,
             reason,
+            superseded_by: None,
             attempts,
             first_attempt_ms: 0,
             expires_at,
@@ -118,6 +122,7 @@ impl DispatchMessage {
                 run_id,
                 step_id,
                 event_key,
+                ..
             } => {
                 attrs.insert("resumeId".into(), resume_id.as_str().into());
                 attrs.insert("runId".into(), run_id.as_str().into());

@@ -20,7 +20,9 @@ use crate::dedup::{
     Claim, ClaimOutcome, ClaimRequest, DeadLetterReason, DedupKey, Ledger, LedgerEntry,
     LedgerError, LedgerStatus, Release,
 };
-use crate::resume::ResumeStore;
+use crate::ids::{EventId, ResumeId};
+use crate::resume::{ParkOutcome, ParkStore, ParkedEvent, ResumeStore, TakeOutcome, TakeRequest};
+use crate::store::StoreError;
 use crate::workflow::{RaiseEventRequest, StartRunRequest, WorkflowClient, WorkflowError};
 pub use backoff::Backoff;
 pub use message::{DispatchMessage, DispatchTarget};
@@ -49,6 +51,11 @@ pub enum DispatchOutcome {
         delay_secs: u32,
         reason: String,
     },
+    /// A resume event that found its wait gone (`superseded_by: None`) or taken by
+    /// another event: parked for the next registration of the triple.
+    Parked {
+        superseded_by: Option<EventId>,
+    },
 }
 
 impl DispatchOutcome {
@@ -59,6 +66,12 @@ impl DispatchOutcome {
             DispatchOutcome::DeadLettered { .. } => "dead_lettered",
             DispatchOutcome::LoopRejected { .. } => "loop_rejected",
             DispatchOutcome::RetryLater { .. } => "retry_later",
+            DispatchOutcome::Parked {
+                superseded_by: None,
+            } => "parked",
+            DispatchOutcome::Parked {
+                superseded_by: Some(_),
+            } => "superseded",
         }
     }
 }
@@ -68,6 +81,8 @@ impl DispatchOutcome {
 pub enum DispatchError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Which delivery of the message this is and how long the worker may hold a claim.
@@ -105,6 +120,8 @@ pub struct DispatchSettings {
     pub dead_letter_retention_secs: i64,
     /// How long transient failures are retried, from the first attempt.
     pub retry_window_ms: i64,
+    /// How long a resume event without a live wait stays parked (0: not parked).
+    pub park_ms: i64,
 }
 
 impl DispatchSettings {
@@ -112,6 +129,8 @@ impl DispatchSettings {
         let retry_window_ms = i64::try_from(settings.dispatch_retry_window_secs)
             .unwrap_or(i64::MAX / 1000)
             .saturating_mul(1000);
+        let park_ms =
+            i64::try_from(settings.resume_park_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         Self {
             backoff: Backoff {
                 base_secs: 1,
@@ -121,6 +140,7 @@ impl DispatchSettings {
             max_lease_ms: i64::try_from(MAX_LEASE_SECS * 1000).unwrap_or(60_000),
             dead_letter_retention_secs: crate::dedup::DEAD_LETTER_RETENTION_SECS,
             retry_window_ms,
+            park_ms,
         }
     }
 
@@ -141,6 +161,7 @@ pub struct Dispatcher {
     pub ledger: Arc<dyn Ledger>,
     pub workflow: Arc<dyn WorkflowClient>,
     pub resumes: Arc<dyn ResumeStore>,
+    pub parked: Arc<dyn ParkStore>,
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
     pub settings: DispatchSettings,
@@ -154,6 +175,7 @@ impl Dispatcher {
         ledger: Arc<dyn Ledger>,
         workflow: Arc<dyn WorkflowClient>,
         resumes: Arc<dyn ResumeStore>,
+        parked: Arc<dyn ParkStore>,
         audit: Arc<dyn AuditSink>,
         clock: Arc<dyn Clock>,
         settings: DispatchSettings,
@@ -162,6 +184,7 @@ impl Dispatcher {
             ledger,
             workflow,
             resumes,
+            parked,
             audit,
             clock,
             breaker: settings.breaker(),
@@ -222,6 +245,17 @@ impl Dispatcher {
                 });
             }
         };
+        if let DispatchTarget::Resume {
+            resume_id,
+            generation,
+            ..
+        } = &message.target
+        {
+            let taken = self.take(message, resume_id, generation, &claim).await?;
+            if taken != TakeOutcome::Taken {
+                return self.park(message, resume_id, &claim, taken).await;
+            }
+        }
         match self.call(message, &key).await {
             Ok(run_id) => {
                 self.breaker.record_success();
@@ -239,6 +273,76 @@ impl Dispatcher {
                 self.fail(message, &claim, error, attempt).await
             }
         }
+    }
+
+    /// Holds the resume wait for this event before the RPC: only one event per
+    /// registration ever gets past here. The hold outlasts the retry window, so the
+    /// event's own retries keep it and a crashed worker's hold lapses.
+    async fn take(
+        &self,
+        message: &DispatchMessage,
+        resume_id: &ResumeId,
+        generation: &str,
+        claim: &Claim,
+    ) -> Result<TakeOutcome, DispatchError> {
+        let now_ms = self.clock.now_ms();
+        let hold_ms =
+            self.settings.retry_window_ms + i64::from(self.settings.backoff.cap_secs) * 1000;
+        let request = TakeRequest {
+            resume_id,
+            generation,
+            event_id: &message.event.event_id,
+            token: &claim.token,
+            until_ms: now_ms.saturating_add(hold_ms),
+            now_ms,
+        };
+        Ok(self.resumes.take(&request).await?)
+    }
+
+    /// The event did not get the wait: it is recorded (`parked`, or `superseded` with
+    /// the winning event) and parked for the next registration of its triple.
+    async fn park(
+        &self,
+        message: &DispatchMessage,
+        resume_id: &ResumeId,
+        claim: &Claim,
+        taken: TakeOutcome,
+    ) -> Result<DispatchOutcome, DispatchError> {
+        let winner = match taken {
+            TakeOutcome::Superseded { winner } => Some(winner),
+            _ => None,
+        };
+        let now_ms = self.clock.now_ms();
+        let until_ms = now_ms.saturating_add(self.settings.park_ms);
+        if self.settings.park_ms > 0 {
+            let parked = ParkedEvent {
+                event: message.event.clone(),
+                parked_at_ms: now_ms,
+                until_ms,
+            };
+            let outcome = self
+                .parked
+                .park(&message.workspace_id, resume_id, &parked)
+                .await?;
+            if outcome == ParkOutcome::Full {
+                tracing::warn!(workspace_id = %message.workspace_id, event_id = %message.event.event_id, resume_id = %resume_id, "park full; event not kept for a later registration");
+            }
+        }
+        let release = Release::Parked {
+            winner: winner.clone(),
+            until_ms,
+        };
+        tolerate_lost_claim(self.ledger.release(claim, &release, now_ms).await)?;
+        tracing::info!(
+            workspace_id = %message.workspace_id,
+            event_id = %message.event.event_id,
+            resume_id = %resume_id,
+            superseded_by = winner.as_ref().map(EventId::as_str),
+            "resume event parked"
+        );
+        Ok(DispatchOutcome::Parked {
+            superseded_by: winner,
+        })
     }
 
     /// The backoff before attempt `number + 1`, with jitter.
@@ -313,6 +417,7 @@ impl Dispatcher {
                     event_name: event_key.clone(),
                     payload: message.event.data.clone(),
                     idempotency_key: key.to_string(),
+                    trigger_depth: message.event.depth.saturating_add(1),
                 };
                 self.workflow.raise_event(&request).await?;
                 Ok(None)
@@ -338,10 +443,25 @@ impl Dispatcher {
             Ok(()) | Err(LedgerError::ClaimLost(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        if let DispatchTarget::Resume { resume_id, .. } = &message.target {
+        if let DispatchTarget::Resume {
+            resume_id,
+            generation,
+            ..
+        } = &message.target
+        {
             self.emit(AuditName::ResumeDelivered, message, |e| e);
-            if let Err(e) = self.resumes.delete(resume_id).await {
-                tracing::warn!(resume_id = %resume_id, error = %e, "resume wait not deleted after delivery; it lapses by TTL");
+            match self
+                .resumes
+                .consume(resume_id, generation, &claim.token)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(resume_id = %resume_id, "resume wait was no longer held by this delivery when consumed")
+                }
+                Err(e) => {
+                    tracing::warn!(resume_id = %resume_id, error = %e, "resume wait not marked consumed; its hold lapses")
+                }
             }
         } else {
             let run = run_id.clone().map_or(Value::Null, Value::String);
@@ -403,6 +523,17 @@ impl Dispatcher {
             expires_at: now_ms / 1000 + self.settings.dead_letter_retention_secs,
         };
         tolerate_lost_claim(self.ledger.release(claim, &release, now_ms).await)?;
+        // Delivery failed for good: the wait is live again for the next matching event.
+        if let DispatchTarget::Resume {
+            resume_id,
+            generation,
+            ..
+        } = &message.target
+        {
+            self.resumes
+                .release(resume_id, generation, &claim.token)
+                .await?;
+        }
         self.emit(AuditName::DispatchFailed, message, |e| {
             e.with("reason", reason.as_str())
                 .with("detail", detail.as_str())

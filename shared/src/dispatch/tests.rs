@@ -31,6 +31,7 @@ fn harness_with(settings: Settings) -> Harness {
         ledger.clone(),
         workflow.clone(),
         resumes.clone(),
+        Arc::new(crate::memory::MemoryParkStore::default()),
         audit.clone(),
         clock.clone(),
         DispatchSettings::from_settings(Arc::new(settings)),
@@ -83,6 +84,7 @@ fn resume() -> DispatchMessage {
             run_id: "r1".into(),
             step_id: "s1".into(),
             event_key: "step.succeeded".into(),
+            generation: "g1".into(),
         },
     }
 }
@@ -441,25 +443,39 @@ async fn lease_is_bounded_by_the_deadline() {
     assert_eq!(request.lease_until_ms, now + 60_000);
 }
 
+fn live_wait(generation: &str) -> ResumeWait {
+    let DispatchTarget::Resume { resume_id, .. } = resume().target else {
+        unreachable!()
+    };
+    ResumeWait {
+        resume_id,
+        run_id: "r1".into(),
+        step_id: "s1".into(),
+        event_key: "step.succeeded".into(),
+        selector: None,
+        workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
+        expires_at: i64::MAX / 2000,
+        generation: generation.into(),
+        taken: None,
+        consumed_by: None,
+    }
+}
+
+/// The resume message of another event for the same wait.
+fn resume_of(event_id: &str) -> DispatchMessage {
+    let mut msg = resume();
+    msg.event.event_id = crate::ids::EventId::new(event_id).unwrap();
+    msg
+}
+
 #[tokio::test]
-async fn resume_delivers_event_data_and_deletes_the_wait() {
+async fn resume_delivers_event_data_with_depth_and_consumes_the_wait() {
     let h = harness();
     let msg = resume();
     let DispatchTarget::Resume { resume_id, .. } = &msg.target else {
         unreachable!()
     };
-    h.resumes
-        .put(&ResumeWait {
-            resume_id: resume_id.clone(),
-            run_id: "r1".into(),
-            step_id: "s1".into(),
-            event_key: "step.succeeded".into(),
-            selector: None,
-            workspace_id: None,
-            expires_at: i64::MAX,
-        })
-        .await
-        .unwrap();
+    h.resumes.put(&live_wait("g1")).await.unwrap();
     let outcome = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
     assert_eq!(outcome, DispatchOutcome::Dispatched { run_id: None });
     let raises = h.workflow.raises();
@@ -472,10 +488,13 @@ async fn resume_delivers_event_data_and_deletes_the_wait() {
     assert_eq!(raises[0].workspace_id, "ws1");
     assert_eq!(raises[0].payload, msg.event.data);
     assert_eq!(raises[0].idempotency_key, msg.dedup_key().as_str());
+    assert_eq!(raises[0].trigger_depth, 1, "the event's depth + 1");
     assert_eq!(h.audit.names(), [A::Matched, A::ResumeDelivered]);
     assert_eq!(h.audit.events()[1].attrs["resumeId"], resume_id.as_str());
-    assert!(
-        h.resumes.get(resume_id).await.unwrap().is_none(),
+    let wait = h.resumes.get(resume_id).await.unwrap().unwrap();
+    assert_eq!(
+        wait.consumed_by,
+        Some(msg.event.event_id.clone()),
         "one-shot"
     );
     let again = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
@@ -484,18 +503,118 @@ async fn resume_delivers_event_data_and_deletes_the_wait() {
 }
 
 #[tokio::test]
-async fn resume_to_unknown_run_is_a_permanent_failure() {
+async fn concurrent_events_for_one_registration_raise_exactly_once() {
     let h = harness();
+    h.resumes.put(&live_wait("g1")).await.unwrap();
+    let messages: Vec<DispatchMessage> = (0..10).map(|i| resume_of(&format!("evt-{i}"))).collect();
+    let outcomes = futures::future::join_all(
+        messages
+            .iter()
+            .map(|m| h.dispatcher.dispatch(m, attempt(1))),
+    )
+    .await;
+    let outcomes: Vec<DispatchOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert_eq!(h.workflow.raises().len(), 1, "{outcomes:?}");
+    let winner = &h.workflow.raises()[0].idempotency_key;
+    let superseded = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                DispatchOutcome::Parked {
+                    superseded_by: Some(_)
+                }
+            )
+        })
+        .count();
+    assert_eq!(superseded, 9);
+    // The losers are recorded with the winner and parked for the next registration.
+    let losers: Vec<LedgerEntry> = h
+        .ledger
+        .entries()
+        .into_iter()
+        .filter(|e| e.status == LedgerStatus::Superseded)
+        .collect();
+    assert_eq!(losers.len(), 9);
+    let winner_event = h
+        .ledger
+        .entries()
+        .into_iter()
+        .find(|e| e.key.as_str() == winner)
+        .unwrap()
+        .event_id;
+    assert!(losers
+        .iter()
+        .all(|e| e.superseded_by.as_ref() == Some(&winner_event)));
+    let DispatchTarget::Resume { resume_id, .. } = resume().target else {
+        unreachable!()
+    };
+    let parked = h
+        .dispatcher
+        .parked
+        .parked(
+            &WorkspaceId::new("ws1").unwrap(),
+            &resume_id,
+            h.clock.now_ms(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 9);
+}
+
+#[tokio::test]
+async fn a_permanently_failed_delivery_leaves_the_wait_live_for_the_next_event() {
+    let h = harness();
+    h.resumes.put(&live_wait("g1")).await.unwrap();
     h.workflow.script([status(404)]);
-    let outcome = h.dispatcher.dispatch(&resume(), attempt(1)).await.unwrap();
+    let first = h
+        .dispatcher
+        .dispatch(&resume_of("evt-a"), attempt(1))
+        .await
+        .unwrap();
     assert!(matches!(
-        outcome,
+        first,
         DispatchOutcome::DeadLettered {
             retryable: false,
             ..
         }
     ));
     assert_eq!(h.audit.names(), [A::Matched, A::DispatchFailed]);
+    let second = h
+        .dispatcher
+        .dispatch(&resume_of("evt-b"), attempt(1))
+        .await
+        .unwrap();
+    assert_eq!(second, DispatchOutcome::Dispatched { run_id: None });
+    assert_eq!(h.workflow.raises().len(), 2);
+}
+
+#[tokio::test]
+async fn a_match_for_an_older_generation_never_touches_the_newer_one() {
+    let h = harness();
+    h.resumes.put(&live_wait("g2")).await.unwrap();
+    // The dispatch message was made for generation g1, since replaced.
+    let outcome = h.dispatcher.dispatch(&resume(), attempt(1)).await.unwrap();
+    assert_eq!(
+        outcome,
+        DispatchOutcome::Parked {
+            superseded_by: None
+        }
+    );
+    assert!(h.workflow.raises().is_empty());
+    let DispatchTarget::Resume { resume_id, .. } = resume().target else {
+        unreachable!()
+    };
+    let wait = h.resumes.get(&resume_id).await.unwrap().unwrap();
+    assert_eq!(
+        (wait.generation.as_str(), wait.consumed_by, wait.taken),
+        ("g2", None, None)
+    );
+    assert!(
+        !h.resumes.delete(&resume_id, Some("g1")).await.unwrap(),
+        "a stale delete is a no-op"
+    );
+    assert!(h.resumes.get(&resume_id).await.unwrap().is_some());
 }
 
 #[tokio::test]

@@ -207,6 +207,9 @@ fn wait(selector: Option<&str>, expires_at: i64) -> ResumeWait {
         selector: selector.map(str::to_owned),
         workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
         expires_at,
+        generation: "g1".into(),
+        taken: None,
+        consumed_by: None,
     }
 }
 

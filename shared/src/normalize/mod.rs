@@ -174,8 +174,14 @@ pub fn workflow_lifecycle(
             }
         }
     }
-    let event_id = event_id.unwrap_or_else(|| {
-        derive_event_id(&[domain.as_str(), &run_id, kind.as_str(), &occurred_at])
+    // Two steps of one run can emit the same kind at the same instant: the step is part
+    // of the identity when there is one (run-level ids keep the upstream formula).
+    let step_id = envelope.get("stepId").and_then(Value::as_str);
+    let event_id = event_id.unwrap_or_else(|| match step_id {
+        Some(step) => {
+            derive_event_id(&[domain.as_str(), &run_id, step, kind.as_str(), &occurred_at])
+        }
+        None => derive_event_id(&[domain.as_str(), &run_id, kind.as_str(), &occurred_at]),
     });
     Ok(NormalizedEvent {
         schema_version: SchemaVersion::V1,
@@ -430,10 +436,39 @@ mod tests {
             derive_event_id(&[
                 "workflow",
                 "r1",
+                "s1",
                 "workflow.completed",
                 "2026-01-01T00:00:00Z"
             ])
         );
+        // Without a step, the run-level formula.
+        env.remove("stepId");
+        assert_eq!(
+            workflow_lifecycle(&env, LifecycleDomain::Workflow, None)
+                .unwrap()
+                .event_id,
+            derive_event_id(&[
+                "workflow",
+                "r1",
+                "workflow.completed",
+                "2026-01-01T00:00:00Z"
+            ])
+        );
+    }
+
+    #[test]
+    fn two_steps_of_a_run_with_the_same_kind_and_instant_get_different_ids() {
+        let ids: Vec<EventId> = ["s1", "s2"]
+            .iter()
+            .map(|step| {
+                let mut env = envelope();
+                env.insert("stepId".into(), json!(step));
+                workflow_lifecycle(&env, LifecycleDomain::Workflow, None)
+                    .unwrap()
+                    .event_id
+            })
+            .collect();
+        assert_ne!(ids[0], ids[1]);
     }
 
     #[test]

@@ -15,12 +15,13 @@ use crate::dedup::{
 };
 use crate::dispatch::{DispatchMessage, DispatchTarget};
 use crate::event::{NormalizedEvent, QueuedEvent, SourceType};
+use crate::ids::{EventId, ResumeId};
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::limits::{self, MAX_QUEUE_MESSAGE_BYTES};
 use crate::mapping;
 use crate::matching::{self, ResumeDecision, SelectorFailure, StartIndex};
 use crate::queue::{Queue, QueueError};
-use crate::resume::ResumeStore;
+use crate::resume::{ParkOutcome, ParkStore, ParkedEvent, ResumeStore};
 use crate::selector::{EvalError, EventScope, SelectorCache};
 use crate::store::StoreError;
 use crate::subscription::{Route, Subscription, SubscriptionStore};
@@ -73,6 +74,9 @@ pub struct MatchStage {
     /// How long a workspace's compiled index is reused (0 = reload per event).
     pub index_ttl_ms: i64,
     indexes: IndexCache,
+    /// Where resume events without a live wait wait for a registration, and how long
+    /// (none: not parked).
+    parking: Option<(Arc<dyn ParkStore>, i64)>,
 }
 
 /// What one event produced.
@@ -104,7 +108,15 @@ impl MatchStage {
             cache: SelectorCache::default(),
             index_ttl_ms: i64::try_from(index_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             indexes: IndexCache::default(),
+            parking: None,
         }
+    }
+
+    /// Parks resume events that find no live wait for `park_secs` (0: never).
+    pub fn with_parking(mut self, parked: Arc<dyn ParkStore>, park_secs: u64) -> Self {
+        let park_ms = i64::try_from(park_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.parking = (park_ms > 0).then_some((parked, park_ms));
+        self
     }
 
     pub async fn handle(&self, queued: &QueuedEvent) -> Result<MatchReport, MatchError> {
@@ -292,9 +304,31 @@ impl MatchStage {
             return Ok(None);
         };
         let resume_id = key.resume_id();
+        let message = |generation: String| DispatchMessage {
+            workspace_id: workspace.clone(),
+            event: event.clone(),
+            target: DispatchTarget::Resume {
+                resume_id: resume_id.clone(),
+                run_id: key.run_id.clone(),
+                step_id: key.step_id.clone(),
+                event_key: key.event_key.clone(),
+                generation,
+            },
+        };
         let Some(wait) = self.resumes.get(&resume_id).await? else {
+            self.park_early(&message(String::new()), &resume_id, None)
+                .await?;
             return Ok(None);
         };
+        // Another event of this workspace already resumed this registration: this one
+        // lost the race; recorded with the winner, and kept for a re-registration.
+        if let Some(winner) = wait.consumed_by.clone().filter(|_| {
+            wait.workspace_id.as_ref() == Some(workspace) && wait.expires_at > self.clock.now_secs()
+        }) {
+            self.park_early(&message(String::new()), &resume_id, Some(winner))
+                .await?;
+            return Ok(None);
+        }
         let decision = matching::match_resume(
             &wait,
             &key,
@@ -303,9 +337,14 @@ impl MatchStage {
             self.clock.now_secs(),
             &self.cache,
         );
-        if decision != ResumeDecision::Matched {
-            if let ResumeDecision::SelectorFailed(EvalError::NotBoolean { result_type }) = &decision
-            {
+        match &decision {
+            ResumeDecision::Matched => return Ok(Some(message(wait.generation))),
+            // No live wait of this workspace: the event may have come early.
+            ResumeDecision::Lapsed | ResumeDecision::OtherWorkspace => {
+                self.park_early(&message(String::new()), &resume_id, None)
+                    .await?;
+            }
+            ResumeDecision::SelectorFailed(EvalError::NotBoolean { result_type }) => {
                 self.audit.emit(
                     AuditEvent::new(
                         AuditName::SelectorTypeError,
@@ -316,25 +355,60 @@ impl MatchStage {
                     .with("resultType", result_type.as_str()),
                 );
             }
-            tracing::info!(
-                workspace_id = %workspace,
-                event_id = %event.event_id,
-                resume_id = %resume_id,
-                decision = ?decision,
-                "resume wait not taken"
-            );
-            return Ok(None);
+            _ => {}
         }
-        Ok(Some(DispatchMessage {
-            workspace_id: workspace.clone(),
-            event: event.clone(),
-            target: DispatchTarget::Resume {
-                resume_id,
-                run_id: key.run_id,
-                step_id: key.step_id,
-                event_key: key.event_key,
-            },
-        }))
+        tracing::info!(
+            workspace_id = %workspace,
+            event_id = %event.event_id,
+            resume_id = %resume_id,
+            decision = ?decision,
+            "resume wait not taken"
+        );
+        Ok(None)
+    }
+
+    /// Keeps a resume event that found no live wait for the next registration of its
+    /// triple, and records it (`parked` until the window ends, or `superseded` by the
+    /// event that consumed the wait) so its status says so.
+    async fn park_early(
+        &self,
+        message: &DispatchMessage,
+        resume_id: &ResumeId,
+        winner: Option<EventId>,
+    ) -> Result<(), MatchError> {
+        let Some((parked, park_ms)) = &self.parking else {
+            return Ok(());
+        };
+        let now_ms = self.clock.now_ms();
+        let until_ms = now_ms.saturating_add(*park_ms);
+        let event = ParkedEvent {
+            event: message.event.clone(),
+            parked_at_ms: now_ms,
+            until_ms,
+        };
+        let outcome = parked
+            .park(&message.workspace_id, resume_id, &event)
+            .await?;
+        let status = match winner {
+            Some(_) => LedgerStatus::Superseded,
+            None => LedgerStatus::Parked,
+        };
+        let mut entry = message.unclaimed_entry(
+            status,
+            None,
+            (outcome == ParkOutcome::Full)
+                .then(|| "the triple already holds the most parked events; not kept".to_owned()),
+            0,
+            now_ms,
+            until_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
+        );
+        entry.lease_until_ms = if outcome == ParkOutcome::Full {
+            now_ms
+        } else {
+            until_ms
+        };
+        self.ledger.record_unclaimed(&entry).await?;
+        Ok(())
     }
 }
 

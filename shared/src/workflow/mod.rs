@@ -30,6 +30,9 @@ pub struct RaiseEventRequest {
     pub event_name: String,
     pub payload: Map<String, Value>,
     pub idempotency_key: String,
+    /// The event's depth + 1, echoed on the lifecycle events the resumed run emits, so a
+    /// loop through resume waits is caught like a loop of starts.
+    pub trigger_depth: u32,
 }
 
 /// What StartRun answers.
@@ -149,11 +152,12 @@ mod tests {
             event_name: "k".into(),
             payload: Map::new(),
             idempotency_key: "key".into(),
+            trigger_depth: 1,
         };
         let body = serde_json::to_value(&req).unwrap();
         assert_eq!(
             body,
-            serde_json::json!({"workspaceId": "w", "eventName": "k", "payload": {}, "idempotencyKey": "key"})
+            serde_json::json!({"workspaceId": "w", "eventName": "k", "payload": {}, "idempotencyKey": "key", "triggerDepth": 1})
         );
     }
 }

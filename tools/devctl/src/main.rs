@@ -72,6 +72,9 @@ async fn run(args: &[String]) -> Result<(), Failure> {
                 selector: None,
                 workspace_id: Some(WorkspaceId::new(*workspace)?),
                 expires_at: SystemClock.now_secs() + ttl,
+                generation: "g1".into(),
+                taken: None,
+                consumed_by: None,
             };
             DynamoResumeStore::new(dynamodb, *table).put(&wait).await?;
             println!("{}", serde_json::to_string(&wait)?);

@@ -195,6 +195,9 @@ async fn lifecycle_event_can_start_and_resume_at_once() {
             selector: None,
             workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
             expires_at: 2_000,
+            generation: "g1".into(),
+            taken: None,
+            consumed_by: None,
         })
         .await
         .unwrap();
