@@ -17,6 +17,7 @@ use custos_trigger::resume::{ResumeKey, ResumeStore};
 use custos_trigger::runtime;
 use custos_trigger::selector::SelectorCache;
 use custos_trigger::stage::{DispatchStage, MatchStage};
+use custos_trigger::subscription::SubscriptionStore;
 use integration_tests::{acknowledge, dynamodb, queue, receive, sqs, tables, FakeWorkflow};
 use serde_json::{json, Value};
 
@@ -1039,6 +1040,18 @@ async fn resume_registration_rpc_semantics() {
         .await;
     assert_problem(&invalid, 422, "trigger.selector_invalid");
 
+    // Durations that are not usable are refused, never silently replaced.
+    for ttl in ["garbage", "P1Y", "P1M", "PT18446744073709551615S", "P53W"] {
+        let refused = h
+            .call(
+                "POST",
+                "/RegisterResumeSubscription",
+                As::Iam,
+                Some(register("r-ttl", json!(null), json!(ttl))),
+            )
+            .await;
+        assert_problem(&refused, 422, "resume.ttl_invalid");
+    }
     // Lapsed: registered afresh, new selector and expiry, no audit.
     h.clock.advance_ms(3_600_000);
     h.audit.clear();
@@ -1047,7 +1060,7 @@ async fn resume_registration_rpc_semantics() {
             "POST",
             "/RegisterResumeSubscription",
             As::Iam,
-            Some(register("r1", json!(null), json!("garbage"))),
+            Some(register("r1", json!(null), Value::Null)),
         )
         .await;
     assert_eq!(fresh.status, 200);
@@ -1061,7 +1074,7 @@ async fn resume_registration_rpc_semantics() {
     assert_eq!(
         stored.expires_at,
         h.clock.now_secs() + 604_800,
-        "unparseable ttl falls back to the default"
+        "no ttl: the default"
     );
     assert!(h.audit.events().is_empty());
 
@@ -1412,4 +1425,62 @@ async fn versions_make_changes_conditional_and_a_deleted_subscription_stays_dele
             .await;
         assert_problem(&revived, 409, "trigger.subscription_deleted");
     }
+}
+
+/// A store that panics, standing in for any bug below a route.
+struct PanickingStore;
+
+#[async_trait::async_trait]
+impl SubscriptionStore for PanickingStore {
+    async fn get(
+        &self,
+        _: &custos_trigger::ids::WorkspaceId,
+        _: &custos_trigger::ids::SubscriptionId,
+    ) -> Result<Option<custos_trigger::subscription::Subscription>, custos_trigger::store::StoreError>
+    {
+        panic!("a bug below the route")
+    }
+    async fn list_matchable(
+        &self,
+        _: &custos_trigger::ids::WorkspaceId,
+        _: &custos_trigger::subscription::Route,
+    ) -> Result<Vec<custos_trigger::subscription::Subscription>, custos_trigger::store::StoreError>
+    {
+        panic!("a bug below the route")
+    }
+    async fn put(
+        &self,
+        _: &custos_trigger::subscription::Subscription,
+    ) -> Result<(), custos_trigger::store::StoreError> {
+        panic!("a bug below the route")
+    }
+    async fn replace(
+        &self,
+        _: &custos_trigger::subscription::Subscription,
+        _: u64,
+    ) -> Result<(), custos_trigger::store::StoreError> {
+        panic!("a bug below the route")
+    }
+    async fn list(
+        &self,
+        _: &custos_trigger::ids::WorkspaceId,
+        _: &custos_trigger::subscription::ListQuery,
+    ) -> Result<custos_trigger::subscription::Page, custos_trigger::store::StoreError> {
+        panic!("a bug below the route")
+    }
+}
+
+#[tokio::test]
+async fn a_panic_below_a_route_is_a_problem_json_500_and_an_audit() {
+    let mut h = harness("development").await;
+    h.api.subscriptions = Arc::new(PanickingStore);
+    let answer = h
+        .call("GET", "/v1/workspaces/ws1/triggers/anything", WS1, None)
+        .await;
+    assert_problem(&answer, 500, "trigger.api.internal_error");
+    assert!(h
+        .audit
+        .events()
+        .iter()
+        .any(|a| a.audit == AuditName::RequestPanicked));
 }

@@ -37,6 +37,8 @@ pub enum AuditName {
     DeadLetterRecorded,
     #[serde(rename = "trigger.deadletter.unidentified")]
     DeadLetterUnidentified,
+    #[serde(rename = "trigger.api.panicked")]
+    RequestPanicked,
 }
 
 impl AuditName {
@@ -55,6 +57,7 @@ impl AuditName {
             AuditName::OutageBackoff => "trigger.outage.backoff",
             AuditName::DeadLetterRecorded => "trigger.deadletter.recorded",
             AuditName::DeadLetterUnidentified => "trigger.deadletter.unidentified",
+            AuditName::RequestPanicked => "trigger.api.panicked",
         }
     }
 
@@ -74,6 +77,7 @@ impl AuditName {
             AuditName::OutageBackoff => ("dispatch", "outage_backoff"),
             AuditName::DeadLetterRecorded => ("deadletter", "recorded"),
             AuditName::DeadLetterUnidentified => ("deadletter", "unidentified"),
+            AuditName::RequestPanicked => ("api", "panicked"),
         }
     }
 }
@@ -300,6 +304,7 @@ mod tests {
             AuditName::OutageBackoff,
             AuditName::DeadLetterRecorded,
             AuditName::DeadLetterUnidentified,
+            AuditName::RequestPanicked,
         ] {
             assert_eq!(serde_json::to_value(name).unwrap(), name.as_str());
         }

@@ -127,7 +127,7 @@ impl Settings {
             archive_ttl_secs: number(&lookup, "TRIGGER_ARCHIVE_TTL_SECONDS", 604_800)?,
             normalized_queue_url: text("NORMALIZED_QUEUE_URL"),
             dispatch_queue_url: text("DISPATCH_QUEUE_URL"),
-            environment: text("ENVIRONMENT").unwrap_or_else(|| "development".to_owned()),
+            environment: environment(text("ENVIRONMENT"))?,
         };
         settings.check_retry_budget()?;
         Ok(settings)
@@ -192,7 +192,13 @@ impl Settings {
     }
 
     pub fn is_production(&self) -> bool {
-        self.environment.eq_ignore_ascii_case("production")
+        self.environment == "production"
+    }
+
+    /// The development call-context shim (and shim-signed internal calls) are allowed
+    /// only where the environment says so explicitly.
+    pub fn allows_development_shim(&self) -> bool {
+        DEVELOPMENT_ENVIRONMENTS.contains(&self.environment.as_str())
     }
 
     /// A setting this function cannot run without.
@@ -243,6 +249,26 @@ fn overrides(raw: Option<String>) -> Result<HashMap<WorkspaceId, u32>, ConfigErr
         .collect()
 }
 
+/// Environments where local-only conveniences (the call-context shim) are on.
+const DEVELOPMENT_ENVIRONMENTS: &[&str] = &["development", "local"];
+const ENVIRONMENTS: &[&str] = &["production", "staging", "development", "local"];
+
+/// `ENVIRONMENT`: production unless set; an unknown name fails closed at cold start.
+fn environment(raw: Option<String>) -> Result<String, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok("production".to_owned());
+    };
+    let name = raw.to_ascii_lowercase();
+    if ENVIRONMENTS.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(ConfigError {
+            variable: "ENVIRONMENT",
+            reason: format!("expected one of {}, got {raw:?}", ENVIRONMENTS.join(", ")),
+        })
+    }
+}
+
 fn url(raw: Option<String>) -> Result<Option<String>, ConfigError> {
     match raw {
         Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(ConfigError {
@@ -274,8 +300,12 @@ mod tests {
         assert_eq!(s.dispatch_backoff_cap_secs, 300);
         assert_eq!(s.fanout_max_depth, 16);
         assert_eq!(s.workflow_service_url, None);
-        assert_eq!(s.environment, "development");
-        assert!(!s.is_production());
+        assert_eq!(
+            s.environment, "production",
+            "fail closed: production unless set"
+        );
+        assert!(s.is_production());
+        assert!(!s.allows_development_shim());
     }
 
     #[test]
@@ -308,6 +338,8 @@ mod tests {
             ("TRIGGER_FANOUT_MAX_DEPTH", "1.5"),
             ("TRIGGER_FANOUT_MAX_DEPTH_OVERRIDES", "ws1:3"),
             ("WORKFLOW_SERVICE_URL", "ftp://x"),
+            ("ENVIRONMENT", "dev"),
+            ("ENVIRONMENT", "prod"),
         ] {
             let err = settings(&[(var, value)]).unwrap_err();
             assert_eq!(err.variable, var);
@@ -356,6 +388,20 @@ mod tests {
             }
         }
         assert_eq!(checked, 24);
+    }
+
+    #[test]
+    fn only_development_and_local_allow_the_shim() {
+        for (name, shim) in [
+            ("development", true),
+            ("local", true),
+            ("Development", true),
+            ("staging", false),
+            ("production", false),
+        ] {
+            let s = settings(&[("ENVIRONMENT", name)]).unwrap();
+            assert_eq!(s.allows_development_shim(), shim, "{name}");
+        }
     }
 
     #[test]

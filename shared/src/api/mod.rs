@@ -63,67 +63,67 @@ pub const ROUTES: &[RouteSpec] = &[
         method: "POST",
         path: "/v1/workspaces/{ws}/triggers",
         operation: Operation::CreateTrigger,
-        statuses: &[201, 400, 401, 403, 413, 422, 503],
+        statuses: &[201, 400, 401, 403, 413, 422, 503, 500],
     },
     RouteSpec {
         method: "GET",
         path: "/v1/workspaces/{ws}/triggers",
         operation: Operation::ListTriggers,
-        statuses: &[200, 400, 401, 403, 503],
+        statuses: &[200, 400, 401, 403, 503, 500],
     },
     RouteSpec {
         method: "POST",
         path: "/v1/workspaces/{ws}/triggers:test",
         operation: Operation::TestSelector,
-        statuses: &[200, 400, 401, 403, 413, 422],
+        statuses: &[200, 400, 401, 403, 413, 422, 500],
     },
     RouteSpec {
         method: "GET",
         path: "/v1/workspaces/{ws}/triggers/{id}",
         operation: Operation::GetTrigger,
-        statuses: &[200, 400, 401, 403, 404, 503],
+        statuses: &[200, 400, 401, 403, 404, 503, 500],
     },
     RouteSpec {
         method: "PATCH",
         path: "/v1/workspaces/{ws}/triggers/{id}",
         operation: Operation::PatchTrigger,
-        statuses: &[200, 400, 401, 403, 404, 409, 412, 413, 422, 503],
+        statuses: &[200, 400, 401, 403, 404, 409, 412, 413, 422, 503, 500],
     },
     RouteSpec {
         method: "DELETE",
         path: "/v1/workspaces/{ws}/triggers/{id}",
         operation: Operation::DeleteTrigger,
-        statuses: &[204, 400, 401, 403, 404, 412, 503],
+        statuses: &[204, 400, 401, 403, 404, 412, 503, 500],
     },
     RouteSpec {
         method: "POST",
         path: "/v1/workspaces/{ws}/triggers/{id}:fire",
         operation: Operation::FireTrigger,
-        statuses: &[202, 400, 401, 403, 404, 409, 413, 503],
+        statuses: &[202, 400, 401, 403, 404, 409, 413, 503, 500],
     },
     RouteSpec {
         method: "GET",
         path: "/v1/workspaces/{ws}/events/{eventId}",
         operation: Operation::GetEvent,
-        statuses: &[200, 400, 401, 403, 404, 503],
+        statuses: &[200, 400, 401, 403, 404, 503, 500],
     },
     RouteSpec {
         method: "POST",
         path: "/v1/webhooks/{connectorInstanceId}",
         operation: Operation::ReceiveWebhook,
-        statuses: &[202, 400, 401, 404, 413, 503],
+        statuses: &[202, 400, 401, 404, 409, 413, 503, 500],
     },
     RouteSpec {
         method: "POST",
         path: "/RegisterResumeSubscription",
         operation: Operation::RegisterResume,
-        statuses: &[200, 400, 401, 403, 413, 422, 503],
+        statuses: &[200, 400, 401, 403, 413, 422, 503, 500],
     },
     RouteSpec {
         method: "POST",
         path: "/CancelResumeSubscription",
         operation: Operation::CancelResume,
-        statuses: &[204, 400, 401, 403, 413, 503],
+        statuses: &[204, 400, 401, 403, 413, 503, 500],
     },
 ];
 
@@ -203,7 +203,7 @@ pub struct Api {
 impl Api {
     /// Whether the development call-context shim may be used.
     pub fn allow_shim(&self) -> bool {
-        !self.settings.is_production()
+        self.settings.allows_development_shim()
     }
 
     /// Internal routes: an IAM caller (on the allow-list when one is configured).
@@ -236,12 +236,50 @@ impl Api {
     pub async fn handle(&self, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         let (path, result) = match ApiRequest::from_event(event) {
             Ok(request) => {
-                let result = self.route(&request).await;
+                let result = self.route_guarded(&request).await;
                 (request.path, result)
             }
             Err((path, problem)) => (path, Err(problem)),
         };
         respond(&path, result)
+    }
+
+    /// Routes the request; a panic anywhere below becomes a problem+json 500 and an
+    /// audit record instead of a dead runtime (a gateway 502).
+    async fn route_guarded(&self, request: &ApiRequest) -> Result<Reply, Problem> {
+        use futures::FutureExt;
+        match std::panic::AssertUnwindSafe(self.route(request))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(
+                    path = request.path,
+                    method = request.method,
+                    panic = message,
+                    "request handler panicked"
+                );
+                self.audit.emit(
+                    crate::audit::AuditEvent::new(
+                        crate::audit::AuditName::RequestPanicked,
+                        "",
+                        None,
+                    )
+                    .with("path", request.path.as_str())
+                    .with("method", request.method.as_str()),
+                );
+                Err(Problem::new(
+                    Code::Internal,
+                    "the request could not be handled; it was logged",
+                ))
+            }
+        }
     }
 
     pub async fn route(&self, request: &ApiRequest) -> Result<Reply, Problem> {

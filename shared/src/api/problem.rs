@@ -10,7 +10,9 @@ pub enum Code {
     SubscriptionConflict,
     SubscriptionDeleted,
     ResumeWorkspaceRequired,
+    ResumeTtlInvalid,
     SelectorInvalid,
+    SelectorTooExpensive,
     SelectorTypeError,
     DispatchFailed,
     DedupDuplicate,
@@ -32,6 +34,8 @@ pub enum Code {
     WebhookSignatureMissing,
     WebhookSignatureInvalid,
     WebhookTimestampOutOfTolerance,
+    WebhookReplayed,
+    Internal,
     Unavailable,
 }
 
@@ -40,7 +44,9 @@ pub const ALL_CODES: &[Code] = &[
     Code::SubscriptionConflict,
     Code::SubscriptionDeleted,
     Code::ResumeWorkspaceRequired,
+    Code::ResumeTtlInvalid,
     Code::SelectorInvalid,
+    Code::SelectorTooExpensive,
     Code::SelectorTypeError,
     Code::DispatchFailed,
     Code::DedupDuplicate,
@@ -62,6 +68,8 @@ pub const ALL_CODES: &[Code] = &[
     Code::WebhookSignatureMissing,
     Code::WebhookSignatureInvalid,
     Code::WebhookTimestampOutOfTolerance,
+    Code::WebhookReplayed,
+    Code::Internal,
     Code::Unavailable,
 ];
 
@@ -100,10 +108,20 @@ impl Code {
                 422,
                 "A resume wait needs the workspace it belongs to",
             ),
+            Code::ResumeTtlInvalid => (
+                "resume.ttl_invalid",
+                422,
+                "The wait's ttl is not a usable duration",
+            ),
             Code::SelectorInvalid => (
                 "trigger.selector_invalid",
                 422,
                 "Selector failed to compile",
+            ),
+            Code::SelectorTooExpensive => (
+                "trigger.selector_too_expensive",
+                422,
+                "Selector could do too much work per event",
             ),
             Code::SelectorTypeError => (
                 "trigger.selector_type_error",
@@ -168,6 +186,12 @@ impl Code {
                 401,
                 "Webhook timestamp outside the tolerance",
             ),
+            Code::WebhookReplayed => (
+                "trigger.webhook.replayed",
+                409,
+                "Webhook delivery replayed under another kind",
+            ),
+            Code::Internal => ("trigger.api.internal_error", 500, "Internal error"),
             Code::Unavailable => (
                 "trigger.api.unavailable",
                 503,
@@ -269,7 +293,11 @@ impl From<crate::limits::TooLarge> for Problem {
 
 impl From<crate::selector::SelectorError> for Problem {
     fn from(error: crate::selector::SelectorError) -> Self {
-        Problem::new(Code::SelectorInvalid, error.to_string())
+        let code = match error {
+            crate::selector::SelectorError::Invalid(_) => Code::SelectorInvalid,
+            crate::selector::SelectorError::TooExpensive(_) => Code::SelectorTooExpensive,
+        };
+        Problem::new(code, error.to_string())
     }
 }
 

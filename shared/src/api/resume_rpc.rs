@@ -54,12 +54,43 @@ fn key(run_id: String, step_id: String, event_key: String) -> Result<ResumeKey, 
                 format!("{name}: must not be empty"),
             ));
         }
+        if value.bytes().all(|b| b == b'.') {
+            return Err(Problem::new(
+                Code::BadRequest,
+                format!("{name}: {value:?} is not a usable id"),
+            ));
+        }
     }
     Ok(ResumeKey {
         run_id,
         step_id,
         event_key,
     })
+}
+
+/// The longest wait a registration may ask for.
+pub const MAX_RESUME_TTL_SECS: u64 = 365 * 86_400;
+
+/// The wait's lifetime: absent, blank or zero → the default; otherwise an ISO-8601
+/// duration of weeks, days, hours, minutes and seconds up to a year. Years and months
+/// (of no fixed length), anything else, and longer waits are refused rather than
+/// silently replaced by the default.
+fn ttl_secs(text: Option<&str>, default: u64) -> Result<u64, Problem> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(default);
+    };
+    match parse_ttl(text) {
+        None => Err(Problem::new(
+            Code::ResumeTtlInvalid,
+            format!("ttl: {text:?} is not an ISO-8601 duration of the form P[nW][nD][T[nH][nM][nS]] (years and months have no fixed length)"),
+        )),
+        Some(0) => Ok(default),
+        Some(secs) if secs > MAX_RESUME_TTL_SECS => Err(Problem::new(
+            Code::ResumeTtlInvalid,
+            format!("ttl: {text:?} is longer than the maximum of {MAX_RESUME_TTL_SECS} s (365 days)"),
+        )),
+        Some(secs) => Ok(secs),
+    }
 }
 
 /// How often register re-reads after losing a race with a concurrent registration.
@@ -88,12 +119,7 @@ pub async fn register(api: &Api, request: &ApiRequest) -> Result<Reply, Problem>
                 .map_err(|e| Problem::new(Code::BadRequest, format!("workspaceId: {e}")))
         })?;
     let resume_id = key.resume_id();
-    let ttl = body
-        .ttl
-        .as_deref()
-        .and_then(parse_ttl)
-        .filter(|t| *t > 0)
-        .unwrap_or(api.settings.resume_default_ttl_secs);
+    let ttl = ttl_secs(body.ttl.as_deref(), api.settings.resume_default_ttl_secs)?;
     for _ in 0..REGISTER_ATTEMPTS {
         let now = api.clock.now_secs();
         let existing = api.resumes.get(&resume_id).await?;

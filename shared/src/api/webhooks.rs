@@ -24,6 +24,10 @@ fn problem(error: IntakeError, connector: &str) -> Problem {
         }
         IntakeError::TooLarge(_) => Problem::new(Code::PayloadTooLarge, error.to_string()),
         IntakeError::EventTooLarge(too_large) => too_large.into(),
+        IntakeError::Replayed { ref original } => {
+            Problem::new(Code::WebhookReplayed, error.to_string())
+                .with("originalKind", original.as_str())
+        }
         other => {
             tracing::error!(connector_instance_id = connector, error = %other, "webhook could not be accepted");
             Problem::new(

@@ -29,6 +29,17 @@ pub enum AnalysisError {
     TypeMismatch(String),
 }
 
+/// How much work an expression can do per event: comprehensions (`all`, `exists`,
+/// `exists_one`, `map`, `filter`) iterate over lists the event supplies, so the cost is
+/// about `comprehensions × (longest list)^nesting`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Comprehensions in the expression.
+    pub comprehensions: usize,
+    /// The deepest nesting of comprehensions inside one another.
+    pub nesting: usize,
+}
+
 /// Envelope fields whose type is known to be a string (never a bool).
 const STRING_FIELDS: &[&[&str]] = &[
     &["kind"],
@@ -42,6 +53,7 @@ const STRING_FIELDS: &[&[&str]] = &[
 
 pub struct Analysis {
     pub pins: Vec<Pin>,
+    pub cost: Cost,
 }
 
 /// Walks `expr` once; `roots` are the names a selector may reference.
@@ -54,17 +66,25 @@ pub fn analyse(
         roots,
         scope: Vec::new(),
         max_depth,
+        nesting: 0,
+        cost: Cost::default(),
     };
     walker.walk(expr, 1)?;
     let mut pins = Vec::new();
     collect_pins(expr, &mut pins);
-    Ok(Analysis { pins })
+    Ok(Analysis {
+        pins,
+        cost: walker.cost,
+    })
 }
 
 struct Walker<'a> {
     roots: &'a [&'a str],
     scope: Vec<String>,
     max_depth: usize,
+    /// Comprehensions enclosing the node being walked.
+    nesting: usize,
+    cost: Cost,
 }
 
 impl Walker<'_> {
@@ -108,6 +128,9 @@ impl Walker<'_> {
             }),
             Expr::Comprehension(comp) => {
                 self.walk(&comp.iter_range, next)?;
+                self.cost.comprehensions += 1;
+                self.nesting += 1;
+                self.cost.nesting = self.cost.nesting.max(self.nesting);
                 let before = self.scope.len();
                 self.scope.push(comp.iter_var.clone());
                 if let Some(second) = &comp.iter_var2 {
@@ -123,6 +146,7 @@ impl Walker<'_> {
                 .into_iter()
                 .try_for_each(|e| self.walk(e, next));
                 self.scope.truncate(before);
+                self.nesting -= 1;
                 result
             }
         }

@@ -30,7 +30,19 @@ pub const MAX_SELECTOR_DEPTH: usize = 48;
 pub enum SelectorError {
     #[error("selector is invalid: {0}")]
     Invalid(String),
+    /// The expression could do too much work per event (see `MAX_COMPREHENSION_*`).
+    #[error("selector is too expensive: {0}")]
+    TooExpensive(String),
 }
+
+/// Comprehensions (`all`, `exists`, `exists_one`, `map`, `filter`) an expression may hold.
+pub const MAX_COMPREHENSIONS: usize = 8;
+/// How deeply comprehensions may nest inside one another.
+pub const MAX_COMPREHENSION_NESTING: usize = 2;
+/// Per event, an expression whose estimated work (`comprehensions × longest list in the
+/// event ^ nesting`) exceeds this is not run: it counts as a failed evaluation (no
+/// match) for that event, so it can never stall other subscriptions or tenants.
+pub const MAX_EVALUATION_COST: u64 = 1_000_000;
 
 /// Why evaluating a compiled selector did not produce a boolean.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -42,6 +54,9 @@ pub enum EvalError {
     /// A runtime error: a missing field, an operator on the wrong types, ...
     #[error("selector evaluation failed: {0}")]
     Execution(String),
+    /// Not run: on this event the expression would cost about `estimate` steps.
+    #[error("selector not evaluated: about {estimate} steps on this event exceed the limit of {MAX_EVALUATION_COST}")]
+    TooExpensive { estimate: u64 },
 }
 
 /// The shared CEL environment (standard library, macros), built once per process.
@@ -58,6 +73,7 @@ pub struct CompiledExpr {
     source: String,
     program: Program,
     pins: Vec<Pin>,
+    cost: analysis::Cost,
 }
 
 impl CompiledExpr {
@@ -104,10 +120,18 @@ impl CompiledExpr {
                     analysis::AnalysisError::TypeMismatch(m) => format!("type mismatch: {m}"),
                 })
             })?;
+        let cost = analysis.cost;
+        if cost.comprehensions > MAX_COMPREHENSIONS || cost.nesting > MAX_COMPREHENSION_NESTING {
+            return Err(SelectorError::TooExpensive(format!(
+                "{} comprehensions nested {} deep; at most {MAX_COMPREHENSIONS}, nested at most {MAX_COMPREHENSION_NESTING} deep",
+                cost.comprehensions, cost.nesting
+            )));
+        }
         Ok(Self {
             source: source.to_owned(),
             program,
             pins: analysis.pins,
+            cost,
         })
     }
 
@@ -122,6 +146,15 @@ impl CompiledExpr {
 
     /// Runs the expression in `scope`, returning its raw CEL value.
     pub fn evaluate(&self, scope: &EventScope) -> Result<CelValue, EvalError> {
+        if self.cost.comprehensions > 0 {
+            let longest = scope.longest_collection();
+            let nested = u32::try_from(self.cost.nesting).unwrap_or(u32::MAX);
+            let estimate = (self.cost.comprehensions as u64)
+                .saturating_mul(longest.max(1).saturating_pow(nested));
+            if estimate > MAX_EVALUATION_COST {
+                return Err(EvalError::TooExpensive { estimate });
+            }
+        }
         self.program
             .execute(&scope.context)
             .map_err(|e| EvalError::Execution(e.to_string()))
@@ -136,6 +169,25 @@ impl CompiledExpr {
             }),
         }
     }
+}
+
+fn longest_in(value: &Value) -> u64 {
+    let mut longest = 0u64;
+    let mut stack = vec![value];
+    while let Some(next) = stack.pop() {
+        match next {
+            Value::Array(items) => {
+                longest = longest.max(items.len() as u64);
+                stack.extend(items);
+            }
+            Value::Object(fields) => {
+                longest = longest.max(fields.len() as u64);
+                stack.extend(fields.values());
+            }
+            _ => {}
+        }
+    }
+    longest
 }
 
 fn bracket_depth(source: &str) -> usize {
@@ -158,6 +210,8 @@ fn bracket_depth(source: &str) -> usize {
 pub struct EventScope {
     context: Context<'static, 'static>,
     json: Value,
+    /// The longest list or map anywhere in the scope, computed on first need.
+    longest: std::sync::OnceLock<u64>,
 }
 
 impl EventScope {
@@ -180,10 +234,17 @@ impl EventScope {
         Self {
             context,
             json: event,
+            longest: std::sync::OnceLock::new(),
         }
     }
 
     /// The event as JSON (the pre-filter reads pinned fields from it).
+    /// The element count of the longest list or map in the event (what a comprehension
+    /// can iterate over).
+    pub fn longest_collection(&self) -> u64 {
+        *self.longest.get_or_init(|| longest_in(&self.json))
+    }
+
     pub fn json(&self) -> &Value {
         &self.json
     }

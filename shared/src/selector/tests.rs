@@ -25,6 +25,7 @@ fn eval(expr: &str) -> Result<bool, EvalError> {
 fn compile_error(expr: &str) -> String {
     match CompiledExpr::selector(expr) {
         Err(SelectorError::Invalid(m)) => m,
+        Err(other) => panic!("{expr}: {other}"),
         Ok(_) => panic!("{expr} compiled"),
     }
 }
@@ -218,7 +219,9 @@ fn desugar_rejects_bad_fields_jsonpath_cel_and_bad_regex() {
     for field in ["", "has-hyphen", "a..b", "1st"] {
         assert!(desugar(field, MatchType::Eq, "v").is_err(), "{field}");
     }
-    let SelectorError::Invalid(m) = desugar("a", MatchType::Jsonpath, "$.a").unwrap_err();
+    let Err(SelectorError::Invalid(m)) = desugar("a", MatchType::Jsonpath, "$.a") else {
+        panic!("jsonpath must be refused as invalid");
+    };
     assert!(m.contains("jsonpath"));
     assert!(desugar("a", MatchType::Cel, "true").is_err());
     assert!(desugar("a", MatchType::Regex, "(").is_err());
@@ -244,4 +247,46 @@ fn scope_exposes_inputs_only_for_manual_fires() {
         scope.field(&["data".into(), "repo".into()]),
         Some(&json!("acme/api"))
     );
+}
+
+#[test]
+fn selector_bombs_are_refused_at_compile_time() {
+    // Ten nested `.all()` macros: 10^10 steps over a ten-element list.
+    let mut bomb = "true".to_owned();
+    for i in 0..10 {
+        bomb = format!("event.data.xs.all(x{i}, {bomb})");
+    }
+    let Err(SelectorError::TooExpensive(m)) = CompiledExpr::selector(&bomb) else {
+        panic!("a selector bomb must be refused");
+    };
+    assert!(m.contains("nested 10 deep"), "{m}");
+    let many = (0..9)
+        .map(|i| format!("event.data.xs.exists(x{i}, x{i} == {i})"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    assert!(matches!(
+        CompiledExpr::selector(&many),
+        Err(SelectorError::TooExpensive(_))
+    ));
+    // Two levels are fine.
+    CompiledExpr::selector("event.data.xs.exists(x, event.data.ys.exists(y, x == y))").unwrap();
+}
+
+#[test]
+fn a_nested_comprehension_over_a_huge_list_is_not_run_for_that_event() {
+    let compiled =
+        CompiledExpr::selector("event.data.xs.exists(x, event.data.xs.exists(y, x == y + 1))")
+            .unwrap();
+    let event = |n: usize| {
+        let xs: Vec<i64> = (0..n as i64).collect();
+        EventScope::from_json(serde_json::json!({"kind": "x.y", "data": {"xs": xs}}), None)
+    };
+    assert_eq!(compiled.matches(&event(50)), Ok(true), "small lists run");
+    assert!(matches!(
+        compiled.matches(&event(5_000)),
+        Err(EvalError::TooExpensive { .. })
+    ));
+    // Without nesting the same list is cheap enough.
+    let flat = CompiledExpr::selector("event.data.xs.exists(x, x == 4999)").unwrap();
+    assert_eq!(flat.matches(&event(5_000)), Ok(true));
 }

@@ -253,6 +253,13 @@ impl MatchStage {
                 .with("subscriptionId", failure.owner_id.as_str())
                 .with("resultType", result_type.as_str()),
             ),
+            EvalError::TooExpensive { estimate } => tracing::warn!(
+                workspace_id = %workspace,
+                event_id = %event.event_id,
+                subscription_id = failure.owner_id,
+                estimate,
+                "selector too expensive for this event; not evaluated, treated as no match"
+            ),
             EvalError::Execution(reason) => tracing::debug!(
                 workspace_id = %workspace,
                 event_id = %event.event_id,

@@ -45,6 +45,9 @@ pub enum IntakeError {
     EventTooLarge(#[from] TooLarge),
     #[error("connector instance is misconfigured: {0}")]
     Misconfigured(String),
+    /// The same signed delivery again, relabelled with another kind.
+    #[error("this delivery was already received as {original}; a replay cannot change its kind")]
+    Replayed { original: String },
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
@@ -113,7 +116,8 @@ impl WebhookIntake {
         let event_id = queued.event.event_id.clone();
         let message = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
         let now_ms = self.clock.now_ms();
-        self.archive
+        let new = self
+            .archive
             .put_new(
                 &queued.workspace_id,
                 &queued.event,
@@ -121,6 +125,11 @@ impl WebhookIntake {
                 self.retention.expires_at(now_ms),
             )
             .await?;
+        if !new {
+            self.refuse_relabelled_replay(&queued).await?;
+        }
+        // A provider's retry is enqueued again (our earlier answer may have been lost);
+        // the dedup ledger makes it start nothing new.
         self.queue.send_batch(&[message]).await?;
         tracing::info!(
             workspace_id = %connector.workspace_id,
@@ -129,6 +138,35 @@ impl WebhookIntake {
             "webhook accepted"
         );
         Ok(event_id)
+    }
+
+    /// A delivery seen before (same signed material) must also be the same event: a
+    /// replay under another kind would fire other subscriptions.
+    async fn refuse_relabelled_replay(&self, queued: &QueuedEvent) -> Result<(), IntakeError> {
+        let original = self
+            .archive
+            .get(&queued.workspace_id, &queued.event.event_id)
+            .await?
+            .and_then(|archived| archived.event)
+            .map(|event| event.kind);
+        match original {
+            Some(kind) if kind != queued.event.kind => {
+                self.audit.emit(
+                    AuditEvent::new(
+                        AuditName::WebhookRejected,
+                        queued.workspace_id.as_str(),
+                        Some(queued.event.event_id.as_str()),
+                    )
+                    .with("reason", "replayed")
+                    .with("originalKind", kind.as_str())
+                    .with("replayKind", queued.event.kind.as_str()),
+                );
+                Err(IntakeError::Replayed {
+                    original: kind.as_str().to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn verify(
@@ -141,6 +179,21 @@ impl WebhookIntake {
         let mut secrets = Vec::with_capacity(connector.secret_refs.len());
         for reference in &connector.secret_refs {
             secrets.push(self.secrets.resolve(reference).await?);
+        }
+        let usable = match connector.scheme {
+            SignatureScheme::StandardWebhooks => {
+                secrets.iter().any(|s| verify::standard_key(s).is_some())
+            }
+            SignatureScheme::Github => secrets.iter().any(|s| verify::github_key(s).is_some()),
+            SignatureScheme::None => true,
+        };
+        if !usable {
+            // Logged for the operator, never told to the caller.
+            tracing::error!(
+                connector_instance_id = connector.connector_instance_id,
+                min_bytes = verify::MIN_SECRET_BYTES,
+                "no usable signing secret (too short or malformed); every delivery is refused"
+            );
         }
         let verified = match connector.scheme {
             SignatureScheme::StandardWebhooks => {
@@ -172,7 +225,7 @@ impl WebhookIntake {
             connector_instance_id: &connector.connector_instance_id,
             delivery_id: &verified.delivery_id,
             occurred_at,
-            kind: mapped_kind(connector, headers),
+            kind: mapped_kind(connector, headers, body.as_bytes()),
             vendor: connector.vendor.clone(),
             headers: raw_headers,
             body,
@@ -180,18 +233,28 @@ impl WebhookIntake {
     }
 }
 
-/// `<prefix>.<header value>` when the connector maps kinds and the result is a valid
-/// vendor kind; `webhook.received` otherwise.
+/// `<prefix>.<name>` when the connector maps kinds and the result is a valid vendor
+/// kind; `webhook.received` otherwise. The name comes from signed material where the
+/// scheme signs it: for Standard Webhooks the JSON body's `type` (never an unsigned
+/// header, which a replay could change); for GitHub (which signs only the body) the
+/// `kindHeader`, whose replays under another kind are refused by the archive check.
 fn mapped_kind(
     connector: &ConnectorInstance,
     headers: &HashMap<String, String>,
+    body: &[u8],
 ) -> Option<EventKind> {
-    let (header, prefix) = (
-        connector.kind_header.as_deref()?,
-        connector.kind_prefix.as_deref()?,
-    );
-    let value = headers.get(&header.to_ascii_lowercase())?;
-    match EventKind::new(format!("{prefix}.{}", value.to_ascii_lowercase())) {
+    let prefix = connector.kind_prefix.as_deref()?;
+    let name = match connector.scheme {
+        SignatureScheme::StandardWebhooks => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()?
+            .get("type")?
+            .as_str()?
+            .to_owned(),
+        SignatureScheme::Github | SignatureScheme::None => headers
+            .get(&connector.kind_header.as_deref()?.to_ascii_lowercase())?
+            .clone(),
+    };
+    match EventKind::new(format!("{prefix}.{}", name.to_ascii_lowercase())) {
         Ok(kind) => Some(kind),
         Err(e) => {
             tracing::warn!(connector_instance_id = connector.connector_instance_id, error = %e, "kind mapping failed; using webhook.received");

@@ -309,3 +309,89 @@ async fn a_body_under_the_byte_limit_whose_event_would_not_fit_is_refused_too_la
         .unwrap();
     assert_eq!(h.queue.sent().len(), 1);
 }
+
+#[tokio::test]
+async fn a_github_replay_under_any_delivery_id_is_the_same_event_and_cannot_change_kind() {
+    let h = harness().await;
+    let gh = |delivery: &str, event: &str| {
+        HashMap::from([
+            (
+                "x-hub-signature-256".to_owned(),
+                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+                    .to_owned(),
+            ),
+            ("x-github-delivery".to_owned(), delivery.to_owned()),
+            ("x-github-event".to_owned(), event.to_owned()),
+        ])
+    };
+    let first = h
+        .intake
+        .receive("gh1", &gh("d-1", "push"), b"Hello, World!")
+        .await
+        .unwrap();
+    let replay = h
+        .intake
+        .receive("gh1", &gh("d-2-forged", "push"), b"Hello, World!")
+        .await
+        .unwrap();
+    assert_eq!(replay, first, "a new delivery id does not make a new event");
+    let relabelled = h
+        .intake
+        .receive("gh1", &gh("d-3", "release"), b"Hello, World!")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        relabelled,
+        IntakeError::Replayed {
+            original: "github.push".into()
+        }
+    );
+    assert_eq!(
+        queued(&h.queue).len(),
+        2,
+        "the relabelled replay is not enqueued"
+    );
+    assert!(h
+        .audit
+        .events()
+        .iter()
+        .any(|a| a.audit == AuditName::WebhookRejected && a.attrs["reason"] == "replayed"));
+}
+
+#[tokio::test]
+async fn standard_webhooks_kinds_come_from_the_signed_body_never_a_header() {
+    let h = harness().await;
+    let mut connector = h.connectors.get("ci1").await.unwrap().unwrap();
+    connector.kind_prefix = Some("acme".into());
+    connector.kind_header = Some("x-acme-event".into());
+    h.connectors.put(&connector).await.unwrap();
+    let mut headers = headers(SIGNATURE);
+    headers.insert("x-acme-event".into(), "release".into());
+    h.intake.receive("ci1", &headers, BODY).await.unwrap();
+    // The spec example body has no `type`: the header is ignored, the kind is generic.
+    assert_eq!(queued(&h.queue)[0].event.kind.as_str(), "webhook.received");
+}
+
+#[tokio::test]
+async fn a_standard_webhooks_body_type_names_the_kind() {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let h = harness().await;
+    let mut connector = h.connectors.get("ci1").await.unwrap().unwrap();
+    connector.kind_prefix = Some("acme".into());
+    h.connectors.put(&connector).await.unwrap();
+    let body = br#"{"type": "Invoice.Paid", "data": {"id": 7}}"#;
+    let key = verify::standard_key(SECRET).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{ID}.{TIMESTAMP}.").as_bytes());
+    mac.update(body);
+    let signature = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    h.intake
+        .receive("ci1", &headers(&signature), body)
+        .await
+        .unwrap();
+    assert_eq!(queued(&h.queue)[0].event.kind.as_str(), "acme.invoice.paid");
+}

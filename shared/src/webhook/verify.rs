@@ -9,12 +9,16 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Seconds a Standard Webhooks timestamp may differ from now, either way.
-pub const TOLERANCE_SECS: i64 = 300;
+pub const TOLERANCE_SECS: u64 = 300;
+
+/// The shortest signing key accepted (Standard Webhooks recommends 24–64 bytes): a
+/// shorter one (an empty `whsec_` above all) would let anyone forge deliveries.
+pub const MIN_SECRET_BYTES: usize = 16;
 
 /// Why a delivery was refused (the `reason` of audit `trigger.webhook.rejected`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +38,9 @@ impl Rejection {
     }
 }
 
-/// A verified delivery: its id (retries of the provider reuse it) and timestamp.
+/// A verified delivery: its id, made of signed material so a replay cannot pose as a
+/// new delivery (Standard Webhooks: the signed `webhook-id`; GitHub, whose delivery id
+/// is unsigned: `sha256:<hex of the body>`), and its signed timestamp, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub delivery_id: String,
@@ -48,6 +54,12 @@ pub fn standard_key(secret: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()
+        .filter(|key| key.len() >= MIN_SECRET_BYTES)
+}
+
+/// The key bytes of a GitHub secret (the secret text itself), if long enough.
+pub fn github_key(secret: &str) -> Option<&[u8]> {
+    Some(secret.as_bytes()).filter(|key| key.len() >= MIN_SECRET_BYTES)
 }
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> Option<HmacSha256> {
@@ -83,7 +95,9 @@ pub fn standard_webhooks(
         .trim()
         .parse()
         .map_err(|_| Rejection::TimestampOutOfTolerance)?;
-    if (now_secs - sent).abs() > TOLERANCE_SECS {
+    // Checked: a timestamp like i64::MIN must be refused, not overflow.
+    let skew = now_secs.checked_sub(sent).map(i64::unsigned_abs);
+    if skew.is_none_or(|s| s > TOLERANCE_SECS) {
         return Err(Rejection::TimestampOutOfTolerance);
     }
     let candidates: Vec<Vec<u8>> = signatures
@@ -116,7 +130,7 @@ pub fn github(
     body: &[u8],
     secrets: &[String],
 ) -> Result<Verified, Rejection> {
-    let (Some(signature), Some(delivery)) = (
+    let (Some(signature), Some(_delivery)) = (
         header(headers, "x-hub-signature-256"),
         header(headers, "x-github-delivery"),
     ) else {
@@ -128,13 +142,15 @@ pub fn github(
         .ok_or(Rejection::SignatureInvalid)?;
     let valid = secrets
         .iter()
-        .filter_map(|s| mac(s.as_bytes(), &[body]))
+        .filter_map(|s| github_key(s))
+        .filter_map(|key| mac(key, &[body]))
         .any(|m| m.verify_slice(&given).is_ok());
     if !valid {
         return Err(Rejection::SignatureInvalid);
     }
+    // GitHub signs only the body: the delivery is the body (any X-GitHub-Delivery).
     Ok(Verified {
-        delivery_id: delivery.to_owned(),
+        delivery_id: format!("sha256:{}", hex::encode(Sha256::digest(body))),
         timestamp: None,
     })
 }

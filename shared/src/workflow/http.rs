@@ -63,6 +63,17 @@ fn truncate(bytes: &[u8]) -> String {
     text.chars().take(512).collect()
 }
 
+/// A run or step id as one URL path segment. `.`/`..` (in any percent-encoding) would be
+/// resolved as dot segments and leave `/internal/runs/`, so they are refused.
+fn safe_segment(value: &str) -> Result<String, WorkflowError> {
+    if value.is_empty() || value.bytes().all(|b| b == b'.') {
+        return Err(WorkflowError::Invalid(format!(
+            "{value:?} is not a usable path id"
+        )));
+    }
+    Ok(path_segment(value))
+}
+
 fn path_segment(value: &str) -> String {
     use std::fmt::Write;
     // Run and step ids are opaque: escape anything outside the unreserved set.
@@ -92,8 +103,8 @@ impl WorkflowClient for HttpWorkflowClient {
     async fn raise_event(&self, request: &RaiseEventRequest) -> Result<(), WorkflowError> {
         let path = format!(
             "/internal/runs/{}/steps/{}:raiseEvent",
-            path_segment(&request.run_id),
-            path_segment(&request.step_id)
+            safe_segment(&request.run_id)?,
+            safe_segment(&request.step_id)?
         );
         self.post(&path, &request.idempotency_key, request).await?;
         Ok(())
@@ -108,5 +119,14 @@ mod tests {
     fn path_segments_are_escaped() {
         assert_eq!(path_segment("run-1_a.b~"), "run-1_a.b~");
         assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn dot_segments_and_empty_ids_are_refused() {
+        for id in ["", ".", "..", "..."] {
+            assert!(safe_segment(id).is_err(), "{id:?}");
+        }
+        assert_eq!(safe_segment("..a").unwrap(), "..a");
+        assert!(!WorkflowError::Invalid("x".into()).is_retryable());
     }
 }

@@ -82,6 +82,9 @@ pub enum WorkflowError {
     Status { status: u16, body: String },
     #[error("{0}")]
     Decode(String),
+    /// The request cannot be made at all (e.g. a path id that would leave its route).
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 impl WorkflowError {
@@ -92,7 +95,7 @@ impl WorkflowError {
             WorkflowError::Status { status, .. } => {
                 matches!(status, 408 | 429) || (500..=599).contains(status)
             }
-            WorkflowError::Decode(_) => false,
+            WorkflowError::Decode(_) | WorkflowError::Invalid(_) => false,
         }
     }
 }

@@ -221,7 +221,14 @@ fn gh_headers(signature: &str) -> HashMap<String, String> {
 #[test]
 fn github_signature_verifies_with_its_secret_only() {
     let verified = github(&gh_headers(GH_SIGNATURE), GH_BODY, &secrets(&[GH_SECRET])).unwrap();
-    assert_eq!(verified.delivery_id, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    assert_eq!(
+        verified.delivery_id,
+        format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(GH_BODY))
+        ),
+        "GitHub's delivery id is unsigned: the signed body is the delivery"
+    );
     assert_eq!(
         github(&gh_headers(GH_SIGNATURE), GH_BODY, &secrets(&["nope"])),
         Err(Rejection::SignatureInvalid)
@@ -268,4 +275,43 @@ fn github_signature_verifies_with_its_secret_only() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn extreme_timestamps_are_refused_without_overflow() {
+    for timestamp in [i64::MIN.to_string(), i64::MAX.to_string()] {
+        let mut headers = spec_headers(SPEC_SIGNATURE);
+        headers.insert("webhook-timestamp".into(), timestamp);
+        assert_eq!(
+            standard_webhooks(
+                &headers,
+                SPEC_BODY,
+                &secrets(&[SPEC_SECRET]),
+                SPEC_TIMESTAMP
+            ),
+            Err(Rejection::TimestampOutOfTolerance)
+        );
+    }
+}
+
+#[test]
+fn short_secrets_verify_nothing() {
+    // An empty `whsec_` key, and keys under 16 bytes, would let anyone sign.
+    let empty_key_signature = {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"").unwrap();
+        mac.update(format!("{SPEC_ID}.{SPEC_TIMESTAMP}.").as_bytes());
+        mac.update(SPEC_BODY);
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        )
+    };
+    let headers = spec_headers(&empty_key_signature);
+    assert_eq!(
+        standard_webhooks(&headers, SPEC_BODY, &secrets(&["whsec_"]), SPEC_TIMESTAMP),
+        Err(Rejection::SignatureInvalid)
+    );
+    assert!(standard_key("whsec_c2hvcnQ=").is_none(), "5 bytes");
+    assert!(github_key("short").is_none());
 }
