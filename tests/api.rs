@@ -1313,7 +1313,7 @@ async fn refused_webhooks_are_401_with_a_reason_and_enqueue_nothing() {
 async fn github_deliveries_verify_with_an_ssm_secret_and_map_their_kind() {
     use hmac::{KeyInit, Mac};
     let h = harness("production").await;
-    let secret_ref = integration_tests::put_parameter("gh-secret").await;
+    let secret_ref = integration_tests::put_parameter("gh-secret-of-enough-bytes").await;
     h.connector(
         "ci-gh",
         "github",
@@ -1324,7 +1324,7 @@ async fn github_deliveries_verify_with_an_ssm_secret_and_map_their_kind() {
     let id = create(&h, json!({"sourceType": "webhook", "connectorInstanceId": "ci-gh", "workflowId": "wf",
                                "targetWorkflowVersionId": "wv", "selector": "event.kind == \"github.push\""})).await;
     let body = br#"{"ref":"refs/heads/main"}"#;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret-of-enough-bytes").unwrap();
     mac.update(body);
     let headers = json!({"x-hub-signature-256": format!("sha256={}", hex_encode(&mac.finalize().into_bytes())),
                          "x-github-delivery": "d-42", "x-github-event": "push"});

@@ -365,34 +365,7 @@ async fn a_workflow_service_outage_ends_with_every_event_dispatched_exactly_once
     let envelopes: Vec<Value> = (0..EVENTS)
         .map(|i| stack.envelope(&format!("run-outage-{i}"), json!({})))
         .collect();
-    let mut sends = tokio::task::JoinSet::new();
-    for envelope in &envelopes {
-        let (sqs, url, body) = (
-            stack.sqs.clone(),
-            stack.output("WorkflowEventsQueueUrl").to_owned(),
-            envelope.to_string(),
-        );
-        sends.spawn(async move {
-            sqs.send_message()
-                .queue_url(url)
-                .message_body(body)
-                .send()
-                .await
-        });
-    }
-    while let Some(sent) = sends.join_next().await {
-        sent.unwrap().unwrap();
-    }
-    let event_ids: Vec<String> = envelopes
-        .iter()
-        .map(|e| {
-            custos_trigger::stage::ingest::lifecycle_envelope(e)
-                .unwrap()
-                .event
-                .event_id
-                .to_string()
-        })
-        .collect();
+    let event_ids = stack.publish_all(&envelopes).await;
     tokio::time::sleep(Duration::from_secs(outage_secs).saturating_sub(outage_started.elapsed()))
         .await;
     let during = stack.calls("start").await;

@@ -39,6 +39,7 @@ pub fn message_body<T: Serialize>(
         bytes: usize::MAX,
         limit,
     })?;
+    let body = escape_for_sqs(body);
     if body.len() > limit {
         return Err(TooLarge {
             what,
@@ -47,6 +48,18 @@ pub fn message_body<T: Serialize>(
         });
     }
     Ok(body)
+}
+
+/// SQS refuses U+FFFE and U+FFFF in a message (it takes `#x9 | #xA | #xD | #x20-#xD7FF |
+/// #xE000-#xFFFD | #x10000-#x10FFFF`); serde_json already escapes the control
+/// characters, and in JSON text the two can only occur inside strings, where `\uXXXX`
+/// is the same value. So they are escaped rather than refused.
+fn escape_for_sqs(body: String) -> String {
+    if !body.contains(['\u{FFFE}', '\u{FFFF}']) {
+        return body;
+    }
+    body.replace('\u{FFFE}', "\\ufffe")
+        .replace('\u{FFFF}', "\\uffff")
 }
 
 #[cfg(test)]
@@ -60,5 +73,18 @@ mod tests {
         let err = message_body("event", &format!("{text}y"), 100).unwrap_err();
         assert_eq!((err.bytes, err.limit), (101, 100));
         assert!(err.to_string().contains("event"));
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_escaped_and_read_back_the_same() {
+        let value = serde_json::json!({"text": "a\u{FFFF}b\u{FFFE}c\u{FFFD}"});
+        let body = message_body("event", &value, 1_000).unwrap();
+        assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "{body}");
+        assert!(
+            body.contains('\u{FFFD}'),
+            "allowed characters stay as they are"
+        );
+        let back: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(back, value);
     }
 }

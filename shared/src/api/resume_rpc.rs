@@ -207,8 +207,11 @@ async fn deliver_parked(api: &Api, wait: &ResumeWait) -> Result<Option<EventId>,
                 generation: wait.generation.clone(),
             },
         };
-        let body = serde_json::to_string(&message)
-            .map_err(|e| Problem::new(Code::BadRequest, e.to_string()))?;
+        let body = crate::limits::message_body(
+            "dispatch message",
+            &message,
+            crate::limits::MAX_QUEUE_MESSAGE_BYTES,
+        )?;
         api.dispatch_queue.send_batch(&[body]).await?;
         api.parked
             .remove(workspace, &wait.resume_id, &event_id)

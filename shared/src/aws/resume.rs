@@ -31,6 +31,35 @@ impl DynamoResumeStore {
     }
 }
 
+impl DynamoResumeStore {
+    /// Applies `update` only while `token` holds this generation; `false` when it no
+    /// longer does (a lapsed hold, a newer generation).
+    async fn held_update(
+        &self,
+        id: &ResumeId,
+        generation: &str,
+        token: &str,
+        update: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("resumeId", s(id.as_str()))
+            .update_expression(update)
+            .condition_expression("generation = :gen AND takenToken = :token")
+            .expression_attribute_values(":gen", s(generation))
+            .expression_attribute_values(":token", s(token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(false),
+            Err(e) => Err(StoreError::Unavailable(describe(&e))),
+        }
+    }
+}
+
 fn decode(item: &Item) -> Result<ResumeWait, StoreError> {
     let mut wait: ResumeWait = doc(item)?;
     if let Some(generation) = get_s(item, "generation") {
@@ -156,22 +185,13 @@ impl ResumeStore for DynamoResumeStore {
         generation: &str,
         token: &str,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("resumeId", s(id.as_str()))
-            .update_expression("SET consumedBy = takenEventId REMOVE takenToken, takenUntilMs")
-            .condition_expression("generation = :gen AND takenToken = :token")
-            .expression_attribute_values(":gen", s(generation))
-            .expression_attribute_values(":token", s(token))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(false),
-            Err(e) => Err(StoreError::Unavailable(describe(&e))),
-        }
+        self.held_update(
+            id,
+            generation,
+            token,
+            "SET consumedBy = takenEventId REMOVE takenToken, takenUntilMs",
+        )
+        .await
     }
 
     async fn release(
@@ -180,22 +200,14 @@ impl ResumeStore for DynamoResumeStore {
         generation: &str,
         token: &str,
     ) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("resumeId", s(id.as_str()))
-            .update_expression("REMOVE takenEventId, takenToken, takenUntilMs")
-            .condition_expression("generation = :gen AND takenToken = :token")
-            .expression_attribute_values(":gen", s(generation))
-            .expression_attribute_values(":token", s(token))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(()),
-            Err(e) => Err(StoreError::Unavailable(describe(&e))),
-        }
+        self.held_update(
+            id,
+            generation,
+            token,
+            "REMOVE takenEventId, takenToken, takenUntilMs",
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn delete(&self, id: &ResumeId, generation: Option<&str>) -> Result<bool, StoreError> {

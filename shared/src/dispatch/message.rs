@@ -99,6 +99,34 @@ impl DispatchMessage {
         }
     }
 
+    /// The ledger item of a match dead-lettered before any RPC (`reason`, tenant-safe
+    /// `detail`), kept for `DEAD_LETTER_RETENTION_SECS`.
+    pub fn dead_letter_entry(
+        &self,
+        reason: DeadLetterReason,
+        detail: &str,
+        now_ms: i64,
+    ) -> LedgerEntry {
+        self.unclaimed_entry(
+            LedgerStatus::DeadLettered,
+            Some(reason),
+            Some(detail.to_owned()),
+            0,
+            now_ms,
+            now_ms / 1000 + crate::dedup::DEAD_LETTER_RETENTION_SECS,
+        )
+    }
+
+    /// An audit record about this match: workspace, event and the target's attributes.
+    pub fn audit(&self, name: crate::audit::AuditName) -> crate::audit::AuditEvent {
+        crate::audit::AuditEvent::new(
+            name,
+            self.workspace_id.as_str(),
+            Some(self.event.event_id.as_str()),
+        )
+        .with_attrs(&self.audit_attrs())
+    }
+
     /// The base audit attributes of upstream: start `{subscriptionId, workflowVersionId}`,
     /// resume `{resumeId, runId, stepId, eventKey}` (`eventId` is a top-level field).
     pub fn audit_attrs(&self) -> Map<String, Value> {

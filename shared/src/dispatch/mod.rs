@@ -478,7 +478,15 @@ impl Dispatcher {
         attempt: Attempt,
     ) -> Result<DispatchOutcome, DispatchError> {
         let retryable = error.is_retryable();
-        let detail = error.to_string();
+        // The ledger and audits are tenant-visible: the full error goes to the log only.
+        let detail = error.safe_detail();
+        tracing::warn!(
+            workspace_id = %message.workspace_id,
+            event_id = %message.event.event_id,
+            target_id = message.target_id(),
+            error = %error,
+            "Workflow Service call failed"
+        );
         let now_ms = self.clock.now_ms();
         let window_start = attempt.sent_ms.map_or(claim.first_attempt_ms, |sent| {
             sent.min(claim.first_attempt_ms)
@@ -494,14 +502,13 @@ impl Dispatcher {
                 .delay(claim.attempts)
                 .min(secs_ceil(window_end - now_ms))
                 .max(1);
-            tracing::warn!(
+            tracing::info!(
                 workspace_id = %message.workspace_id,
                 event_id = %message.event.event_id,
                 target_id = message.target_id(),
                 attempts = claim.attempts,
                 delay_secs,
-                error = %detail,
-                "dispatch failed, will retry"
+                "dispatch will retry"
             );
             self.emit(AuditName::RetryScheduled, message, |e| {
                 e.with("attempts", claim.attempts)

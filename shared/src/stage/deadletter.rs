@@ -13,9 +13,7 @@ use thiserror::Error;
 use crate::archive::{EventArchive, EventFate, Retention};
 use crate::audit::{AuditEvent, AuditName, AuditSink};
 use crate::clock::Clock;
-use crate::dedup::{
-    DeadLetterReason, Ledger, LedgerError, LedgerStatus, DEAD_LETTER_RETENTION_SECS,
-};
+use crate::dedup::{DeadLetterReason, Ledger, LedgerError};
 use crate::dispatch::DispatchMessage;
 use crate::event::QueuedEvent;
 use crate::ids::{EventId, WorkspaceId};
@@ -112,25 +110,13 @@ impl DeadLetterRecorder {
     async fn record_match(&self, message: &DispatchMessage) -> Result<Recorded, RecordError> {
         let reason = DeadLetterReason::RetriesExhausted;
         let detail = "the dispatch queue gave up on the match before it could be dispatched";
-        let now_ms = self.clock.now_ms();
-        let entry = message.unclaimed_entry(
-            LedgerStatus::DeadLettered,
-            Some(reason),
-            Some(detail.to_owned()),
-            0,
-            now_ms,
-            now_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
-        );
+        let entry = message.dead_letter_entry(reason, detail, self.clock.now_ms());
         // A committed item (the dispatch did happen) or a live claim wins.
         self.ledger.record_unclaimed(&entry).await?;
         self.audit.emit(
-            AuditEvent::new(
-                AuditName::DeadLetterRecorded,
-                message.workspace_id.as_str(),
-                Some(message.event.event_id.as_str()),
-            )
-            .with_attrs(&message.audit_attrs())
-            .with("reason", reason.as_str()),
+            message
+                .audit(AuditName::DeadLetterRecorded)
+                .with("reason", reason.as_str()),
         );
         Ok(Recorded::Match {
             workspace_id: message.workspace_id.clone(),
@@ -178,6 +164,7 @@ impl DeadLetterRecorder {
 mod tests {
     use super::*;
     use crate::archive::EventArchive;
+    use crate::dedup::LedgerStatus;
     use crate::memory::{MemoryArchive, MemoryLedger, RecordingAuditSink};
     use serde_json::json;
 

@@ -277,26 +277,15 @@ impl MatchStage {
         message: &DispatchMessage,
         detail: &str,
     ) -> Result<(), MatchError> {
-        let now_ms = self.clock.now_ms();
-        let entry = message.unclaimed_entry(
-            LedgerStatus::DeadLettered,
-            Some(DeadLetterReason::TooLarge),
-            Some(detail.to_owned()),
-            0,
-            now_ms,
-            now_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
-        );
+        let reason = DeadLetterReason::TooLarge;
+        let entry = message.dead_letter_entry(reason, detail, self.clock.now_ms());
         self.ledger.record_unclaimed(&entry).await?;
         self.audit.emit(
-            AuditEvent::new(
-                AuditName::DispatchFailed,
-                message.workspace_id.as_str(),
-                Some(message.event.event_id.as_str()),
-            )
-            .with_attrs(&message.audit_attrs())
-            .with("reason", DeadLetterReason::TooLarge.as_str())
-            .with("detail", detail)
-            .with("retryable", false),
+            message
+                .audit(AuditName::DispatchFailed)
+                .with("reason", reason.as_str())
+                .with("detail", detail)
+                .with("retryable", false),
         );
         Ok(())
     }

@@ -88,6 +88,22 @@ pub enum WorkflowError {
 }
 
 impl WorkflowError {
+    /// What a tenant may be told: the class of failure and the status, never the
+    /// service's URL, SDK text or response body (those go to the logs).
+    pub fn safe_detail(&self) -> String {
+        match self {
+            WorkflowError::Transport(_) => "the Workflow Service could not be reached".into(),
+            WorkflowError::Status { status, .. } => {
+                format!("the Workflow Service answered {status}")
+            }
+            WorkflowError::Decode(_) => "the Workflow Service's answer could not be read".into(),
+            WorkflowError::Invalid(_) => {
+                "the request to the Workflow Service could not be formed (an unusable run or step id)"
+                    .into()
+            }
+        }
+    }
+
     /// Transport errors, 408, 429 and 5xx are worth retrying; everything else is final.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -144,6 +160,18 @@ mod tests {
         assert!(RunRef::decode(br#"{"runId":"r1"}"#).is_err());
         let empty = br#"{"runId":"","status":"q","workspaceId":"w","workflowVersionId":"v"}"#;
         assert!(RunRef::decode(empty).is_err());
+    }
+
+    #[test]
+    fn safe_details_keep_the_status_and_drop_bodies_and_urls() {
+        let status = WorkflowError::Status {
+            status: 400,
+            body: "internal detail at http://10.0.0.7/internal".into(),
+        };
+        assert_eq!(status.safe_detail(), "the Workflow Service answered 400");
+        let transport =
+            WorkflowError::Transport("error sending request for url (http://10.0.0.7/)".into());
+        assert!(!transport.safe_detail().contains("http"));
     }
 
     #[test]
