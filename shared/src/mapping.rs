@@ -14,6 +14,8 @@ pub struct MappingError {
     /// Dotted location of the failing value inside the mapping.
     pub path: String,
     pub reason: String,
+    /// The expression was refused for its cost, not its syntax.
+    pub too_expensive: bool,
 }
 
 /// Resolves every placeholder of `mapping` against `scope`.
@@ -71,6 +73,7 @@ fn parse<'a>(text: &'a str, path: &str) -> Result<Vec<Segment<'a>>, MappingError
         let end = after.find("}}").ok_or_else(|| MappingError {
             path: path.to_owned(),
             reason: "placeholder `${{` is not closed by `}}`".to_owned(),
+            too_expensive: false,
         })?;
         segments.push(Segment::Expr(after[..end].trim()));
         rest = &after[end + 2..];
@@ -85,6 +88,7 @@ fn compile(expr: &str, path: &str) -> Result<CompiledExpr, MappingError> {
     CompiledExpr::mapping(expr).map_err(|e| MappingError {
         path: path.to_owned(),
         reason: e.to_string(),
+        too_expensive: matches!(e, crate::selector::SelectorError::TooExpensive(_)),
     })
 }
 
@@ -137,6 +141,7 @@ impl Resolver<'_> {
         let fail = |reason: String| MappingError {
             path: path.to_owned(),
             reason,
+            too_expensive: false,
         };
         let compiled = self.cache.mapping(expr).map_err(|e| fail(e.to_string()))?;
         let value = compiled

@@ -66,6 +66,12 @@ pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Rep
         .get("eventId")
         .and_then(|e| EventId::new(e.as_str()).ok())
         .ok_or_else(|| Problem::new(Code::BadRequest, "eventId must not be empty"))?;
+    if event_id.as_str().len() > super::MAX_PATH_ID_BYTES {
+        return Err(Problem::new(
+            Code::EventNotFound,
+            "no event has an id this long",
+        ));
+    }
     let archived = api.archive.get(&ws, &event_id).await?;
     let entries = api.ledger.for_event(&ws, &event_id).await?;
     if archived.is_none() && entries.is_empty() {

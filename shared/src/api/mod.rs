@@ -127,6 +127,9 @@ pub const ROUTES: &[RouteSpec] = &[
     },
 ];
 
+/// Ids in paths longer than this cannot name anything (store keys are bounded).
+pub const MAX_PATH_ID_BYTES: usize = 256;
+
 /// Path parameters captured by a template.
 pub type Params = HashMap<&'static str, String>;
 
@@ -226,8 +229,9 @@ impl Api {
         let caller = auth::caller(request, self.allow_shim())?;
         let ws = params
             .get("ws")
+            .filter(|ws| ws.len() <= MAX_PATH_ID_BYTES)
             .and_then(|ws| crate::ids::WorkspaceId::new(ws.as_str()).ok())
-            .ok_or_else(|| Problem::new(Code::BadRequest, "workspace must not be empty"))?;
+            .ok_or_else(|| Problem::new(Code::BadRequest, "workspace must be 1 to 256 bytes"))?;
         caller.authorize(&ws, permission)?;
         Ok(ws)
     }

@@ -58,14 +58,26 @@ fn check_authored(
 }
 
 fn check_mapping(mapping: &Map<String, Value>) -> Result<(), Problem> {
-    mapping::validate(mapping).map_err(|e| Problem::new(Code::SelectorInvalid, e.to_string()))
+    mapping::validate(mapping).map_err(|e| {
+        let code = if e.too_expensive {
+            Code::SelectorTooExpensive
+        } else {
+            Code::SelectorInvalid
+        };
+        Problem::new(code, e.to_string())
+    })
 }
 
 fn subscription_id(params: &Params) -> Result<SubscriptionId, Problem> {
-    params
+    let id = params
         .get("id")
         .and_then(|id| SubscriptionId::new(id.as_str()).ok())
-        .ok_or_else(|| Problem::new(Code::BadRequest, "subscription id must not be empty"))
+        .ok_or_else(|| Problem::new(Code::BadRequest, "subscription id must not be empty"))?;
+    // No subscription has such an id (and the store could not even look it up).
+    if id.as_str().len() > super::MAX_PATH_ID_BYTES {
+        return Err(not_found(&id));
+    }
+    Ok(id)
 }
 
 fn not_found(id: &SubscriptionId) -> Problem {

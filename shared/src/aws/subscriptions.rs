@@ -124,6 +124,9 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         Ok(found)
     }
 
+    /// One workspace partition in id order. Filters are applied by DynamoDB
+    /// (`FilterExpression`, whole 1 MB pages), so a filter that matches few of many
+    /// subscriptions costs a few pages, not one round trip per `limit` items.
     async fn list(&self, workspace: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError> {
         let mut items = Vec::new();
         let mut start = query.cursor.as_ref().map(|c| {
@@ -132,26 +135,51 @@ impl SubscriptionStore for DynamoSubscriptionStore {
                 ("subscriptionId".to_owned(), s(c.as_str())),
             ])
         });
-        while items.len() < query.limit {
-            let remaining = i32::try_from(query.limit - items.len()).unwrap_or(i32::MAX);
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("workspaceId = :ws")
-                .expression_attribute_values(":ws", s(workspace.as_str()))
-                .limit(remaining)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable(&e))?;
+        let mut filters = Vec::new();
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("workspaceId = :ws")
+            .expression_attribute_values(":ws", s(workspace.as_str()));
+        if let Some(state) = query.state {
+            filters.push("#state = :state");
+            request = request
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":state", s(state.as_str()));
+        }
+        if let Some(source) = query.source_type {
+            filters.push("sourceType = :source");
+            request = request.expression_attribute_values(":source", s(source.as_str()));
+        }
+        if !filters.is_empty() {
+            request = request.filter_expression(filters.join(" AND "));
+        }
+        loop {
+            let mut page = request.clone().set_exclusive_start_key(start);
+            if filters.is_empty() {
+                let remaining = query.limit.saturating_sub(items.len());
+                page = page.limit(i32::try_from(remaining).unwrap_or(i32::MAX));
+            }
+            let output = page.send().await.map_err(|e| unavailable(&e))?;
             for item in output.items() {
                 let subscription: Subscription = doc(item)?;
+                // The stored attributes and the document agree; checked all the same.
                 if query.admits(&subscription) {
                     items.push(subscription);
                 }
             }
             start = output.last_evaluated_key().cloned();
+            if items.len() >= query.limit {
+                // More may follow (the rest of this page, or further pages): the next
+                // page starts after the last item returned.
+                let more = items.len() > query.limit || start.is_some();
+                items.truncate(query.limit);
+                let next_cursor = more
+                    .then(|| items.last().map(|s| s.subscription_id.to_string()))
+                    .flatten();
+                return Ok(Page { items, next_cursor });
+            }
             if start.is_none() {
                 return Ok(Page {
                     items,
@@ -159,9 +187,6 @@ impl SubscriptionStore for DynamoSubscriptionStore {
                 });
             }
         }
-        let next_cursor =
-            start.and_then(|key| super::attrs::get_s(&key, "subscriptionId").map(str::to_owned));
-        Ok(Page { items, next_cursor })
     }
 
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {
