@@ -1484,3 +1484,137 @@ async fn a_panic_below_a_route_is_a_problem_json_500_and_an_audit() {
         .iter()
         .any(|a| a.audit == AuditName::RequestPanicked));
 }
+
+const CONNECTOR_ADMIN: As<'static> = As::Tenant(
+    "ws1",
+    &["trigger:connectors:read", "trigger:connectors:write"],
+);
+
+#[tokio::test]
+async fn connectors_are_registered_checked_rotated_and_deleted_through_the_api() {
+    let h = harness("production").await;
+    let good = integration_tests::put_secret(WHSEC).await;
+    let short = integration_tests::put_secret("whsec_c2hvcnQ=").await;
+    let base = "/v1/workspaces/ws1/connectors";
+    let created = h
+        .call(
+            "POST",
+            base,
+            CONNECTOR_ADMIN,
+            Some(
+                json!({"scheme": "standard-webhooks", "secretRefs": [good], "kindPrefix": "acme"}),
+            ),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["connectorInstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("con_") && id.len() == 36, "{id}");
+    assert_eq!(created.body["webhookPath"], format!("/v1/webhooks/{id}"));
+    assert_eq!(created.body["workspaceId"], "ws1");
+    let path = format!("{base}/{id}");
+    assert_eq!(
+        h.call("GET", &path, CONNECTOR_ADMIN, None).await.status,
+        200
+    );
+    let listed = h.call("GET", base, CONNECTOR_ADMIN, None).await;
+    assert_eq!(listed.body["items"][0]["connectorInstanceId"], id.as_str());
+
+    // Unusable configurations are refused when set, not at the first delivery.
+    for (body, code) in [
+        (
+            json!({"secretRefs": ["secretsmanager:custos/webhooks/none-such"]}),
+            "trigger.connector.secret_invalid",
+        ),
+        (
+            json!({"secretRefs": [short]}),
+            "trigger.connector.secret_invalid",
+        ),
+        (json!({"secretRefs": []}), "trigger.connector_invalid"),
+        (
+            json!({"scheme": "none", "secretRefs": [good]}),
+            "trigger.connector_invalid",
+        ),
+    ] {
+        let refused = h.call("POST", base, CONNECTOR_ADMIN, Some(body)).await;
+        assert_problem(&refused, 422, code);
+    }
+    let three = h
+        .call(
+            "PATCH",
+            &path,
+            CONNECTOR_ADMIN,
+            Some(json!({"secretRefs": [good, good, good]})),
+        )
+        .await;
+    assert_problem(&three, 422, "trigger.connector_invalid");
+    // Rotation: two refs at once are fine.
+    let second = integration_tests::put_secret(WHSEC).await;
+    let rotated = h
+        .call(
+            "PATCH",
+            &path,
+            CONNECTOR_ADMIN,
+            Some(json!({"secretRefs": [good, second]})),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_eq!(rotated.body["secretRefs"].as_array().unwrap().len(), 2);
+
+    // Tenant-bound and permission-bound.
+    let stranger = As::Tenant(
+        "ws2",
+        &["trigger:connectors:read", "trigger:connectors:write"],
+    );
+    assert_problem(
+        &h.call(
+            "GET",
+            &format!("/v1/workspaces/ws2/connectors/{id}"),
+            stranger.clone(),
+            None,
+        )
+        .await,
+        404,
+        "trigger.connector_not_found",
+    );
+    assert_eq!(
+        h.call(
+            "DELETE",
+            &format!("/v1/workspaces/ws2/connectors/{id}"),
+            stranger,
+            None
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        h.call("GET", &path, CONNECTOR_ADMIN, None).await.status,
+        200,
+        "untouched"
+    );
+    let reader = As::Tenant("ws1", &["trigger:connectors:read"]);
+    assert_problem(
+        &h.call("POST", base, reader, Some(json!({"secretRefs": [good]})))
+            .await,
+        403,
+        "permission_denied",
+    );
+
+    assert_eq!(
+        h.call("DELETE", &path, CONNECTOR_ADMIN, None).await.status,
+        204
+    );
+    assert_problem(
+        &h.call("GET", &path, CONNECTOR_ADMIN, None).await,
+        404,
+        "trigger.connector_not_found",
+    );
+    assert_eq!(
+        h.call("DELETE", &path, CONNECTOR_ADMIN, None).await.status,
+        204,
+        "idempotent"
+    );
+}

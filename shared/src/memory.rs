@@ -571,6 +571,24 @@ impl crate::webhook::ConnectorStore for MemoryConnectorStore {
         lock(&self.0).insert(connector.connector_instance_id.clone(), connector.clone());
         Ok(())
     }
+
+    async fn list(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<crate::webhook::ConnectorInstance>, StoreError> {
+        let mut found: Vec<_> = lock(&self.0)
+            .values()
+            .filter(|c| &c.workspace_id == workspace)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.connector_instance_id.cmp(&b.connector_instance_id));
+        Ok(found)
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        lock(&self.0).remove(id);
+        Ok(())
+    }
 }
 
 /// The event archive over a map.

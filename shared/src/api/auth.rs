@@ -14,6 +14,8 @@ pub const READ: &str = "trigger:subscriptions:read";
 pub const WRITE: &str = "trigger:subscriptions:write";
 pub const DELETE: &str = "trigger:subscriptions:delete";
 pub const FIRE: &str = "trigger:subscriptions:fire";
+pub const CONNECTORS_READ: &str = "trigger:connectors:read";
+pub const CONNECTORS_WRITE: &str = "trigger:connectors:write";
 
 pub const SHIM_HEADER: &str = "x-custos-callctx";
 

@@ -4,6 +4,7 @@
 //! `application/problem+json` with a code from the closed table.
 
 pub mod auth;
+pub mod connectors;
 pub mod events;
 pub mod problem;
 pub mod request;
@@ -47,6 +48,11 @@ pub enum Operation {
     RegisterResume,
     CancelResume,
     ReceiveWebhook,
+    CreateConnector,
+    ListConnectors,
+    GetConnector,
+    PatchConnector,
+    DeleteConnector,
 }
 
 /// One route: method, path template, and every status it can answer.
@@ -59,6 +65,36 @@ pub struct RouteSpec {
 }
 
 pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/connectors",
+        operation: Operation::CreateConnector,
+        statuses: &[201, 400, 401, 403, 413, 422, 503, 500],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/connectors",
+        operation: Operation::ListConnectors,
+        statuses: &[200, 400, 401, 403, 503, 500],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/connectors/{connectorId}",
+        operation: Operation::GetConnector,
+        statuses: &[200, 400, 401, 403, 404, 503, 500],
+    },
+    RouteSpec {
+        method: "PATCH",
+        path: "/v1/workspaces/{ws}/connectors/{connectorId}",
+        operation: Operation::PatchConnector,
+        statuses: &[200, 400, 401, 403, 404, 413, 422, 503, 500],
+    },
+    RouteSpec {
+        method: "DELETE",
+        path: "/v1/workspaces/{ws}/connectors/{connectorId}",
+        operation: Operation::DeleteConnector,
+        statuses: &[204, 400, 401, 403, 503, 500],
+    },
     RouteSpec {
         method: "POST",
         path: "/v1/workspaces/{ws}/triggers",
@@ -335,6 +371,11 @@ impl Api {
             Operation::RegisterResume => resume_rpc::register(self, request).await,
             Operation::CancelResume => resume_rpc::cancel(self, request).await,
             Operation::ReceiveWebhook => webhooks::receive(self, params, request).await,
+            Operation::CreateConnector => connectors::create(self, params, request).await,
+            Operation::ListConnectors => connectors::list(self, params, request).await,
+            Operation::GetConnector => connectors::get(self, params, request).await,
+            Operation::PatchConnector => connectors::patch(self, params, request).await,
+            Operation::DeleteConnector => connectors::delete(self, params, request).await,
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum Code {
     WebhookSignatureInvalid,
     WebhookTimestampOutOfTolerance,
     WebhookReplayed,
+    ConnectorNotFound,
+    ConnectorInvalid,
+    ConnectorSecretInvalid,
     Internal,
     Unavailable,
 }
@@ -69,6 +72,9 @@ pub const ALL_CODES: &[Code] = &[
     Code::WebhookSignatureInvalid,
     Code::WebhookTimestampOutOfTolerance,
     Code::WebhookReplayed,
+    Code::ConnectorNotFound,
+    Code::ConnectorInvalid,
+    Code::ConnectorSecretInvalid,
     Code::Internal,
     Code::Unavailable,
 ];
@@ -190,6 +196,21 @@ impl Code {
                 "trigger.webhook.replayed",
                 409,
                 "Webhook delivery replayed under another kind",
+            ),
+            Code::ConnectorNotFound => (
+                "trigger.connector_not_found",
+                404,
+                "Connector instance not found",
+            ),
+            Code::ConnectorInvalid => (
+                "trigger.connector_invalid",
+                422,
+                "Connector instance could not verify deliveries",
+            ),
+            Code::ConnectorSecretInvalid => (
+                "trigger.connector.secret_invalid",
+                422,
+                "Connector secret reference is not usable",
             ),
             Code::Internal => ("trigger.api.internal_error", 500, "Internal error"),
             Code::Unavailable => (

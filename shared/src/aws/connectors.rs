@@ -1,11 +1,15 @@
 //! Connector instances in DynamoDB, keyed by `connectorInstanceId` (the webhook URL
-//! carries only that id; the item names the workspace).
+//! carries only that id; the item names the workspace), with a `byWorkspace` index
+//! (`workspaceId` / `connectorInstanceId`) for listing a workspace's instances.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, s, Item};
-use super::documents::{get_item, put_document};
+use super::describe;
+use super::documents::{get_item, put_document, query_all};
+use super::tables::CONNECTORS_BY_WORKSPACE;
+use crate::ids::WorkspaceId;
 use crate::store::StoreError;
 use crate::webhook::{ConnectorInstance, ConnectorStore};
 
@@ -46,5 +50,33 @@ impl ConnectorStore for DynamoConnectorStore {
             ("workspaceId".to_owned(), s(connector.workspace_id.as_str())),
         ]);
         put_document(&self.client, &self.table, attributes, connector, None).await
+    }
+
+    async fn list(&self, workspace: &WorkspaceId) -> Result<Vec<ConnectorInstance>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(CONNECTORS_BY_WORKSPACE)
+            .key_condition_expression("workspaceId = :ws")
+            .expression_attribute_values(":ws", s(workspace.as_str()));
+        let items = query_all(query).await.map_err(StoreError::Unavailable)?;
+        let connectors: Vec<ConnectorInstance> = items.iter().map(doc).collect::<Result<_, _>>()?;
+        // The index is eventually consistent: re-check what it claims.
+        Ok(connectors
+            .into_iter()
+            .filter(|c| &c.workspace_id == workspace)
+            .collect())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("connectorInstanceId", s(id))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+        Ok(())
     }
 }

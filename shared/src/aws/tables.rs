@@ -12,6 +12,8 @@ use aws_sdk_dynamodb::Client;
 /// `{workspace}#source:{type}` or `{workspace}#connector:{id}`, present only while the
 /// subscription is an active start subscription, so the index is sparse).
 pub const SUBSCRIPTIONS_BY_ROUTE: &str = "byRoute";
+/// Connectors: `connectorInstanceId`; GSI `byWorkspace` (`workspaceId` / `connectorInstanceId`).
+pub const CONNECTORS_BY_WORKSPACE: &str = "byWorkspace";
 /// Ledger: `ledgerId` (`{workspace}#{dedupKey}`); GSI `byEvent` (`workspaceEvent` =
 /// `{workspace}#{eventId}` / `dedupKey`).
 pub const LEDGER_BY_EVENT: &str = "byEvent";
@@ -99,7 +101,19 @@ async fn create(
 
 /// Creates the connectors table (`connectorInstanceId`) if it does not exist.
 pub async fn create_connectors(client: &Client, connectors: &str) -> Result<(), String> {
-    create(client, connectors, "connectorInstanceId", None, None, None).await
+    create(
+        client,
+        connectors,
+        "connectorInstanceId",
+        None,
+        Some((
+            CONNECTORS_BY_WORKSPACE,
+            "workspaceId",
+            "connectorInstanceId",
+        )),
+        None,
+    )
+    .await
 }
 
 /// Creates the event archive (`eventKey` = `{workspace}#{eventId}`, TTL `expiresAt`).

@@ -69,4 +69,7 @@ pub trait ConnectorStore: Send + Sync {
         connector_instance_id: &str,
     ) -> Result<Option<ConnectorInstance>, StoreError>;
     async fn put(&self, connector: &ConnectorInstance) -> Result<(), StoreError>;
+    /// The workspace's connector instances, in id order.
+    async fn list(&self, workspace: &WorkspaceId) -> Result<Vec<ConnectorInstance>, StoreError>;
+    async fn delete(&self, connector_instance_id: &str) -> Result<(), StoreError>;
 }
