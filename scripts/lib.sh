@@ -118,7 +118,8 @@ deploy_local_stack() { # stack-name, workflow-service-url
     --parameter-overrides Architecture=x86_64 "WorkflowServiceUrl=$workflow_url" \
       Environment=development LogLevel=INFO \
       "DispatchRetryWindowSeconds=${CUSTOS_RETRY_WINDOW_SECONDS:-86400}" "DispatchBackoffCapSeconds=${CUSTOS_BACKOFF_CAP_SECONDS:-300}" \
-      "ResumeParkSeconds=${CUSTOS_RESUME_PARK_SECONDS:-300}" "FanoutMaxDepthOverrides=${CUSTOS_FANOUT_OVERRIDES:-}" >"$RUN/$stack-deploy.log" 2>&1 \
+      "ResumeParkSeconds=${CUSTOS_RESUME_PARK_SECONDS:-300}" \
+      ${CUSTOS_FANOUT_OVERRIDES:+"FanoutMaxDepthOverrides=$CUSTOS_FANOUT_OVERRIDES"} >"$RUN/$stack-deploy.log" 2>&1 \
     || { tail -n 40 "$RUN/$stack-deploy.log"; return 1; }
   "$MINISTACK_VENV/bin/python" "$ROOT/scripts/stack_outputs.py" "$stack" >"$LOCAL/$stack.outputs.json"
 }
