@@ -52,13 +52,17 @@ pub fn locate(reference: &str) -> Option<SecretLocation<'_>> {
         .map(SecretLocation::Parameter)
 }
 
-/// Caches resolved secrets for `ttl_ms`.
+/// Caches resolved secrets for `ttl_ms`, and failed look-ups for `NEGATIVE_TTL_MS`, so
+/// forged deliveries to a connector with a broken reference cannot hammer the store.
 pub struct CachedSecrets {
     inner: Arc<dyn SecretResolver>,
     clock: Arc<dyn Clock>,
     ttl_ms: i64,
-    entries: Mutex<HashMap<String, (i64, String)>>,
+    entries: Mutex<HashMap<String, (i64, Result<String, SecretError>)>>,
 }
+
+/// How long a failed secret look-up is remembered.
+pub const NEGATIVE_TTL_MS: i64 = 30_000;
 
 impl CachedSecrets {
     pub fn new(inner: Arc<dyn SecretResolver>, clock: Arc<dyn Clock>, ttl_ms: i64) -> Self {
@@ -80,17 +84,24 @@ impl SecretResolver for CachedSecrets {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(reference)
-            .filter(|(loaded, _)| now - loaded < self.ttl_ms)
-            .map(|(_, value)| value.clone());
-        if let Some(value) = cached {
-            return Ok(value);
+            .filter(|(loaded, result)| {
+                let ttl = if result.is_ok() {
+                    self.ttl_ms
+                } else {
+                    NEGATIVE_TTL_MS.min(self.ttl_ms)
+                };
+                now - loaded < ttl
+            })
+            .map(|(_, result)| result.clone());
+        if let Some(result) = cached {
+            return result;
         }
-        let value = self.inner.resolve(reference).await?;
+        let result = self.inner.resolve(reference).await;
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(reference.to_owned(), (now, value.clone()));
-        Ok(value)
+            .insert(reference.to_owned(), (now, result.clone()));
+        result
     }
 }
 
@@ -172,5 +183,27 @@ mod tests {
         cache.resolve("ssm:/a").await.unwrap();
         assert_eq!(inner.reads(), 2);
         assert!(cache.resolve("ssm:/missing").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn failed_look_ups_are_remembered_briefly() {
+        let inner = Arc::new(StaticSecrets::new([]));
+        let clock = Arc::new(ManualClock::at_ms(0));
+        let cache = CachedSecrets::new(inner.clone(), clock.clone(), 300_000);
+        for _ in 0..5 {
+            assert!(cache.resolve("ssm:/missing").await.is_err());
+        }
+        assert_eq!(
+            inner.reads(),
+            1,
+            "forged deliveries do not hammer the store"
+        );
+        clock.advance_ms(NEGATIVE_TTL_MS);
+        assert!(cache.resolve("ssm:/missing").await.is_err());
+        assert_eq!(
+            inner.reads(),
+            2,
+            "a fixed reference is seen within the negative TTL"
+        );
     }
 }
