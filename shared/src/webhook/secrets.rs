@@ -58,8 +58,11 @@ pub struct CachedSecrets {
     inner: Arc<dyn SecretResolver>,
     clock: Arc<dyn Clock>,
     ttl_ms: i64,
-    entries: Mutex<HashMap<String, (i64, Result<String, SecretError>)>>,
+    entries: Mutex<HashMap<String, Lookup>>,
 }
+
+/// When a reference was looked up (epoch ms), and what came back.
+type Lookup = (i64, Result<String, SecretError>);
 
 /// How long a failed secret look-up is remembered.
 pub const NEGATIVE_TTL_MS: i64 = 30_000;
