@@ -537,9 +537,14 @@ impl Dispatcher {
             ..
         } = &message.target
         {
-            self.resumes
+            // Not fatal: an unreleased hold lapses by itself at the end of the window.
+            if let Err(e) = self
+                .resumes
                 .release(resume_id, generation, &claim.token)
-                .await?;
+                .await
+            {
+                tracing::warn!(resume_id = %resume_id, error = %e, "resume wait not given back; its hold lapses");
+            }
         }
         self.emit(AuditName::DispatchFailed, message, |e| {
             e.with("reason", reason.as_str())
