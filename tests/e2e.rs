@@ -76,18 +76,9 @@ impl Stack {
 
     /// Publishes a lifecycle envelope the way the Workflow Service does; returns its eventId.
     async fn publish(&self, envelope: &Value) -> String {
-        self.sqs
-            .send_message()
-            .queue_url(self.output("WorkflowEventsQueueUrl"))
-            .message_body(envelope.to_string())
-            .send()
+        self.publish_all(std::slice::from_ref(envelope))
             .await
-            .unwrap();
-        custos_trigger::stage::ingest::lifecycle_envelope(envelope)
-            .unwrap()
-            .event
-            .event_id
-            .to_string()
+            .remove(0)
     }
 
     async fn outcomes(&self, event_id: &str) -> Vec<LedgerEntry> {

@@ -635,13 +635,7 @@ impl Dispatcher {
         message: &DispatchMessage,
         extend: impl FnOnce(AuditEvent) -> AuditEvent,
     ) {
-        let event = AuditEvent::new(
-            name,
-            message.workspace_id.as_str(),
-            Some(message.event.event_id.as_str()),
-        )
-        .with_attrs(&message.audit_attrs());
-        self.audit.emit(extend(event));
+        self.audit.emit(extend(message.audit(name)));
     }
 }
 
