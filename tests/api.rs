@@ -89,6 +89,7 @@ async fn harness(environment: &str) -> Harness {
         subscriptions: subscriptions.clone(),
         resumes: Arc::new(resumes.clone()),
         ledger: ledger.clone(),
+        dead_letters: ledger.clone(),
         archive,
         parked: parked.clone(),
         normalized_queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),

@@ -132,9 +132,21 @@ impl Stack {
 
     /// Calls the deployed API as this workspace (the development call-context shim).
     async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let ctx = json!({"workspace_id": self.workspace, "principal_id": "e2e", "permissions": [
+        self.api_as(&self.workspace, method, path, body).await
+    }
+
+    /// Calls the deployed API as a caller of `workspace`.
+    async fn api_as(
+        &self,
+        workspace: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let ctx = json!({"workspace_id": workspace, "principal_id": "e2e", "permissions": [
             "trigger:subscriptions:read", "trigger:subscriptions:write",
-            "trigger:subscriptions:delete", "trigger:subscriptions:fire"]});
+            "trigger:subscriptions:delete", "trigger:subscriptions:fire",
+            "trigger:deadletters:read", "trigger:deadletters:replay"]});
         let mut request = reqwest::Client::new()
             .request(method, format!("{}{path}", self.output("LocalApiUrl")))
             .header("x-custos-callctx", ctx.to_string());
@@ -987,4 +999,399 @@ async fn a_loop_through_resume_waits_stops_at_the_depth_limit() {
         depth = u32::try_from(raise.body["triggerDepth"].as_u64().unwrap()).unwrap();
     }
     panic!("the loop was never stopped");
+}
+
+/// Settles every event's matches (`per_event` each) and returns their ledger items.
+async fn settle_all(stack: &Stack, event_ids: &[String], per_event: usize) -> Vec<LedgerEntry> {
+    let mut all = Vec::new();
+    for id in event_ids {
+        all.extend(stack.settled(id, per_event).await);
+    }
+    all
+}
+
+/// Pages through `GET dead-letters` with `filter` (a query string) in pages of `limit`.
+async fn list_dead_letters(stack: &Stack, filter: &str, limit: usize) -> Vec<Value> {
+    let (mut items, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let mut path = format!(
+            "/v1/workspaces/{}/dead-letters?limit={limit}{filter}",
+            stack.workspace
+        );
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={}", urlencode(c)));
+        }
+        let (status, body) = stack.api(reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["items"].as_array().unwrap().clone();
+        assert!(page.len() <= limit);
+        items.extend(page);
+        match body["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the ledger item of `key` in this workspace has `status`.
+async fn ledger_status_becomes(stack: &Stack, entry: &LedgerEntry, status: LedgerStatus) {
+    let ledger = DynamoLedger::new(stack.dynamodb.clone(), stack.output("LedgerTableName"));
+    for _ in 0..180 {
+        let now = ledger
+            .get(&stack.ws(), &entry.key)
+            .await
+            .unwrap()
+            .map(|e| e.status);
+        if now == Some(status) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{} never became {status:?}", entry.key);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_replayed_with_their_original_keys_and_a_discard_is_final() {
+    let stack = Stack::new();
+    stack.subscribe("sub-a", "true").await;
+    stack.subscribe("sub-b", "true").await;
+    stack
+        .fake
+        .fault(json!({"status": 400, "count": 6, "workspace": stack.workspace}))
+        .await;
+    let envelopes: Vec<Value> = (0..3)
+        .map(|i| stack.envelope(&format!("run-dl-{i}"), json!({})))
+        .collect();
+    let event_ids = stack.publish_all(&envelopes).await;
+    let entries = settle_all(&stack, &event_ids, 2).await;
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.status == LedgerStatus::DeadLettered),
+        "{entries:?}"
+    );
+
+    // Listed with a cursor, filtered by subscription and reason, and nobody else's.
+    let all = list_dead_letters(&stack, "", 4).await;
+    assert_eq!(all.len(), 6);
+    let ids: HashSet<&str> = all
+        .iter()
+        .map(|d| d["deadLetterId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 6, "no item twice across pages");
+    assert!(
+        all.iter()
+            .all(|d| d["reason"] == "rejected" && d["replayable"] == true),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|d| !d["detail"].as_str().unwrap().contains("http")),
+        "no internal URL: {all:?}"
+    );
+    assert_eq!(
+        list_dead_letters(&stack, "&subscriptionId=sub-a", 2)
+            .await
+            .len(),
+        3
+    );
+    assert!(list_dead_letters(&stack, "&reason=retries_exhausted", 10)
+        .await
+        .is_empty());
+    let base = format!("/v1/workspaces/{}", stack.workspace);
+    for path in [format!("{base}/dead-letters"), format!("{base}/events")] {
+        let (status, body) = stack
+            .api_as("ws-intruder", reqwest::Method::GET, &path, None)
+            .await;
+        assert_eq!(status, 403, "{body}");
+    }
+    let first = all[0]["deadLetterId"].as_str().unwrap().to_owned();
+    let intruder = format!("/v1/workspaces/ws-intruder/dead-letters/{first}");
+    let (status, body) = stack
+        .api_as("ws-intruder", reqwest::Method::GET, &intruder, None)
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("trigger.deadletter_not_found"))
+    );
+    let (status, _) = stack
+        .api_as(
+            "ws-intruder",
+            reqwest::Method::POST,
+            &format!("{intruder}:replay"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "another workspace's dead letter cannot be replayed"
+    );
+
+    // Inspect one: the event and the resolved inputs.
+    let (status, one) = stack
+        .api(
+            reqwest::Method::GET,
+            &format!("{base}/dead-letters/{first}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert!(one["event"]["data"]["runId"]
+        .as_str()
+        .unwrap()
+        .starts_with("run-dl-"));
+    assert_eq!(
+        one["target"]["inputs"]["from"],
+        one["event"]["data"]["runId"]
+    );
+
+    stack.fake.clear_faults(&stack.workspace).await;
+    let by_id = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e.key.digest() == id)
+            .unwrap()
+            .clone()
+    };
+
+    // One replayed, one discarded, the rest in bulk.
+    let (status, body) = stack
+        .api(
+            reqwest::Method::POST,
+            &format!("{base}/dead-letters/{first}:replay"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    ledger_status_becomes(&stack, &by_id(&first), LedgerStatus::Committed).await;
+    let (status, body) = stack
+        .api(
+            reqwest::Method::POST,
+            &format!("{base}/dead-letters/{first}:replay"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("trigger.deadletter_not_replayable"))
+    );
+
+    let second = all[1]["deadLetterId"].as_str().unwrap().to_owned();
+    let (status, _) = stack
+        .api(
+            reqwest::Method::DELETE,
+            &format!("{base}/dead-letters/{second}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    for (method, suffix) in [
+        (reqwest::Method::DELETE, ""),
+        (reqwest::Method::POST, ":replay"),
+    ] {
+        let (status, body) = stack
+            .api(
+                method,
+                &format!("{base}/dead-letters/{second}{suffix}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("trigger.deadletter_not_replayable"))
+        );
+    }
+
+    let (status, body) = stack
+        .api(
+            reqwest::Method::POST,
+            &format!("{base}/dead-letters:replay"),
+            Some(json!({"max": 1000})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["replayed"].as_u64()),
+        (202, Some(4)),
+        "{body}"
+    );
+    for entry in &entries {
+        let want = if entry.key.digest() == second {
+            LedgerStatus::Discarded
+        } else {
+            LedgerStatus::Committed
+        };
+        ledger_status_becomes(&stack, entry, want).await;
+    }
+    stack.drained().await;
+
+    // Exactly one run per replayed match, each under the match's original key.
+    let started: Vec<Call> = stack
+        .calls("start")
+        .await
+        .into_iter()
+        .filter(|c| c.status < 300)
+        .collect();
+    let keys: Vec<&str> = started
+        .iter()
+        .filter_map(|c| c.idempotency_key.as_deref())
+        .collect();
+    let mut expected: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.key.digest() != second)
+        .map(|e| e.key.as_str())
+        .collect();
+    let mut got = keys.clone();
+    expected.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, expected);
+    assert!(list_dead_letters(&stack, "", 10).await.is_empty());
+    let discarded = by_id(&second);
+    let status = stack
+        .event_status_until(discarded.event_id.as_str(), |b| {
+            b["matches"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|x| x["status"] == "discarded"))
+        })
+        .await;
+    assert_eq!(status["matches"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_event_replay_dispatches_only_the_subscription_added_since() {
+    let stack = Stack::new();
+    stack.subscribe("sub-old", "true").await;
+    let event_id = stack
+        .publish(&stack.envelope("run-replay", json!({})))
+        .await;
+    stack.settled(&event_id, 1).await;
+    stack.subscribe("sub-new", "true").await;
+    let path = format!(
+        "/v1/workspaces/{}/events/{event_id}:replay",
+        stack.workspace
+    );
+    let (status, body) = stack.api(reqwest::Method::POST, &path, None).await;
+    assert_eq!(status, 202, "{body}");
+    let entries = stack.settled(&event_id, 2).await;
+    assert!(
+        entries.iter().all(|e| e.status == LedgerStatus::Committed),
+        "{entries:?}"
+    );
+    stack.drained().await;
+    let starts = stack.calls("start").await;
+    let per_sub = |sub: &str| {
+        starts
+            .iter()
+            .filter(|c| {
+                c.body["inputs"]["from"] == "run-replay"
+                    && c.idempotency_key.as_deref() == Some(key_of(sub, &event_id).as_str())
+            })
+            .count()
+    };
+    assert_eq!(
+        (per_sub("sub-old"), per_sub("sub-new")),
+        (1, 1),
+        "{starts:?}"
+    );
+    assert_eq!(starts.len(), 2);
+
+    let (status, body) = stack
+        .api_as("ws-intruder", reqwest::Method::POST, &path, None)
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let unknown = format!(
+        "/v1/workspaces/{}/events/no-such-event:replay",
+        stack.workspace
+    );
+    let (status, body) = stack.api(reqwest::Method::POST, &unknown, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("trigger.event_not_found"))
+    );
+}
+
+/// The dedup key (and so the idempotency key) of `target`'s match of `event_id`.
+fn key_of(target: &str, event_id: &str) -> custos_trigger::dedup::DedupKey {
+    custos_trigger::dedup::DedupKey::new(target, event_id)
+}
+
+#[tokio::test]
+async fn a_dry_run_over_archived_events_names_exactly_what_the_saved_selector_then_matches() {
+    let stack = Stack::new();
+    let envelopes: Vec<Value> = (0..6)
+        .map(|i| {
+            let status = if i % 3 == 0 { "failed" } else { "succeeded" };
+            stack.envelope(&format!("run-dry-{i}"), json!({"status": status}))
+        })
+        .collect();
+    let event_ids = stack.publish_all(&envelopes).await;
+    stack.drained().await;
+    let selector = r#"event.data.status == "failed""#;
+    let (status, body) = stack
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/workspaces/{}/triggers:test", stack.workspace),
+            Some(
+                json!({"selector": selector, "inputMapping": {"from": "${{ event.data.runId }}"},
+                        "recent": {"limit": 500}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["evaluated"], 6, "{body}");
+    let predicted: HashSet<String> = body["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["eventId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(predicted.len(), 2, "{body}");
+    assert!(
+        stack.calls("start").await.is_empty(),
+        "a dry run dispatches nothing"
+    );
+
+    // Save it, offer every archived event again, and see what it really matches.
+    stack.subscribe("sub-dry", selector).await;
+    for id in &event_ids {
+        let path = format!("/v1/workspaces/{}/events/{id}:replay", stack.workspace);
+        assert_eq!(stack.api(reqwest::Method::POST, &path, None).await.0, 202);
+    }
+    stack.drained().await;
+    for id in &predicted {
+        stack.settled(id, 1).await;
+    }
+    let actual: HashSet<String> = stack
+        .calls("start")
+        .await
+        .iter()
+        .filter_map(|c| {
+            event_ids
+                .iter()
+                .find(|id| c.idempotency_key.as_deref() == Some(key_of("sub-dry", id).as_str()))
+                .cloned()
+        })
+        .collect();
+    assert_eq!(actual, predicted);
+
+    let (status, listed) = stack
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/workspaces/{}/events?limit=3", stack.workspace),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["items"].as_array().unwrap().len(), 3);
+    assert!(listed["nextCursor"].is_string());
 }

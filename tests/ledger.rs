@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use custos_trigger::aws::DynamoLedger;
+use custos_trigger::deadletters::{DeadLetterPage, DeadLetterQuery, DeadLetterStore, Transition};
 use custos_trigger::dedup::{
     ClaimOutcome, ClaimRequest, DeadLetterReason, DedupKey, Ledger, LedgerEntry, LedgerStatus,
     MatchKind, Release,
@@ -129,6 +130,7 @@ async fn release_makes_the_key_claimable_and_keeps_the_error() {
                 reason: DeadLetterReason::Rejected,
                 detail: "400 bad".into(),
                 expires_at: NOW / 1000 + 999,
+                message: Some("{}".into()),
             },
             NOW + 3,
         )
@@ -141,8 +143,192 @@ async fn release_makes_the_key_claimable_and_keeps_the_error() {
         .unwrap();
     assert_eq!(entry.status, LedgerStatus::DeadLettered);
     assert_eq!(entry.expires_at, NOW / 1000 + 999);
-    // A dead letter stays claimable, so a replay can dispatch it.
-    claimed(ledger.claim(&request("t3", NOW + 4, 30_000)).await.unwrap());
+    assert_eq!(entry.message.as_deref(), Some("{}"));
+    // A dead letter stays claimable, so a replay can dispatch it, in a new retry window.
+    let replayed = claimed(ledger.claim(&request("t3", NOW + 4, 30_000)).await.unwrap());
+    assert_eq!(replayed.first_attempt_ms, NOW + 4);
+    assert_eq!(replayed.attempts, 3);
+    let entry = ledger
+        .get(&claim.workspace_id, &claim.key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.message, None, "a claimed item is no dead letter");
+}
+
+/// Dead-letters `target` of `evt1` in `ws` at `at_ms` with `reason`.
+async fn dead_letter(
+    ledger: &DynamoLedger,
+    ws: &str,
+    target: &str,
+    reason: DeadLetterReason,
+    at_ms: i64,
+) {
+    let mut request = request("t", at_ms, 30_000);
+    request.workspace_id = WorkspaceId::new(ws).unwrap();
+    request.key = DedupKey::new(target, "evt1");
+    request.target_id = target.into();
+    let claim = claimed(ledger.claim(&request).await.unwrap());
+    let release = Release::DeadLetter {
+        reason,
+        detail: "refused".into(),
+        expires_at: at_ms / 1000 + 999,
+        message: Some(format!("{{\"target\":\"{target}\"}}")),
+    };
+    ledger.release(&claim, &release, at_ms).await.unwrap();
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_newest_first_filtered_paged_and_per_workspace() {
+    let ledger = ledger().await;
+    for i in 0..5 {
+        let reason = if i % 2 == 0 {
+            DeadLetterReason::Rejected
+        } else {
+            DeadLetterReason::RetriesExhausted
+        };
+        dead_letter(&ledger, "ws1", &format!("sub{i}"), reason, NOW + i).await;
+    }
+    dead_letter(&ledger, "ws2", "sub0", DeadLetterReason::Rejected, NOW).await;
+    // A committed item is never listed.
+    let mut committed = request("t", NOW, 30_000);
+    committed.key = DedupKey::new("sub-done", "evt1");
+    committed.target_id = "sub-done".into();
+    let done = claimed(ledger.claim(&committed).await.unwrap());
+    ledger
+        .commit(&done, None, NOW / 1000 + 99, NOW)
+        .await
+        .unwrap();
+
+    let ws1 = WorkspaceId::new("ws1").unwrap();
+    let query = |limit| DeadLetterQuery {
+        limit,
+        ..Default::default()
+    };
+    let first = ledger.list(&ws1, &query(3)).await.unwrap();
+    let targets = |page: &DeadLetterPage| {
+        page.items
+            .iter()
+            .map(|e| e.target_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(targets(&first), ["sub4", "sub3", "sub2"]);
+    let second = ledger
+        .list(
+            &ws1,
+            &DeadLetterQuery {
+                cursor: first.next_cursor.clone(),
+                ..query(3)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(targets(&second), ["sub1", "sub0"]);
+    assert_eq!(second.next_cursor, None);
+
+    let rejected = DeadLetterQuery {
+        reason: Some(DeadLetterReason::Rejected),
+        ..query(10)
+    };
+    assert_eq!(
+        targets(&ledger.list(&ws1, &rejected).await.unwrap()),
+        ["sub4", "sub2", "sub0"]
+    );
+    let one = DeadLetterQuery {
+        subscription_id: Some("sub3".into()),
+        ..query(10)
+    };
+    assert_eq!(targets(&ledger.list(&ws1, &one).await.unwrap()), ["sub3"]);
+    let window = DeadLetterQuery {
+        since_ms: Some(NOW + 1),
+        until_ms: Some(NOW + 3),
+        ..query(10)
+    };
+    assert_eq!(
+        targets(&ledger.list(&ws1, &window).await.unwrap()),
+        ["sub2", "sub1"]
+    );
+    let ws2 = WorkspaceId::new("ws2").unwrap();
+    assert_eq!(
+        targets(&ledger.list(&ws2, &query(10)).await.unwrap()),
+        ["sub0"]
+    );
+}
+
+#[tokio::test]
+async fn reopen_and_discard_leave_the_index_and_only_take_dead_letters() {
+    let ledger = ledger().await;
+    dead_letter(&ledger, "ws1", "sub1", DeadLetterReason::Rejected, NOW).await;
+    dead_letter(&ledger, "ws1", "sub2", DeadLetterReason::Rejected, NOW).await;
+    let ws1 = WorkspaceId::new("ws1").unwrap();
+    let (k1, k2) = (DedupKey::new("sub1", "evt1"), DedupKey::new("sub2", "evt1"));
+    let other = WorkspaceId::new("ws2").unwrap();
+    assert_eq!(
+        ledger.reopen(&other, &k1, NOW + 1).await.unwrap(),
+        Transition::NotFound,
+        "another workspace's"
+    );
+
+    let Transition::Done(before) = ledger.reopen(&ws1, &k1, NOW + 1).await.unwrap() else {
+        panic!("reopened");
+    };
+    assert_eq!(before.message.as_deref(), Some("{\"target\":\"sub1\"}"));
+    assert_eq!(
+        ledger.reopen(&ws1, &k1, NOW + 2).await.unwrap(),
+        Transition::NotDeadLettered(LedgerStatus::Released)
+    );
+    let listed = ledger
+        .list(
+            &ws1,
+            &DeadLetterQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "{listed:?}");
+    // A reopened item whose message could not be sent is a dead letter again.
+    ledger.restore(&before).await.unwrap();
+    let listed = ledger
+        .list(
+            &ws1,
+            &DeadLetterQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 2);
+
+    assert!(matches!(
+        ledger.discard(&ws1, &k2, NOW + 3).await.unwrap(),
+        Transition::Done(_)
+    ));
+    assert_eq!(
+        ledger.discard(&ws1, &k2, NOW + 4).await.unwrap(),
+        Transition::NotDeadLettered(LedgerStatus::Discarded)
+    );
+    let mut again = request("t9", NOW + 5, 30_000);
+    again.key = k2.clone();
+    again.target_id = "sub2".into();
+    assert_eq!(
+        ledger.claim(&again).await.unwrap(),
+        ClaimOutcome::Duplicate { run_id: None },
+        "a discard is final"
+    );
+    let listed = ledger
+        .list(
+            &ws1,
+            &DeadLetterQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
 }
 
 #[tokio::test]
@@ -215,6 +401,7 @@ async fn unclaimed_outcomes_never_overwrite_a_commit() {
         first_attempt_ms: 0,
         expires_at: NOW / 1000 + 100,
         updated_at_ms: NOW + 1,
+        message: None,
     };
     ledger.record_unclaimed(&rejected).await.unwrap();
     let entry = ledger

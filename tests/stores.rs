@@ -145,3 +145,104 @@ async fn resume_wait_delete_is_one_shot() {
     assert!(store.get(&wait.resume_id).await.unwrap().is_none());
     assert!(!store.delete(&wait.resume_id, None).await.unwrap());
 }
+
+/// A lifecycle event of `run` (kind `workflow.run.succeeded`, source `internal`).
+fn lifecycle_event(run: &str) -> custos_trigger::event::NormalizedEvent {
+    custos_trigger::stage::ingest::lifecycle_envelope(&json!({
+        "workflowVersionId": "wv", "runId": run, "workspace": "ws1",
+        "status": "succeeded", "occurredAt": "2026-11-27T10:00:00Z"
+    }))
+    .unwrap()
+    .event
+}
+
+#[tokio::test]
+async fn the_archive_lists_a_workspace_newest_first_filtered_and_paged() {
+    use custos_trigger::archive::{EventArchive, EventQuery};
+    let client = dynamodb();
+    let t = tables(&client).await;
+    let archive = custos_trigger::aws::DynamoEventArchive::new(client, t.archive);
+    let (ws1, ws2) = (
+        WorkspaceId::new("ws1").unwrap(),
+        WorkspaceId::new("ws2").unwrap(),
+    );
+    let at = 1_800_000_000_000i64;
+    for i in 0..5 {
+        let event = lifecycle_event(&format!("run-{i}"));
+        assert!(archive
+            .put_new(&ws1, &event, at + i, i64::MAX / 2)
+            .await
+            .unwrap());
+        assert!(
+            !archive
+                .put_new(&ws1, &event, at + 99, i64::MAX / 2)
+                .await
+                .unwrap(),
+            "written once"
+        );
+    }
+    archive
+        .put_new(&ws2, &lifecycle_event("other"), at, i64::MAX / 2)
+        .await
+        .unwrap();
+    let runs = |page: &custos_trigger::archive::EventPage| {
+        page.items
+            .iter()
+            .map(|a| {
+                a.event.as_ref().unwrap().data["runId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let query = |limit| EventQuery {
+        limit,
+        ..Default::default()
+    };
+    let first = archive.list(&ws1, &query(3)).await.unwrap();
+    assert_eq!(runs(&first), ["run-4", "run-3", "run-2"]);
+    let rest = EventQuery {
+        cursor: first.next_cursor.clone(),
+        ..query(3)
+    };
+    let second = archive.list(&ws1, &rest).await.unwrap();
+    assert_eq!(runs(&second), ["run-1", "run-0"]);
+    assert_eq!(second.next_cursor, None);
+    let window = EventQuery {
+        since_ms: Some(at + 1),
+        until_ms: Some(at + 3),
+        ..query(10)
+    };
+    assert_eq!(
+        runs(&archive.list(&ws1, &window).await.unwrap()),
+        ["run-2", "run-1"]
+    );
+    let kind = first.items[0]
+        .event
+        .as_ref()
+        .unwrap()
+        .kind
+        .as_str()
+        .to_owned();
+    let by_kind = EventQuery {
+        kind: Some(kind),
+        source_type: Some(SourceType::Internal),
+        ..query(10)
+    };
+    assert_eq!(archive.list(&ws1, &by_kind).await.unwrap().items.len(), 5);
+    let other_kind = EventQuery {
+        kind: Some("cron.tick".into()),
+        ..query(10)
+    };
+    assert!(archive
+        .list(&ws1, &other_kind)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        runs(&archive.list(&ws2, &query(10)).await.unwrap()),
+        ["other"]
+    );
+}

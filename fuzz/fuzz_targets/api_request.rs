@@ -26,10 +26,12 @@ fn api() -> Api {
         Settings::from_lookup(|n| (n == "ENVIRONMENT").then(|| "development".to_owned()))
             .expect("settings"),
     );
+    let ledger = Arc::new(MemoryLedger::default());
     Api {
         subscriptions: Arc::new(MemorySubscriptionStore::default()),
         resumes: Arc::new(MemoryResumeStore::default()),
-        ledger: Arc::new(MemoryLedger::default()),
+        ledger: ledger.clone(),
+        dead_letters: ledger,
         archive: archive.clone(),
         parked: Arc::new(MemoryParkStore::default()),
         normalized_queue: queue.clone(),

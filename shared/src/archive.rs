@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::DeadLetterReason;
-use crate::event::NormalizedEvent;
+use crate::event::{NormalizedEvent, SourceType};
 use crate::ids::{EventId, WorkspaceId};
 use crate::store::StoreError;
 
@@ -61,6 +61,61 @@ pub trait EventArchive: Send + Sync {
         workspace: &WorkspaceId,
         event_id: &EventId,
     ) -> Result<Option<ArchivedEvent>, StoreError>;
+
+    /// A workspace's events, newest first (by the time they were received).
+    async fn list(
+        &self,
+        workspace: &WorkspaceId,
+        query: &EventQuery,
+    ) -> Result<EventPage, StoreError>;
+}
+
+/// Which archived events to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Epoch ms, inclusive.
+    pub since_ms: Option<i64>,
+    /// Epoch ms, exclusive.
+    pub until_ms: Option<i64>,
+    pub kind: Option<String>,
+    pub source_type: Option<SourceType>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+impl EventQuery {
+    pub fn admits(&self, archived: &ArchivedEvent) -> bool {
+        let event = archived.event.as_ref();
+        self.kind
+            .as_deref()
+            .is_none_or(|k| event.is_some_and(|e| e.kind.as_str() == k))
+            && self
+                .source_type
+                .is_none_or(|t| event.is_some_and(|e| e.source.source_type == t))
+            && self.since_ms.is_none_or(|s| archived.received_at_ms >= s)
+            && self.until_ms.is_none_or(|u| archived.received_at_ms < u)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventPage {
+    pub items: Vec<ArchivedEvent>,
+    pub next_cursor: Option<String>,
+}
+
+/// The largest receive time a listing key holds (13 digits of epoch ms).
+pub const LAST_MS: i64 = 9_999_999_999_999;
+
+/// An event's key in its workspace's listing: received-at, then id; also the cursor.
+pub fn listing_key(received_at_ms: i64, event_id: &EventId) -> String {
+    format!("{:013}#{event_id}", received_at_ms.clamp(0, LAST_MS))
+}
+
+/// The event a cursor continues after, when it is one this service handed out.
+pub fn parse_cursor(cursor: &str) -> Option<EventId> {
+    let (at, id) = cursor.split_once('#')?;
+    let well_formed = at.len() == 13 && at.bytes().all(|b| b.is_ascii_digit());
+    well_formed.then(|| EventId::new(id).ok()).flatten()
 }
 
 /// Where archive records live and for how long.

@@ -37,6 +37,12 @@ pub enum AuditName {
     DeadLetterRecorded,
     #[serde(rename = "trigger.deadletter.unidentified")]
     DeadLetterUnidentified,
+    #[serde(rename = "trigger.deadletter.replayed")]
+    DeadLetterReplayed,
+    #[serde(rename = "trigger.deadletter.discarded")]
+    DeadLetterDiscarded,
+    #[serde(rename = "trigger.event.replayed")]
+    EventReplayed,
     #[serde(rename = "trigger.api.panicked")]
     RequestPanicked,
 }
@@ -57,6 +63,9 @@ impl AuditName {
             AuditName::OutageBackoff => "trigger.outage.backoff",
             AuditName::DeadLetterRecorded => "trigger.deadletter.recorded",
             AuditName::DeadLetterUnidentified => "trigger.deadletter.unidentified",
+            AuditName::DeadLetterReplayed => "trigger.deadletter.replayed",
+            AuditName::DeadLetterDiscarded => "trigger.deadletter.discarded",
+            AuditName::EventReplayed => "trigger.event.replayed",
             AuditName::RequestPanicked => "trigger.api.panicked",
         }
     }
@@ -77,6 +86,9 @@ impl AuditName {
             AuditName::OutageBackoff => ("dispatch", "outage_backoff"),
             AuditName::DeadLetterRecorded => ("deadletter", "recorded"),
             AuditName::DeadLetterUnidentified => ("deadletter", "unidentified"),
+            AuditName::DeadLetterReplayed => ("deadletter", "replayed"),
+            AuditName::DeadLetterDiscarded => ("deadletter", "discarded"),
+            AuditName::EventReplayed => ("api", "event_replayed"),
             AuditName::RequestPanicked => ("api", "panicked"),
         }
     }
@@ -304,6 +316,9 @@ mod tests {
             AuditName::OutageBackoff,
             AuditName::DeadLetterRecorded,
             AuditName::DeadLetterUnidentified,
+            AuditName::DeadLetterReplayed,
+            AuditName::DeadLetterDiscarded,
+            AuditName::EventReplayed,
             AuditName::RequestPanicked,
         ] {
             assert_eq!(serde_json::to_value(name).unwrap(), name.as_str());

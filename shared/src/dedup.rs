@@ -22,10 +22,7 @@ impl DedupKey {
             hasher.update(b":");
             hasher.update(part.as_bytes());
         }
-        Self(format!(
-            "trigger.dedup.v1:{}",
-            hex::encode(hasher.finalize())
-        ))
+        Self(format!("{KEY_PREFIX}{}", hex::encode(hasher.finalize())))
     }
 
     /// A key read back from storage.
@@ -36,7 +33,23 @@ impl DedupKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key without its version prefix: the id a dead letter is addressed by.
+    pub fn digest(&self) -> &str {
+        self.0.strip_prefix(KEY_PREFIX).unwrap_or(&self.0)
+    }
+
+    /// The key a dead-letter id names: 64 lowercase hex digits, else `None`.
+    pub fn from_digest(digest: &str) -> Option<Self> {
+        let valid = digest.len() == 64
+            && digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| Self(format!("{KEY_PREFIX}{digest}")))
+    }
 }
+
+const KEY_PREFIX: &str = "trigger.dedup.v1:";
 
 impl std::fmt::Display for DedupKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +84,8 @@ pub enum LedgerStatus {
     Parked,
     /// A resume event that lost the wait to another event (`supersededBy`); parked too.
     Superseded,
+    /// A dead letter an operator discarded: final, never dispatched (until `expiresAt`).
+    Discarded,
 }
 
 impl LedgerStatus {
@@ -83,6 +98,7 @@ impl LedgerStatus {
             LedgerStatus::LoopRejected => "loop_rejected",
             LedgerStatus::Parked => "parked",
             LedgerStatus::Superseded => "superseded",
+            LedgerStatus::Discarded => "discarded",
         }
     }
 
@@ -95,6 +111,7 @@ impl LedgerStatus {
             LedgerStatus::LoopRejected,
             LedgerStatus::Parked,
             LedgerStatus::Superseded,
+            LedgerStatus::Discarded,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -183,6 +200,9 @@ pub struct LedgerEntry {
     /// Epoch seconds after which the item is ignored (and deleted by TTL).
     pub expires_at: i64,
     pub updated_at_ms: i64,
+    /// A dead letter's dispatch message (JSON), kept for inspection and replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl LedgerEntry {
@@ -192,7 +212,7 @@ impl LedgerEntry {
             return true;
         }
         match self.status {
-            LedgerStatus::Committed => false,
+            LedgerStatus::Committed | LedgerStatus::Discarded => false,
             LedgerStatus::Claimed => self.lease_until_ms <= now_ms,
             LedgerStatus::Released
             | LedgerStatus::DeadLettered
@@ -248,11 +268,13 @@ pub enum ClaimOutcome {
 pub enum Release {
     /// A retryable failure: the next delivery may claim again.
     Retry { error: String },
-    /// Permanent failure or retries exhausted; kept until `expires_at` (epoch seconds).
+    /// Permanent failure or retries exhausted; kept until `expires_at` (epoch seconds)
+    /// with the dispatch message (JSON) that replay sends again.
     DeadLetter {
         reason: DeadLetterReason,
         detail: String,
         expires_at: i64,
+        message: Option<String>,
     },
     /// A resume event without a live wait (`winner: None`) or that lost it to another
     /// event; parked until `until_ms`.
@@ -334,6 +356,15 @@ mod tests {
     }
 
     #[test]
+    fn a_digest_names_its_key_and_nothing_else_parses() {
+        let key = DedupKey::new("sub", "evt");
+        assert_eq!(DedupKey::from_digest(key.digest()), Some(key.clone()));
+        assert_eq!(DedupKey::from_digest(&key.digest().to_uppercase()), None);
+        assert_eq!(DedupKey::from_digest("abc"), None);
+        assert_eq!(DedupKey::from_digest(key.as_str()), None);
+    }
+
+    #[test]
     fn length_prefix_prevents_aliasing() {
         assert_ne!(DedupKey::new("a", "b:c"), DedupKey::new("a:b", "c"));
         assert_ne!(DedupKey::new("ab", "c"), DedupKey::new("a", "bc"));
@@ -366,6 +397,7 @@ mod tests {
             first_attempt_ms: 0,
             expires_at,
             updated_at_ms: 0,
+            message: None,
         }
     }
 
@@ -382,6 +414,10 @@ mod tests {
     fn claimability_follows_status_lease_and_expiry() {
         let now = 10_000;
         assert!(!entry(LedgerStatus::Committed, 0, 100).is_claimable(now));
+        assert!(
+            !entry(LedgerStatus::Discarded, 0, 100).is_claimable(now),
+            "a discard is final"
+        );
         assert!(
             entry(LedgerStatus::Committed, 0, 10).is_claimable(now),
             "expired"

@@ -11,6 +11,7 @@ pub mod aws;
 pub mod classify;
 pub mod clock;
 pub mod config;
+pub mod deadletters;
 pub mod dedup;
 pub mod dispatch;
 pub mod event;

@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use crate::audit::{AuditEvent, AuditName, AuditSink};
+use crate::deadletters::{self, DeadLetterPage, DeadLetterQuery, DeadLetterStore, Transition};
 use crate::dedup::{
     Claim, ClaimOutcome, ClaimRequest, DedupKey, Ledger, LedgerEntry, LedgerError, LedgerStatus,
     Release,
@@ -288,7 +289,8 @@ impl Ledger for MemoryLedger {
         let previous = items.get(&slot).cloned();
         if let Some(existing) = previous.as_ref().filter(|e| !e.is_claimable(req.now_ms)) {
             return Ok(match existing.status {
-                LedgerStatus::Committed => ClaimOutcome::Duplicate {
+                // A discarded dead letter is final: nothing is sent, like a duplicate.
+                LedgerStatus::Committed | LedgerStatus::Discarded => ClaimOutcome::Duplicate {
                     run_id: existing.run_id.clone(),
                 },
                 _ => ClaimOutcome::InFlight {
@@ -297,8 +299,10 @@ impl Ledger for MemoryLedger {
             });
         }
         let attempts = previous.as_ref().map_or(0, |e| e.attempts) + 1;
+        // A dead letter claimed again (its event replayed) starts a new retry window.
         let first_attempt_ms = previous
             .as_ref()
+            .filter(|e| e.status != LedgerStatus::DeadLettered)
             .map(|e| e.first_attempt_ms)
             .filter(|&ms| ms > 0)
             .unwrap_or(req.now_ms);
@@ -321,6 +325,7 @@ impl Ledger for MemoryLedger {
                 first_attempt_ms,
                 expires_at: req.expires_at,
                 updated_at_ms: req.now_ms,
+                message: None,
             },
         );
         Ok(ClaimOutcome::Claimed(Claim {
@@ -368,8 +373,10 @@ impl Ledger for MemoryLedger {
                 reason,
                 detail,
                 expires_at,
+                message,
             } => {
                 entry.status = LedgerStatus::DeadLettered;
+                entry.message = message.clone();
                 entry.reason = Some(*reason);
                 entry.last_error = Some(detail.clone());
                 entry.expires_at = *expires_at;
@@ -424,6 +431,88 @@ impl Ledger for MemoryLedger {
         entries.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
         Ok(entries)
     }
+}
+
+#[async_trait]
+impl DeadLetterStore for MemoryLedger {
+    async fn list(
+        &self,
+        ws: &WorkspaceId,
+        query: &DeadLetterQuery,
+    ) -> Result<DeadLetterPage, LedgerError> {
+        let mut items: Vec<LedgerEntry> = lock(&self.0)
+            .values()
+            .filter(|e| &e.workspace_id == ws && query.admits(e))
+            .cloned()
+            .collect();
+        items.sort_by_key(|e| std::cmp::Reverse(deadletters::sort_key(e)));
+        if let Some(cursor) = &query.cursor {
+            items.retain(|e| deadletters::sort_key(e).as_str() < cursor.as_str());
+        }
+        let more = items.len() > query.limit;
+        items.truncate(query.limit);
+        let next_cursor = more
+            .then(|| items.last().map(deadletters::sort_key))
+            .flatten();
+        Ok(DeadLetterPage { items, next_cursor })
+    }
+
+    async fn reopen(
+        &self,
+        ws: &WorkspaceId,
+        key: &DedupKey,
+        now_ms: i64,
+    ) -> Result<Transition, LedgerError> {
+        transition(&self.0, ws, key, |entry| {
+            entry.status = LedgerStatus::Released;
+            entry.first_attempt_ms = 0;
+            entry.updated_at_ms = now_ms;
+        })
+    }
+
+    async fn restore(&self, before: &LedgerEntry) -> Result<(), LedgerError> {
+        let mut items = lock(&self.0);
+        let slot = (before.workspace_id.clone(), before.key.clone());
+        if let Some(entry) = items
+            .get_mut(&slot)
+            .filter(|e| e.status == LedgerStatus::Released)
+        {
+            *entry = before.clone();
+        }
+        Ok(())
+    }
+
+    async fn discard(
+        &self,
+        ws: &WorkspaceId,
+        key: &DedupKey,
+        now_ms: i64,
+    ) -> Result<Transition, LedgerError> {
+        transition(&self.0, ws, key, |entry| {
+            entry.status = LedgerStatus::Discarded;
+            entry.message = None;
+            entry.updated_at_ms = now_ms;
+        })
+    }
+}
+
+/// Applies `change` to a dead letter; reports what it found otherwise.
+fn transition(
+    items: &Mutex<HashMap<(WorkspaceId, DedupKey), LedgerEntry>>,
+    ws: &WorkspaceId,
+    key: &DedupKey,
+    change: impl FnOnce(&mut LedgerEntry),
+) -> Result<Transition, LedgerError> {
+    let mut items = lock(items);
+    let Some(entry) = items.get_mut(&(ws.clone(), key.clone())) else {
+        return Ok(Transition::NotFound);
+    };
+    if entry.status != LedgerStatus::DeadLettered {
+        return Ok(Transition::NotDeadLettered(entry.status));
+    }
+    let before = entry.clone();
+    change(entry);
+    Ok(Transition::Done(Box::new(before)))
 }
 
 fn held<'a>(
@@ -651,5 +740,25 @@ impl crate::archive::EventArchive for MemoryArchive {
         Ok(lock(&self.0)
             .get(&(workspace.clone(), event_id.clone()))
             .cloned())
+    }
+
+    async fn list(
+        &self,
+        workspace: &WorkspaceId,
+        query: &crate::archive::EventQuery,
+    ) -> Result<crate::archive::EventPage, StoreError> {
+        use crate::archive::listing_key;
+        let key = |a: &crate::archive::ArchivedEvent| listing_key(a.received_at_ms, &a.event_id);
+        let mut items: Vec<_> = lock(&self.0)
+            .values()
+            .filter(|a| &a.workspace_id == workspace && query.admits(a))
+            .filter(|a| query.cursor.as_ref().is_none_or(|c| key(a) < *c))
+            .cloned()
+            .collect();
+        items.sort_by_key(|a| std::cmp::Reverse(key(a)));
+        let more = items.len() > query.limit;
+        items.truncate(query.limit);
+        let next_cursor = more.then(|| items.last().map(key)).flatten();
+        Ok(crate::archive::EventPage { items, next_cursor })
     }
 }

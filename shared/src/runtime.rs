@@ -168,6 +168,7 @@ impl Wiring {
     pub fn api(&self) -> Result<crate::api::Api, ConfigError> {
         let s = &self.settings;
         let normalized_queue = self.normalized_queue()?;
+        let ledger = self.ledger()?;
         Ok(crate::api::Api {
             subscriptions: Arc::new(DynamoSubscriptionStore::new(
                 self.dynamodb.clone(),
@@ -177,7 +178,8 @@ impl Wiring {
                 self.dynamodb.clone(),
                 self.table(&s.resume_table, "RESUME_TABLE")?,
             )),
-            ledger: self.ledger()?,
+            ledger: ledger.clone(),
+            dead_letters: ledger,
             archive: self.archive()?,
             parked: self.parked()?,
             normalized_queue: normalized_queue.clone(),

@@ -16,6 +16,9 @@ pub const DELETE: &str = "trigger:subscriptions:delete";
 pub const FIRE: &str = "trigger:subscriptions:fire";
 pub const CONNECTORS_READ: &str = "trigger:connectors:read";
 pub const CONNECTORS_WRITE: &str = "trigger:connectors:write";
+pub const DEAD_LETTERS_READ: &str = "trigger:deadletters:read";
+/// Replays (dead letters and archived events) and discards.
+pub const DEAD_LETTERS_REPLAY: &str = "trigger:deadletters:replay";
 
 pub const SHIM_HEADER: &str = "x-custos-callctx";
 

@@ -1,15 +1,25 @@
 //! `GET /v1/workspaces/{ws}/events/{eventId}`: the archived event and what happened to
 //! each of its matches, read from the dedup ledger (one query on its `byEvent` index).
-//! An event neither archived nor in the ledger was never seen: 404.
+//! An event neither archived nor in the ledger was never seen: 404. Also the archive's
+//! listing (newest first) and event replay: the archived event offered again to the
+//! workspace's current subscriptions, where the dedup ledger keeps dispatched pairs
+//! duplicates and lets new and dead-lettered pairs through.
 
 use serde_json::{json, Value};
 
 use super::auth;
 use super::problem::{Code, Problem};
-use super::request::ApiRequest;
+use super::request::{rfc3339, ApiRequest};
 use super::{Api, Params, Reply};
+use crate::archive::{ArchivedEvent, EventQuery};
+use crate::audit::{AuditEvent, AuditName};
 use crate::dedup::{LedgerEntry, LedgerStatus, MatchKind};
-use crate::ids::EventId;
+use crate::event::QueuedEvent;
+use crate::ids::{EventId, WorkspaceId};
+use crate::limits::{self, MAX_EVENT_MESSAGE_BYTES};
+
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_PAGE: usize = 200;
 
 fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
     let status = match entry.status {
@@ -17,6 +27,7 @@ fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
         LedgerStatus::Claimed | LedgerStatus::Released => "pending",
         LedgerStatus::DeadLettered => "dead_lettered",
         LedgerStatus::LoopRejected => "loop_rejected",
+        LedgerStatus::Discarded => "discarded",
         // Still deliverable to a registration of its triple until the window ends.
         LedgerStatus::Parked | LedgerStatus::Superseded if entry.lease_until_ms > now_ms => {
             entry.status.as_str()
@@ -60,8 +71,8 @@ fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
     body
 }
 
-pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    let ws = api.authorize(params, request, auth::READ)?;
+/// The path's event id (ids longer than any stored one name nothing: 404).
+fn path_event_id(params: &Params) -> Result<EventId, Problem> {
     let event_id = params
         .get("eventId")
         .and_then(|e| EventId::new(e.as_str()).ok())
@@ -72,14 +83,24 @@ pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Rep
             "no event has an id this long",
         ));
     }
+    Ok(event_id)
+}
+
+fn unknown_event(event_id: &EventId) -> Problem {
+    Problem::new(
+        Code::EventNotFound,
+        "no event with this id was received in this workspace (or it has expired)",
+    )
+    .with("eventId", event_id.as_str())
+}
+
+pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let ws = api.authorize(params, request, auth::READ)?;
+    let event_id = path_event_id(params)?;
     let archived = api.archive.get(&ws, &event_id).await?;
     let entries = api.ledger.for_event(&ws, &event_id).await?;
     if archived.is_none() && entries.is_empty() {
-        return Err(Problem::new(
-            Code::EventNotFound,
-            "no event with this id was received in this workspace (or it has expired)",
-        )
-        .with("eventId", event_id.as_str()));
+        return Err(unknown_event(&event_id));
     }
     let now_ms = api.clock.now_ms();
     let matches: Vec<Value> = entries.iter().map(|e| outcome(e, now_ms)).collect();
@@ -96,4 +117,83 @@ pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Rep
         }
     }
     Ok(Reply::json(200, body))
+}
+
+/// One listed event: when it arrived, what it is, and the envelope when archived.
+fn listed(archived: &ArchivedEvent) -> Value {
+    let mut body = json!({
+        "eventId": archived.event_id,
+        "receivedAt": rfc3339(archived.received_at_ms),
+    });
+    if let Some(event) = &archived.event {
+        body["kind"] = event.kind.as_str().into();
+        body["sourceType"] = event.source.source_type.as_str().into();
+        body["event"] = event.to_json();
+    }
+    if let Some(fate) = &archived.fate {
+        body["status"] = "dead_lettered".into();
+        body["reason"] = fate.reason.as_str().into();
+    }
+    body
+}
+
+/// The archive query of a request's `since`, `until`, `kind`, `sourceType`, `cursor`.
+pub fn event_query(request: &ApiRequest, limit: usize) -> Result<EventQuery, Problem> {
+    Ok(EventQuery {
+        since_ms: request.query_time_ms("since")?,
+        until_ms: request.query_time_ms("until")?,
+        kind: request.query_str("kind").map(str::to_owned),
+        source_type: request.query_enum("sourceType")?,
+        limit,
+        cursor: request.query_str("cursor").map(str::to_owned),
+    })
+}
+
+pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let ws = api.authorize(params, request, auth::READ)?;
+    let query = event_query(request, request.query_limit(DEFAULT_PAGE, MAX_PAGE)?)?;
+    let page = api.archive.list(&ws, &query).await?;
+    let mut body = json!({ "items": page.items.iter().map(listed).collect::<Vec<_>>() });
+    if let Some(cursor) = page.next_cursor {
+        body["nextCursor"] = cursor.into();
+    }
+    Ok(Reply::json(200, body))
+}
+
+/// Offers an archived event to the match stage again, as it was (same id, same depth).
+pub async fn replay(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
+    let ws = api.authorize(params, request, auth::DEAD_LETTERS_REPLAY)?;
+    let event_id = path_event_id(params)?;
+    let archived = api
+        .archive
+        .get(&ws, &event_id)
+        .await?
+        .ok_or_else(|| unknown_event(&event_id))?;
+    let event = archived.event.ok_or_else(|| {
+        Problem::new(
+            Code::EventNotReplayable,
+            "the event was too large to archive; only its fate was kept",
+        )
+        .with("eventId", event_id.as_str())
+    })?;
+    let queued = QueuedEvent {
+        workspace_id: ws.clone(),
+        event,
+        replay: true,
+    };
+    let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
+    api.normalized_queue.send_batch(&[body]).await?;
+    audit_replay(api, &ws, &event_id);
+    Ok(Reply::json(
+        202,
+        json!({ "eventId": event_id, "status": "replaying" }),
+    ))
+}
+
+fn audit_replay(api: &Api, ws: &WorkspaceId, event_id: &EventId) {
+    api.audit.emit(AuditEvent::new(
+        AuditName::EventReplayed,
+        ws.as_str(),
+        Some(event_id.as_str()),
+    ));
 }

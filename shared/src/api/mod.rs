@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod connectors;
+pub mod deadletters;
 pub mod events;
 pub mod problem;
 pub mod request;
@@ -26,6 +27,7 @@ use crate::archive::EventArchive;
 use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::deadletters::DeadLetterStore;
 use crate::dedup::Ledger;
 use crate::queue::Queue;
 use crate::resume::{ParkStore, ResumeStore};
@@ -45,6 +47,13 @@ pub enum Operation {
     FireTrigger,
     TestSelector,
     GetEvent,
+    ListEvents,
+    ReplayEvent,
+    ListDeadLetters,
+    GetDeadLetter,
+    ReplayDeadLetter,
+    ReplayDeadLetters,
+    DiscardDeadLetter,
     RegisterResume,
     CancelResume,
     ReceiveWebhook,
@@ -144,6 +153,48 @@ pub const ROUTES: &[RouteSpec] = &[
         statuses: &[200, 400, 401, 403, 404, 503, 500],
     },
     RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/events",
+        operation: Operation::ListEvents,
+        statuses: &[200, 400, 401, 403, 503, 500],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/events/{eventId}:replay",
+        operation: Operation::ReplayEvent,
+        statuses: &[202, 400, 401, 403, 404, 409, 413, 503, 500],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/dead-letters",
+        operation: Operation::ListDeadLetters,
+        statuses: &[200, 400, 401, 403, 503, 500],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/dead-letters:replay",
+        operation: Operation::ReplayDeadLetters,
+        statuses: &[202, 400, 401, 403, 413, 503, 500],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/dead-letters/{deadLetterId}",
+        operation: Operation::GetDeadLetter,
+        statuses: &[200, 400, 401, 403, 404, 503, 500],
+    },
+    RouteSpec {
+        method: "DELETE",
+        path: "/v1/workspaces/{ws}/dead-letters/{deadLetterId}",
+        operation: Operation::DiscardDeadLetter,
+        statuses: &[204, 400, 401, 403, 404, 409, 503, 500],
+    },
+    RouteSpec {
+        method: "POST",
+        path: "/v1/workspaces/{ws}/dead-letters/{deadLetterId}:replay",
+        operation: Operation::ReplayDeadLetter,
+        statuses: &[202, 400, 401, 403, 404, 409, 503, 500],
+    },
+    RouteSpec {
         method: "POST",
         path: "/v1/webhooks/{connectorInstanceId}",
         operation: Operation::ReceiveWebhook,
@@ -227,6 +278,7 @@ pub struct Api {
     pub subscriptions: Arc<dyn SubscriptionStore>,
     pub resumes: Arc<dyn ResumeStore>,
     pub ledger: Arc<dyn Ledger>,
+    pub dead_letters: Arc<dyn DeadLetterStore>,
     pub archive: Arc<dyn EventArchive>,
     pub parked: Arc<dyn ParkStore>,
     pub normalized_queue: Arc<dyn Queue>,
@@ -368,6 +420,13 @@ impl Api {
             Operation::FireTrigger => triggers::fire(self, params, request).await,
             Operation::TestSelector => triggers::test(self, params, request).await,
             Operation::GetEvent => events::get(self, params, request).await,
+            Operation::ListEvents => events::list(self, params, request).await,
+            Operation::ReplayEvent => events::replay(self, params, request).await,
+            Operation::ListDeadLetters => deadletters::list(self, params, request).await,
+            Operation::GetDeadLetter => deadletters::get(self, params, request).await,
+            Operation::ReplayDeadLetter => deadletters::replay(self, params, request).await,
+            Operation::ReplayDeadLetters => deadletters::replay_many(self, params, request).await,
+            Operation::DiscardDeadLetter => deadletters::discard(self, params, request).await,
             Operation::RegisterResume => resume_rpc::register(self, request).await,
             Operation::CancelResume => resume_rpc::cancel(self, request).await,
             Operation::ReceiveWebhook => webhooks::receive(self, params, request).await,

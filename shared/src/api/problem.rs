@@ -24,6 +24,9 @@ pub enum Code {
     PayloadTooLarge,
     EventTooLarge,
     EventNotFound,
+    EventNotReplayable,
+    DeadLetterNotFound,
+    DeadLetterNotReplayable,
     RouteNotFound,
     MethodNotAllowed,
     CallContextMissing,
@@ -61,6 +64,9 @@ pub const ALL_CODES: &[Code] = &[
     Code::PayloadTooLarge,
     Code::EventTooLarge,
     Code::EventNotFound,
+    Code::EventNotReplayable,
+    Code::DeadLetterNotFound,
+    Code::DeadLetterNotReplayable,
     Code::RouteNotFound,
     Code::MethodNotAllowed,
     Code::CallContextMissing,
@@ -168,6 +174,19 @@ impl Code {
                 "Event too large for the pipeline",
             ),
             Code::EventNotFound => ("trigger.event_not_found", 404, "Event not found"),
+            Code::EventNotReplayable => (
+                "trigger.event_not_replayable",
+                409,
+                "Only the event's fate was archived, not the event",
+            ),
+            Code::DeadLetterNotFound => {
+                ("trigger.deadletter_not_found", 404, "Dead letter not found")
+            }
+            Code::DeadLetterNotReplayable => (
+                "trigger.deadletter_not_replayable",
+                409,
+                "Dead letter is not (or no longer) replayable",
+            ),
             Code::RouteNotFound => ("trigger.api.route_not_found", 404, "No such route"),
             Code::MethodNotAllowed => ("trigger.api.method_not_allowed", 405, "Method not allowed"),
             Code::CallContextMissing => ("callctx_missing", 401, "Caller identity missing"),

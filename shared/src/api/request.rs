@@ -69,6 +69,49 @@ impl ApiRequest {
         })
     }
 
+    /// A query parameter that names one value of a closed set (`T`'s serde names).
+    pub fn query_enum<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Problem> {
+        self.query
+            .get(name)
+            .map(|raw| {
+                serde_json::from_value(serde_json::Value::String(raw.clone())).map_err(|_| {
+                    Problem::new(Code::BadRequest, format!("{name}: unknown value {raw:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// `limit`, within `1..=max` (`default` when absent).
+    pub fn query_limit(&self, default: usize, max: usize) -> Result<usize, Problem> {
+        let Some(raw) = self.query.get("limit") else {
+            return Ok(default);
+        };
+        raw.parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| {
+                Problem::new(
+                    Code::BadRequest,
+                    format!("limit: expected 1..={max}, got {raw:?}"),
+                )
+            })
+    }
+
+    /// A non-empty query parameter.
+    pub fn query_str(&self, name: &str) -> Option<&str> {
+        self.query
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// An RFC 3339 instant in the query, as epoch milliseconds.
+    pub fn query_time_ms(&self, name: &str) -> Result<Option<i64>, Problem> {
+        self.query_str(name)
+            .map(|raw| rfc3339_ms(name, raw))
+            .transpose()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
@@ -91,4 +134,28 @@ impl ApiRequest {
             Problem::new(Code::BadRequest, detail)
         })
     }
+}
+
+/// Parses an RFC 3339 instant (`2026-11-27T10:00:00Z`) as epoch milliseconds.
+pub fn rfc3339_ms(name: &str, raw: &str) -> Result<i64, Problem> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .ok_or_else(|| {
+            Problem::new(
+                Code::BadRequest,
+                format!("{name}: expected an RFC 3339 instant such as 2026-11-27T10:00:00Z, got {raw:?}"),
+            )
+        })
+}
+
+/// Epoch milliseconds as an RFC 3339 instant (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }

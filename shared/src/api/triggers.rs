@@ -280,42 +280,15 @@ pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Rep
     Ok(versioned(200, &subscription))
 }
 
-fn query_enum<T: serde::de::DeserializeOwned>(
-    request: &ApiRequest,
-    name: &str,
-) -> Result<Option<T>, Problem> {
-    request
-        .query
-        .get(name)
-        .map(|raw| {
-            serde_json::from_value(Value::String(raw.clone())).map_err(|_| {
-                Problem::new(Code::BadRequest, format!("{name}: unknown value {raw:?}"))
-            })
-        })
-        .transpose()
-}
-
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 200;
 
 pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
     let ws = api.authorize(params, request, auth::READ)?;
-    let limit = match request.query.get("limit") {
-        None => DEFAULT_PAGE,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| {
-                Problem::new(
-                    Code::BadRequest,
-                    format!("limit: expected 1..={MAX_PAGE}, got {raw:?}"),
-                )
-            })?,
-    };
+    let limit = request.query_limit(DEFAULT_PAGE, MAX_PAGE)?;
     let query = ListQuery {
-        state: query_enum(request, "state")?,
-        source_type: query_enum(request, "sourceType")?,
+        state: request.query_enum("state")?,
+        source_type: request.query_enum("sourceType")?,
         limit,
         cursor: request
             .query
@@ -477,6 +450,7 @@ pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
     let queued = QueuedEvent {
         workspace_id: ws,
         event,
+        replay: false,
     };
     let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
     let scope = EventScope::new(&queued.event);
@@ -504,23 +478,81 @@ struct TestBody {
     selector: Option<SelectorInput>,
     #[serde(default)]
     input_mapping: Map<String, Value>,
-    event: Map<String, Value>,
+    #[serde(default)]
+    event: Option<Map<String, Value>>,
+    #[serde(default)]
+    recent: Option<RecentEvents>,
 }
 
-/// Evaluates a selector (and mapping) against a supplied event; nothing is dispatched.
+/// `recent`: test against the workspace's archived events instead of one given event.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RecentEvents {
+    #[serde(default = "default_recent")]
+    limit: usize,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+}
+
+fn default_recent() -> usize {
+    100
+}
+
+/// The most archived events one dry run evaluates.
+pub const MAX_RECENT: usize = 500;
+
+/// Evaluates a selector (and mapping) against a supplied event, or against the
+/// workspace's recent archived events; nothing is dispatched.
 pub async fn test(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
-    api.authorize(params, request, auth::READ)?;
+    let ws = api.authorize(params, request, auth::READ)?;
     let body: TestBody = request.json()?;
     let selector = check_authored(body.selector.as_ref(), &body.input_mapping)?;
-    let manual = body.event.get("source").and_then(|s| s.get("type"))
-        == Some(&Value::String("manual".into()));
-    let inputs = manual.then(|| body.event.get("data").cloned()).flatten();
-    let scope = EventScope::from_json(Value::Object(body.event), inputs);
-    let mut answer = Map::new();
-    let matched = match selector.as_deref() {
-        None => Ok(true),
-        Some(expr) => CompiledExpr::selector(expr)?.matches(&scope),
+    let compiled = selector
+        .as_deref()
+        .map(CompiledExpr::selector)
+        .transpose()?;
+    let (event, recent) = match (body.event, body.recent) {
+        (Some(event), None) => (event, None),
+        (None, Some(recent)) => (Map::new(), Some(recent)),
+        _ => {
+            return Err(Problem::new(
+                Code::BadRequest,
+                "give exactly one of event (one event to test) and recent (archived events)",
+            ))
+        }
     };
+    if let Some(recent) = recent {
+        return test_recent(api, &ws, compiled.as_ref(), &body.input_mapping, recent).await;
+    }
+    let manual =
+        event.get("source").and_then(|s| s.get("type")) == Some(&Value::String("manual".into()));
+    let inputs = manual.then(|| event.get("data").cloned()).flatten();
+    let scope = EventScope::from_json(Value::Object(event), inputs);
+    Ok(Reply::json(
+        200,
+        Value::Object(evaluate(
+            api,
+            compiled.as_ref(),
+            &body.input_mapping,
+            &scope,
+            false,
+        )),
+    ))
+}
+
+/// What the selector and mapping make of one event: `matched`, `inputs`, `error`
+/// (the mapping is resolved for every event, or only for matching ones).
+fn evaluate(
+    api: &Api,
+    compiled: Option<&CompiledExpr>,
+    input_mapping: &Map<String, Value>,
+    scope: &EventScope,
+    only_matched: bool,
+) -> Map<String, Value> {
+    let mut answer = Map::new();
+    let matched = compiled.map_or(Ok(true), |c| c.matches(scope));
     match matched {
         Ok(m) => answer.insert("matched".into(), m.into()),
         Err(e) => {
@@ -528,11 +560,61 @@ pub async fn test(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
             answer.insert("matched".into(), false.into())
         }
     };
-    if !body.input_mapping.is_empty() {
-        match mapping::resolve(&body.input_mapping, &scope, &api.cache) {
+    let wanted = !only_matched || answer.get("matched") == Some(&Value::Bool(true));
+    if !input_mapping.is_empty() && wanted {
+        match mapping::resolve(input_mapping, scope, &api.cache) {
             Ok(inputs) => answer.insert("inputs".into(), Value::Object(inputs)),
             Err(e) => answer.insert("error".into(), e.to_string().into()),
         };
     }
-    Ok(Reply::json(200, Value::Object(answer)))
+    answer
+}
+
+/// The dry run over archived events: which would match, their inputs, which errored.
+async fn test_recent(
+    api: &Api,
+    ws: &crate::ids::WorkspaceId,
+    compiled: Option<&CompiledExpr>,
+    input_mapping: &Map<String, Value>,
+    recent: RecentEvents,
+) -> Result<Reply, Problem> {
+    if !(1..=MAX_RECENT).contains(&recent.limit) {
+        return Err(Problem::new(
+            Code::BadRequest,
+            format!(
+                "recent.limit: expected 1..={MAX_RECENT}, got {}",
+                recent.limit
+            ),
+        ));
+    }
+    let query = crate::archive::EventQuery {
+        since_ms: recent
+            .since
+            .as_deref()
+            .map(|s| super::request::rfc3339_ms("recent.since", s))
+            .transpose()?,
+        kind: recent.kind,
+        limit: recent.limit,
+        ..Default::default()
+    };
+    let page = api.archive.list(ws, &query).await?;
+    let (mut matched, mut errors, mut evaluated) = (Vec::new(), Vec::new(), 0usize);
+    for archived in &page.items {
+        let Some(event) = &archived.event else {
+            continue;
+        };
+        evaluated += 1;
+        let mut answer = evaluate(api, compiled, input_mapping, &EventScope::new(event), true);
+        answer.insert("eventId".into(), event.event_id.as_str().into());
+        answer.insert("kind".into(), event.kind.as_str().into());
+        if answer.contains_key("error") {
+            errors.push(Value::Object(answer));
+        } else if answer.remove("matched") == Some(Value::Bool(true)) {
+            matched.push(Value::Object(answer));
+        }
+    }
+    Ok(Reply::json(
+        200,
+        json!({"evaluated": evaluated, "matched": matched, "errors": errors}),
+    ))
 }

@@ -9,7 +9,11 @@ use aws_sdk_dynamodb::Client;
 use super::attrs::{doc, get_n, get_s, n, s, Item};
 use super::describe;
 use super::documents::get_item;
-use crate::archive::{ArchivedEvent, EventArchive, EventFate};
+use super::tables::ARCHIVE_BY_WORKSPACE;
+use crate::archive::{
+    listing_key, parse_cursor, ArchivedEvent, EventArchive, EventFate, EventPage, EventQuery,
+    LAST_MS,
+};
 use crate::dedup::DeadLetterReason;
 use crate::event::NormalizedEvent;
 use crate::ids::{EventId, WorkspaceId};
@@ -85,6 +89,14 @@ impl EventArchive for DynamoEventArchive {
             ("workspaceId".to_owned(), s(workspace.as_str())),
             ("eventId".to_owned(), s(event.event_id.as_str())),
             ("kind".to_owned(), s(event.kind.as_str())),
+            (
+                "sourceType".to_owned(),
+                s(event.source.source_type.as_str()),
+            ),
+            (
+                "receivedKey".to_owned(),
+                s(listing_key(received_at_ms, &event.event_id)),
+            ),
             ("receivedAtMs".to_owned(), n(received_at_ms)),
             ("expiresAt".to_owned(), n(expires_at)),
             ("doc".to_owned(), s(document)),
@@ -118,6 +130,7 @@ impl EventArchive for DynamoEventArchive {
             .update_expression(
                 "SET workspaceId = :ws, eventId = :event, fateReason = :reason, fateDetail = :detail, \
                  fateAtMs = :at, receivedAtMs = if_not_exists(receivedAtMs, :at), \
+                 receivedKey = if_not_exists(receivedKey, :rk), \
                  expiresAt = if_not_exists(expiresAt, :expires)",
             )
             .expression_attribute_values(":ws", s(workspace.as_str()))
@@ -125,6 +138,7 @@ impl EventArchive for DynamoEventArchive {
             .expression_attribute_values(":reason", s(fate.reason.as_str()))
             .expression_attribute_values(":detail", s(fate.detail.as_str()))
             .expression_attribute_values(":at", n(fate.at_ms))
+            .expression_attribute_values(":rk", s(listing_key(fate.at_ms, event_id)))
             .expression_attribute_values(":expires", n(expires_at))
             .send()
             .await
@@ -142,5 +156,75 @@ impl EventArchive for DynamoEventArchive {
             .await
             .map_err(StoreError::Unavailable)?;
         item.as_ref().map(decode).transpose()
+    }
+
+    async fn list(
+        &self,
+        workspace: &WorkspaceId,
+        query: &EventQuery,
+    ) -> Result<EventPage, StoreError> {
+        let since = query.since_ms.unwrap_or(0).clamp(0, LAST_MS);
+        let until = query.until_ms.map_or(LAST_MS, |u| u.saturating_sub(1));
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ARCHIVE_BY_WORKSPACE)
+            .scan_index_forward(false)
+            .key_condition_expression("workspaceId = :ws AND receivedKey BETWEEN :lo AND :hi")
+            .expression_attribute_values(":ws", s(workspace.as_str()))
+            .expression_attribute_values(":lo", s(format!("{since:013}")))
+            .expression_attribute_values(":hi", s(format!("{:013}#~", until.clamp(0, LAST_MS))));
+        let mut filters = Vec::new();
+        if let Some(kind) = &query.kind {
+            filters.push("kind = :kind");
+            request = request.expression_attribute_values(":kind", s(kind.as_str()));
+        }
+        if let Some(source) = query.source_type {
+            filters.push("sourceType = :source");
+            request = request.expression_attribute_values(":source", s(source.as_str()));
+        }
+        if !filters.is_empty() {
+            request = request.filter_expression(filters.join(" AND "));
+        }
+        let mut start = query
+            .cursor
+            .as_deref()
+            .and_then(|c| parse_cursor(c).map(|id| (c, id)))
+            .map(|(cursor, id)| {
+                Item::from([
+                    ("workspaceId".to_owned(), s(workspace.as_str())),
+                    ("receivedKey".to_owned(), s(cursor)),
+                    ("eventKey".to_owned(), s(event_key(workspace, &id))),
+                ])
+            });
+        let mut items = Vec::new();
+        loop {
+            let output = request
+                .clone()
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+            for item in output.items() {
+                let archived = decode(item)?;
+                if &archived.workspace_id == workspace && query.admits(&archived) {
+                    items.push(archived);
+                }
+            }
+            start = output.last_evaluated_key().cloned();
+            if items.len() >= query.limit || start.is_none() {
+                let more = items.len() > query.limit || start.is_some();
+                items.truncate(query.limit);
+                let next_cursor = more
+                    .then(|| {
+                        items
+                            .last()
+                            .map(|a| listing_key(a.received_at_ms, &a.event_id))
+                    })
+                    .flatten();
+                return Ok(EventPage { items, next_cursor });
+            }
+        }
     }
 }

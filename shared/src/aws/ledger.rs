@@ -14,6 +14,7 @@ use super::attrs::{get_n, get_s, n, s, Item};
 use super::describe;
 use super::documents::{get_item, query_all};
 use super::tables::LEDGER_BY_EVENT;
+use crate::deadletters;
 use crate::dedup::{
     Claim, ClaimOutcome, ClaimRequest, DeadLetterReason, DedupKey, Ledger, LedgerEntry,
     LedgerError, LedgerStatus, MatchKind, Release,
@@ -27,8 +28,8 @@ const CLAIMABLE: &str = "attribute_not_exists(ledgerId) OR expiresAt <= :nowS \
 
 #[derive(Debug, Clone)]
 pub struct DynamoLedger {
-    client: Client,
-    table: String,
+    pub(super) client: Client,
+    pub(super) table: String,
 }
 
 impl DynamoLedger {
@@ -39,12 +40,87 @@ impl DynamoLedger {
         }
     }
 
-    fn update(&self, workspace: &WorkspaceId, key: &DedupKey) -> UpdateItemFluentBuilder {
+    pub(super) fn update(
+        &self,
+        workspace: &WorkspaceId,
+        key: &DedupKey,
+    ) -> UpdateItemFluentBuilder {
         self.client
             .update_item()
             .table_name(&self.table)
             .key("ledgerId", s(ledger_id(workspace, key)))
             .expression_attribute_names("#status", "status")
+    }
+
+    /// One conditional claim. `fresh_window` claims only a dead letter, restarting its
+    /// retry window; otherwise a dead letter blocks (so the caller can retry fresh).
+    /// `Err` carries the blocking item.
+    async fn claim_once(
+        &self,
+        req: &ClaimRequest,
+        fresh_window: bool,
+    ) -> Result<Result<ClaimOutcome, Item>, LedgerError> {
+        let (first_attempt, condition) = if fresh_window {
+            (":nowMs", format!("({CLAIMABLE}) AND #status = :dead"))
+        } else {
+            (
+                "if_not_exists(firstAttemptMs, :nowMs)",
+                format!("({CLAIMABLE}) AND (attribute_not_exists(#status) OR #status <> :dead)"),
+            )
+        };
+        let request = self
+            .update(&req.workspace_id, &req.key)
+            .update_expression(format!(
+                "SET #status = :claimed, claimToken = :token, leaseUntilMs = :lease, \
+                 attempts = if_not_exists(attempts, :zero) + :one, firstAttemptMs = {first_attempt}, \
+                 workspaceId = :ws, dedupKey = :key, eventId = :event, targetId = :target, \
+                 matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we \
+                 REMOVE runId, reason, supersededBy, {DEAD_LETTER_ONLY}"
+            ))
+            .condition_expression(condition)
+            .expression_attribute_values(":token", s(req.token.as_str()))
+            .expression_attribute_values(":ws", s(req.workspace_id.as_str()))
+            .expression_attribute_values(":key", s(req.key.as_str()))
+            .expression_attribute_values(":lease", n(req.lease_until_ms))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":event", s(req.event_id.as_str()))
+            .expression_attribute_values(":target", s(req.target_id.as_str()))
+            .expression_attribute_values(":kind", s(match_kind_str(req.match_kind)))
+            .expression_attribute_values(":expires", n(req.expires_at))
+            .expression_attribute_values(":we", s(format!("{}#{}", req.workspace_id, req.event_id)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match claimable_values(request, req.now_ms).send().await {
+            Ok(output) => Ok(Ok(ClaimOutcome::Claimed(Claim {
+                workspace_id: req.workspace_id.clone(),
+                key: req.key.clone(),
+                token: req.token.clone(),
+                attempts: output
+                    .attributes()
+                    .and_then(|a| get_n(a, "attempts"))
+                    .unwrap_or(1),
+                first_attempt_ms: output
+                    .attributes()
+                    .and_then(|a| get_n(a, "firstAttemptMs"))
+                    .unwrap_or(req.now_ms),
+            }))),
+            Err(e) => {
+                let blocking = e
+                    .as_service_error()
+                    .filter(|s| s.is_conditional_check_failed_exception())
+                    .map(|s| match s {
+                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                            c.item().cloned().unwrap_or_default()
+                        }
+                        _ => Item::new(),
+                    });
+                let Some(old) = blocking else {
+                    return Err(LedgerError::Unavailable(describe(&e)));
+                };
+                Ok(Err(old))
+            }
+        }
     }
 
     /// Runs a token-conditioned update; a failed condition means the claim was lost.
@@ -71,6 +147,58 @@ impl DynamoLedger {
         }
     }
 }
+
+/// Puts a dead letter in its workspace's index (`dlWorkspace` / `dlSort`), with the
+/// message replay needs when there is one.
+fn indexed_dead_letter(
+    request: UpdateItemFluentBuilder,
+    workspace: &WorkspaceId,
+    key: &DedupKey,
+    message: Option<&str>,
+    at_ms: i64,
+) -> UpdateItemFluentBuilder {
+    let request = request
+        .expression_attribute_values(":dlws", s(workspace.as_str()))
+        .expression_attribute_values(":dlsort", s(deadletters::sort_key_at(at_ms, key)));
+    match message {
+        Some(message) => request.expression_attribute_values(":message", s(message)),
+        None => request,
+    }
+}
+
+/// The `SET` clauses of [`indexed_dead_letter`]'s values.
+fn dead_letter_set(with_message: bool) -> &'static str {
+    if with_message {
+        "dlWorkspace = :dlws, dlSort = :dlsort, message = :message"
+    } else {
+        "dlWorkspace = :dlws, dlSort = :dlsort"
+    }
+}
+
+/// What a dead letter without a message must not keep from an earlier one.
+fn dead_letter_remove(with_message: bool) -> &'static str {
+    if with_message {
+        ""
+    } else {
+        ", message"
+    }
+}
+
+/// What a claim found in its way: a duplicate (committed) or a live claim.
+/// A discarded dead letter is final, so it answers like a duplicate: nothing is sent.
+fn blocked(old: &Item) -> ClaimOutcome {
+    match get_s(old, "status") {
+        Some("committed" | "discarded") => ClaimOutcome::Duplicate {
+            run_id: get_s(old, "runId").map(str::to_owned),
+        },
+        _ => ClaimOutcome::InFlight {
+            lease_until_ms: get_n(old, "leaseUntilMs").unwrap_or(0),
+        },
+    }
+}
+
+/// Attributes only a dead letter has: the sparse index's keys and the kept message.
+const DEAD_LETTER_ONLY: &str = "dlWorkspace, dlSort, message";
 
 /// The partition key of a ledger item.
 pub fn ledger_id(workspace: &WorkspaceId, key: &DedupKey) -> String {
@@ -118,71 +246,23 @@ pub fn entry_from_item(item: &Item) -> Option<LedgerEntry> {
         first_attempt_ms: get_n(item, "firstAttemptMs").unwrap_or(0),
         expires_at: get_n(item, "expiresAt").unwrap_or(0),
         updated_at_ms: get_n(item, "updatedAtMs").unwrap_or(0),
+        message: get_s(item, "message").map(str::to_owned),
     })
 }
 
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, LedgerError> {
-        let request = self
-            .update(&req.workspace_id, &req.key)
-            .update_expression(
-                "SET #status = :claimed, claimToken = :token, leaseUntilMs = :lease, \
-                 attempts = if_not_exists(attempts, :zero) + :one, firstAttemptMs = if_not_exists(firstAttemptMs, :nowMs), \
-                 workspaceId = :ws, dedupKey = :key, eventId = :event, targetId = :target, \
-                 matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we \
-                 REMOVE runId, reason, supersededBy",
-            )
-            .condition_expression(CLAIMABLE)
-            .expression_attribute_values(":token", s(req.token.as_str()))
-            .expression_attribute_values(":ws", s(req.workspace_id.as_str()))
-            .expression_attribute_values(":key", s(req.key.as_str()))
-            .expression_attribute_values(":lease", n(req.lease_until_ms))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":event", s(req.event_id.as_str()))
-            .expression_attribute_values(":target", s(req.target_id.as_str()))
-            .expression_attribute_values(":kind", s(match_kind_str(req.match_kind)))
-            .expression_attribute_values(":expires", n(req.expires_at))
-            .expression_attribute_values(":we", s(format!("{}#{}", req.workspace_id, req.event_id)))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        match claimable_values(request, req.now_ms).send().await {
-            Ok(output) => Ok(ClaimOutcome::Claimed(Claim {
-                workspace_id: req.workspace_id.clone(),
-                key: req.key.clone(),
-                token: req.token.clone(),
-                attempts: output
-                    .attributes()
-                    .and_then(|a| get_n(a, "attempts"))
-                    .unwrap_or(1),
-                first_attempt_ms: output
-                    .attributes()
-                    .and_then(|a| get_n(a, "firstAttemptMs"))
-                    .unwrap_or(req.now_ms),
-            })),
-            Err(e) => {
-                let blocking = e
-                    .as_service_error()
-                    .filter(|s| s.is_conditional_check_failed_exception())
-                    .map(|s| match s {
-                        aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                            c.item().cloned().unwrap_or_default()
-                        }
-                        _ => Item::new(),
-                    });
-                let Some(old) = blocking else {
-                    return Err(LedgerError::Unavailable(describe(&e)));
-                };
-                Ok(match get_s(&old, "status") {
-                    Some("committed") => ClaimOutcome::Duplicate {
-                        run_id: get_s(&old, "runId").map(str::to_owned),
-                    },
-                    _ => ClaimOutcome::InFlight {
-                        lease_until_ms: get_n(&old, "leaseUntilMs").unwrap_or(0),
-                    },
-                })
+        match self.claim_once(req, false).await? {
+            // A dead letter claimed again (its event replayed) starts a new retry window.
+            Err(old) if get_s(&old, "status") == Some(LedgerStatus::DeadLettered.as_str()) => {
+                Ok(self
+                    .claim_once(req, true)
+                    .await?
+                    .unwrap_or_else(|old| blocked(&old)))
             }
+            Err(old) => Ok(blocked(&old)),
+            Ok(claimed) => Ok(claimed),
         }
     }
 
@@ -232,11 +312,13 @@ impl Ledger for DynamoLedger {
                 reason,
                 detail,
                 expires_at,
-            } => request
-                .update_expression(
+                message,
+            } => indexed_dead_letter(request, &claim.workspace_id, &claim.key, message.as_deref(), now_ms)
+                .update_expression(format!(
                     "SET #status = :dead, reason = :reason, lastError = :error, expiresAt = :expires, \
-                     updatedAtMs = :nowMs REMOVE claimToken, leaseUntilMs",
-                )
+                     updatedAtMs = :nowMs, {} REMOVE claimToken, leaseUntilMs{}",
+                    dead_letter_set(message.is_some()), dead_letter_remove(message.is_some())
+                ))
                 .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
                 .expression_attribute_values(":reason", s(reason.as_str()))
                 .expression_attribute_values(":error", s(detail.as_str()))
@@ -281,13 +363,28 @@ impl Ledger for DynamoLedger {
         } else {
             ("", ", supersededBy")
         };
-        let mut request = self
-            .update(&entry.workspace_id, &entry.key)
-            .update_expression(format!(
+        let mut request = self.update(&entry.workspace_id, &entry.key);
+        let (set_dead, remove_dead) = if entry.status == LedgerStatus::DeadLettered {
+            request = indexed_dead_letter(
+                request,
+                &entry.workspace_id,
+                &entry.key,
+                entry.message.as_deref(),
+                entry.updated_at_ms,
+            );
+            (
+                format!(", {}", dead_letter_set(entry.message.is_some())),
+                dead_letter_remove(entry.message.is_some()).to_owned(),
+            )
+        } else {
+            (String::new(), format!(", {DEAD_LETTER_ONLY}"))
+        };
+        request = request.update_expression(format!(
                 "SET #status = :new, workspaceId = :ws, dedupKey = :key, eventId = :event, targetId = :target, \
-                 matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we{set_error}{set_reason}{set_winner}, \
-                 attempts = if_not_exists(attempts, :zero) + :one, leaseUntilMs = :lease REMOVE claimToken, runId{remove_winner}"
-            ))
+                 matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we{set_error}{set_reason}{set_winner}{set_dead}, \
+                 attempts = if_not_exists(attempts, :zero) + :one, leaseUntilMs = :lease REMOVE claimToken, runId{remove_winner}{remove_dead}"
+            ));
+        let mut request = request
             .condition_expression(CLAIMABLE)
             .expression_attribute_values(":new", s(entry.status.as_str()))
             .expression_attribute_values(":ws", s(entry.workspace_id.as_str()))
@@ -296,7 +393,10 @@ impl Ledger for DynamoLedger {
             .expression_attribute_values(":target", s(entry.target_id.as_str()))
             .expression_attribute_values(":kind", s(match_kind_str(entry.match_kind)))
             .expression_attribute_values(":expires", n(entry.expires_at))
-            .expression_attribute_values(":we", s(format!("{}#{}", entry.workspace_id, entry.event_id)))
+            .expression_attribute_values(
+                ":we",
+                s(format!("{}#{}", entry.workspace_id, entry.event_id)),
+            )
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":lease", n(entry.lease_until_ms));

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod attrs;
 pub mod connectors;
+pub mod deadletters;
 mod documents;
 pub mod ledger;
 pub mod parked;

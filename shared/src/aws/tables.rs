@@ -17,6 +17,10 @@ pub const CONNECTORS_BY_WORKSPACE: &str = "byWorkspace";
 /// Ledger: `ledgerId` (`{workspace}#{dedupKey}`); GSI `byEvent` (`workspaceEvent` =
 /// `{workspace}#{eventId}` / `dedupKey`).
 pub const LEDGER_BY_EVENT: &str = "byEvent";
+/// Ledger GSI `deadLetters` (`dlWorkspace` / `dlSort`): sparse, dead letters only.
+pub const LEDGER_DEAD_LETTERS: &str = "deadLetters";
+/// Archive GSI `byWorkspace` (`workspaceId` / `receivedKey` = `{receivedAtMs:013}#{eventId}`).
+pub const ARCHIVE_BY_WORKSPACE: &str = "byWorkspace";
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, String> {
     KeySchemaElement::builder()
@@ -53,7 +57,7 @@ async fn create(
     table: &str,
     hash: &str,
     range: Option<&str>,
-    gsi: Option<(&str, &str, &str)>,
+    gsis: &[(&str, &str, &str)],
     ttl: Option<&str>,
 ) -> Result<(), String> {
     let mut request = client
@@ -67,12 +71,15 @@ async fn create(
             .key_schema(key(range, KeyType::Range)?)
             .attribute_definitions(attr(range)?);
     }
-    if let Some((name, gh, gr)) = gsi {
-        request = request
-            .global_secondary_indexes(index(name, gh, gr)?)
-            .attribute_definitions(attr(gh)?);
-        if Some(gr) != range && gr != hash {
-            request = request.attribute_definitions(attr(gr)?);
+    let mut defined = vec![hash];
+    defined.extend(range);
+    for &(name, gh, gr) in gsis {
+        request = request.global_secondary_indexes(index(name, gh, gr)?);
+        for attribute in [gh, gr] {
+            if !defined.contains(&attribute) {
+                defined.push(attribute);
+                request = request.attribute_definitions(attr(attribute)?);
+            }
         }
     }
     match request.send().await {
@@ -106,11 +113,11 @@ pub async fn create_connectors(client: &Client, connectors: &str) -> Result<(), 
         connectors,
         "connectorInstanceId",
         None,
-        Some((
+        &[(
             CONNECTORS_BY_WORKSPACE,
             "workspaceId",
             "connectorInstanceId",
-        )),
+        )],
         None,
     )
     .await
@@ -118,7 +125,15 @@ pub async fn create_connectors(client: &Client, connectors: &str) -> Result<(), 
 
 /// Creates the event archive (`eventKey` = `{workspace}#{eventId}`, TTL `expiresAt`).
 pub async fn create_archive(client: &Client, archive: &str) -> Result<(), String> {
-    create(client, archive, "eventKey", None, None, Some("expiresAt")).await
+    create(
+        client,
+        archive,
+        "eventKey",
+        None,
+        &[(ARCHIVE_BY_WORKSPACE, "workspaceId", "receivedKey")],
+        Some("expiresAt"),
+    )
+    .await
 }
 
 /// Creates the parked-events table (`parkKey` / `eventId`, TTL `expiresAt`).
@@ -128,7 +143,7 @@ pub async fn create_parked(client: &Client, parked: &str) -> Result<(), String> 
         parked,
         "parkKey",
         Some("eventId"),
-        None,
+        &[],
         Some("expiresAt"),
     )
     .await
@@ -146,17 +161,20 @@ pub async fn create_all(
         subscriptions,
         "workspaceId",
         Some("subscriptionId"),
-        Some((SUBSCRIPTIONS_BY_ROUTE, "routeKey", "subscriptionId")),
+        &[(SUBSCRIPTIONS_BY_ROUTE, "routeKey", "subscriptionId")],
         None,
     )
     .await?;
-    create(client, resumes, "resumeId", None, None, Some("expiresAt")).await?;
+    create(client, resumes, "resumeId", None, &[], Some("expiresAt")).await?;
     create(
         client,
         ledger,
         "ledgerId",
         None,
-        Some((LEDGER_BY_EVENT, "workspaceEvent", "dedupKey")),
+        &[
+            (LEDGER_BY_EVENT, "workspaceEvent", "dedupKey"),
+            (LEDGER_DEAD_LETTERS, "dlWorkspace", "dlSort"),
+        ],
         Some("expiresAt"),
     )
     .await

@@ -96,25 +96,36 @@ impl DispatchMessage {
             first_attempt_ms: 0,
             expires_at,
             updated_at_ms: now_ms,
+            message: None,
         }
     }
 
+    /// The message as a dead letter keeps it, for inspection and replay.
+    pub fn to_record(&self) -> Option<String> {
+        serde_json::to_string(self).ok()
+    }
+
     /// The ledger item of a match dead-lettered before any RPC (`reason`, tenant-safe
-    /// `detail`), kept for `DEAD_LETTER_RETENTION_SECS`.
+    /// `detail`), kept for `DEAD_LETTER_RETENTION_SECS` with the message, unless it is
+    /// the message's size that failed (a ledger item could not hold it either).
     pub fn dead_letter_entry(
         &self,
         reason: DeadLetterReason,
         detail: &str,
         now_ms: i64,
     ) -> LedgerEntry {
-        self.unclaimed_entry(
+        let mut entry = self.unclaimed_entry(
             LedgerStatus::DeadLettered,
             Some(reason),
             Some(detail.to_owned()),
             0,
             now_ms,
             now_ms / 1000 + crate::dedup::DEAD_LETTER_RETENTION_SECS,
-        )
+        );
+        if reason != DeadLetterReason::TooLarge {
+            entry.message = self.to_record();
+        }
+        entry
     }
 
     /// An audit record about this match: workspace, event and the target's attributes.

@@ -528,6 +528,7 @@ impl Dispatcher {
             reason,
             detail: detail.clone(),
             expires_at: now_ms / 1000 + self.settings.dead_letter_retention_secs,
+            message: message.to_record(),
         };
         tolerate_lost_claim(self.ledger.release(claim, &release, now_ms).await)?;
         // Delivery failed for good: the wait is live again for the next matching event.
@@ -575,6 +576,7 @@ impl Dispatcher {
             expires_at,
         );
         entry.reason = Some(reason);
+        entry.message = message.to_record();
         self.ledger.record_unclaimed(&entry).await?;
         self.emit(AuditName::DispatchFailed, message, |e| {
             e.with("reason", reason.as_str())

@@ -153,6 +153,10 @@ pub struct NormalizedEvent {
 pub struct QueuedEvent {
     pub workspace_id: crate::ids::WorkspaceId,
     pub event: NormalizedEvent,
+    /// Offered again by an operator (event replay): matched against the subscriptions
+    /// as stored now, not a cached index that may predate a new subscription.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 impl NormalizedEvent {

@@ -43,6 +43,7 @@ pub fn lifecycle_envelope(value: &Value) -> Result<QueuedEvent, IngestError> {
     Ok(QueuedEvent {
         workspace_id: workspace,
         event,
+        replay: false,
     })
 }
 

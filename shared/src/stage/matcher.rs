@@ -123,12 +123,16 @@ impl MatchStage {
         let QueuedEvent {
             workspace_id,
             event,
+            replay,
         } = queued;
         let scope = EventScope::new(event);
         let arms = classify(event);
         let mut messages = Vec::new();
         if arms.to_start {
-            for subscription in self.start_matches(workspace_id, event, &scope).await? {
+            for subscription in self
+                .start_matches(workspace_id, event, &scope, *replay)
+                .await?
+            {
                 messages.push(start_message(
                     workspace_id,
                     event,
@@ -177,6 +181,7 @@ impl MatchStage {
         workspace: &WorkspaceId,
         event: &NormalizedEvent,
         scope: &EventScope,
+        fresh_index: bool,
     ) -> Result<Vec<Arc<Subscription>>, MatchError> {
         let result = if event.source.source_type == SourceType::Manual {
             let Some(subscription) = self.addressed(workspace, event).await? else {
@@ -184,7 +189,7 @@ impl MatchStage {
             };
             matching::match_single(subscription, scope, event, &self.cache)
         } else {
-            self.index(workspace, route_of(event))
+            self.index(workspace, route_of(event), fresh_index)
                 .await?
                 .match_event(event, scope)
         };
@@ -215,10 +220,15 @@ impl MatchStage {
         &self,
         workspace: &WorkspaceId,
         route: Route,
+        fresh: bool,
     ) -> Result<Arc<StartIndex>, MatchError> {
         let key = (workspace.clone(), route);
         let now = self.clock.now_ms();
-        if let Some(index) = self.indexes.get(&key, now - self.index_ttl_ms) {
+        if let Some(index) = self
+            .indexes
+            .get(&key, now - self.index_ttl_ms)
+            .filter(|_| !fresh)
+        {
             return Ok(index);
         }
         let subscriptions = self.subscriptions.list_matchable(&key.0, &key.1).await?;

@@ -112,6 +112,7 @@ impl WebhookIntake {
                 occurred_at,
             ))
             .map_err(|e| IntakeError::Misconfigured(e.to_string()))?,
+            replay: false,
         };
         let event_id = queued.event.event_id.clone();
         let message = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;

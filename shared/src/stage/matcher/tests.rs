@@ -265,6 +265,7 @@ async fn manual_fire_matches_only_the_addressed_subscription_and_never_resumes()
     let queued = QueuedEvent {
         workspace_id: WorkspaceId::new("ws1").unwrap(),
         event,
+        replay: false,
     };
     let report = h.stage.handle(&queued).await.unwrap();
     assert_eq!(
@@ -305,6 +306,7 @@ async fn connector_events_only_reach_that_connectors_subscriptions() {
         .handle(&QueuedEvent {
             workspace_id: WorkspaceId::new("ws1").unwrap(),
             event,
+            replay: false,
         })
         .await
         .unwrap();
@@ -339,6 +341,19 @@ async fn index_is_reused_within_its_ttl_then_reloaded() {
             .start_matches,
         1
     );
+}
+
+#[tokio::test]
+async fn a_replayed_event_meets_the_subscriptions_of_now_not_the_cached_index() {
+    let h = harness(300);
+    h.stage.handle(&lifecycle("ws1", json!({}))).await.unwrap();
+    h.subs
+        .put(&sub("late", "ws1", "internal", None, json!({})))
+        .await
+        .unwrap();
+    let mut replayed = lifecycle("ws1", json!({}));
+    replayed.replay = true;
+    assert_eq!(h.stage.handle(&replayed).await.unwrap().start_matches, 1);
 }
 
 #[tokio::test]
