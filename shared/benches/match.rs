@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use custos_trigger::event::NormalizedEvent;
 use custos_trigger::matching::StartIndex;
-use custos_trigger::selector::{EventScope, SelectorCache};
+use custos_trigger::selector::{LazyScope, SelectorCache};
 use custos_trigger::subscription::Subscription;
 use serde_json::json;
 
@@ -77,7 +77,7 @@ fn bench_match(c: &mut Criterion) {
         let events: Vec<NormalizedEvent> = (0..64).map(|i| event(i, repos)).collect();
         let matched: usize = events
             .iter()
-            .map(|e| index.match_event(e, &EventScope::new(e)).matched.len())
+            .map(|e| index.match_event(e, &LazyScope::new(e)).matched.len())
             .sum();
         eprintln!(
             "n={n}: {:.2} matches per event",
@@ -88,7 +88,7 @@ fn bench_match(c: &mut Criterion) {
             b.iter(|| {
                 let e = &events[i % events.len()];
                 i += 1;
-                let scope = EventScope::new(e);
+                let scope = LazyScope::new(e);
                 black_box(index.match_event(e, &scope).matched.len())
             })
         });

@@ -39,6 +39,11 @@ pub fn message_body<T: Serialize>(
         bytes: usize::MAX,
         limit,
     })?;
+    checked_body(what, body, limit)
+}
+
+/// A body serialized elsewhere, made SQS-safe and refused when over `limit`.
+pub fn checked_body(what: &'static str, body: String, limit: usize) -> Result<String, TooLarge> {
     let body = escape_for_sqs(body);
     if body.len() > limit {
         return Err(TooLarge {

@@ -3,6 +3,8 @@
 //! placeholder keeps the expression's JSON type; placeholders inside longer strings are
 //! interpolated as text. A mapping that cannot be resolved is a permanent failure.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -24,7 +26,42 @@ pub fn resolve(
     scope: &EventScope,
     cache: &SelectorCache,
 ) -> Result<Map<String, Value>, MappingError> {
-    let resolver = Resolver { scope, cache };
+    resolve_with(mapping, scope, cache, &Memo::default())
+}
+
+/// The results of mapping expressions on one event, shared by all of its matches: the
+/// same `${{ event.data.repo }}` in a hundred subscriptions is evaluated once.
+#[derive(Debug, Default)]
+pub struct Memo(std::sync::Mutex<HashMap<String, Outcome>>);
+
+/// What one expression yielded: its value, or why not (and whether it was too costly).
+type Outcome = Result<Value, (String, bool)>;
+
+impl Memo {
+    fn get(&self, expr: &str) -> Option<Outcome> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(expr)
+            .cloned()
+    }
+
+    fn put(&self, expr: &str, result: Outcome) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(expr.to_owned(), result);
+    }
+}
+
+/// [`resolve`] with expression results shared through `memo` (one per event).
+pub fn resolve_with(
+    mapping: &Map<String, Value>,
+    scope: &EventScope,
+    cache: &SelectorCache,
+    memo: &Memo,
+) -> Result<Map<String, Value>, MappingError> {
+    let resolver = Resolver { scope, cache, memo };
     mapping
         .iter()
         .map(|(key, value)| Ok((key.clone(), resolver.value(value, key)?)))
@@ -95,6 +132,7 @@ fn compile(expr: &str, path: &str) -> Result<CompiledExpr, MappingError> {
 struct Resolver<'a> {
     scope: &'a EventScope,
     cache: &'a SelectorCache,
+    memo: &'a Memo,
 }
 
 impl Resolver<'_> {
@@ -138,18 +176,32 @@ impl Resolver<'_> {
     }
 
     fn evaluate(&self, expr: &str, path: &str) -> Result<Value, MappingError> {
-        let fail = |reason: String| MappingError {
+        let result = match self.memo.get(expr) {
+            Some(known) => known,
+            None => {
+                let computed = self.compute(expr);
+                self.memo.put(expr, computed.clone());
+                computed
+            }
+        };
+        result.map_err(|(reason, too_expensive)| MappingError {
             path: path.to_owned(),
             reason,
-            too_expensive: false,
-        };
-        let compiled = self.cache.mapping(expr).map_err(|e| fail(e.to_string()))?;
+            too_expensive,
+        })
+    }
+
+    fn compute(&self, expr: &str) -> Outcome {
+        let compiled = self
+            .cache
+            .mapping(expr)
+            .map_err(|e| (e.to_string(), false))?;
         let value = compiled
             .evaluate(self.scope)
-            .map_err(|e| fail(format!("`{expr}`: {e}")))?;
+            .map_err(|e| (format!("`{expr}`: {e}"), false))?;
         value
             .json()
-            .map_err(|e| fail(format!("`{expr}` has no JSON form: {e}")))
+            .map_err(|e| (format!("`{expr}` has no JSON form: {e}"), false))
     }
 }
 

@@ -1,7 +1,8 @@
-//! Start and resume matching. The start side builds an index over a workspace's
-//! subscriptions once, keyed on the literal equalities their selectors pin (`event.kind`
-//! and one data field), so an event only evaluates the selectors that could be true for
-//! it: match cost stays flat as a workspace grows to 100k subscriptions.
+//! Start and resume matching. The start side builds an aggregate index over a
+//! workspace's subscriptions once ([`StartIndex`]): an event reaches only the selector
+//! arms whose most selective predicate it satisfies, most are decided without CEL, and
+//! identical selector texts are evaluated once, so match cost tracks the number of
+//! matches rather than the number of subscriptions.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,15 +11,11 @@ use serde_json::Value;
 
 use crate::event::NormalizedEvent;
 use crate::resume::{ResumeKey, ResumeWait};
-use crate::selector::{CompiledExpr, EvalError, EventScope, Pin, PinValue, SelectorCache};
-use crate::subscription::Subscription;
+use crate::selector::{CompiledExpr, EvalError, EventScope, LazyScope, SelectorCache};
+use predicate::{field, Arm, Field, Literal, Predicate};
 
-/// A subscription ready to be matched: its selector compiled (None = unconditional).
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub subscription: Arc<Subscription>,
-    selector: Option<Arc<CompiledExpr>>,
-}
+pub mod predicate;
+use crate::subscription::Subscription;
 
 /// Why a subscription was left out of an index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,59 +38,253 @@ pub struct StartMatches {
     pub failures: Vec<SelectorFailure>,
 }
 
-type LiteralKey = PinValue;
-
-#[derive(Debug, Default)]
-struct Bucket {
-    /// Candidates without an indexable data pin: always evaluated.
-    scan: Vec<usize>,
-    /// `path → literal → candidates` for the first data pin of each selector.
-    by_field: HashMap<Vec<String>, HashMap<LiteralKey, Vec<usize>>>,
+/// One distinct selector text of the index and the subscriptions that use it.
+#[derive(Debug)]
+struct Selector {
+    /// `None`: no selector, always true.
+    compiled: Option<Arc<CompiledExpr>>,
+    arms: Vec<Arm>,
+    /// Per arm: the predicates left to check once the arm is a candidate (all but the
+    /// one it entered the index by), on interned paths.
+    checks: Vec<Vec<(PathId, Predicate)>>,
+    subscriptions: Vec<u32>,
 }
 
-impl Bucket {
-    fn insert(&mut self, index: usize, field_pin: Option<&Pin>) {
-        match field_pin {
-            Some(pin) => self
-                .by_field
-                .entry(pin.path.clone())
-                .or_default()
-                .entry(pin.value.clone())
-                .or_default()
-                .push(index),
-            None => self.scan.push(index),
+/// An arm of a selector: `(selector, arm)` positions.
+type ArmRef = (u32, u32);
+
+/// Arms per string value of one field.
+type ByValue = HashMap<String, Vec<ArmRef>>;
+
+/// A field path under `event`.
+type Path = Vec<String>;
+
+/// A path interned in the index (each distinct path is read once per event).
+type PathId = usize;
+
+/// Where an arm enters the index: the postings of its most selective predicate.
+#[derive(Debug, Default)]
+struct Postings {
+    /// `path == "x"` and `path in [...]`: per path, per string value.
+    strings: Vec<(PathId, ByValue)>,
+    /// `a == "x" && b == "y"`: per pair of paths, per pair of values ([`pair_key`]).
+    pairs: Vec<((PathId, PathId), ByValue)>,
+    /// `path == true/false`: per path, `[false, true]`.
+    bools: Vec<(PathId, [Vec<ArmRef>; 2])>,
+    /// `path.startsWith("x")`: per path, per prefix, with the prefix lengths in use.
+    prefixes: Vec<(PathId, ByValue, Vec<usize>)>,
+    /// `"x" in path` / `path.exists(t, t == "x")`: per path, per element.
+    elements: Vec<(PathId, ByValue)>,
+    /// `has(path)`.
+    present: Vec<(PathId, Vec<ArmRef>)>,
+    /// Numeric comparisons, checked one by one (the least selective entry).
+    compared: Vec<(PathId, Predicate, ArmRef)>,
+    /// Arms with no predicate the index can decide: candidates for every event.
+    scan: Vec<ArmRef>,
+}
+
+fn slot<T: Default>(list: &mut Vec<(PathId, T)>, path: PathId) -> &mut T {
+    let position = match list.iter().position(|(p, _)| *p == path) {
+        Some(position) => position,
+        None => {
+            list.push((path, T::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[position].1
+}
+
+/// The event's fields at the index's paths, each read on first need.
+struct Fields<'e, 'i> {
+    event: &'e NormalizedEvent,
+    paths: &'i [Path],
+    read: Vec<Option<Option<Field<'e>>>>,
+}
+
+impl<'e, 'i> Fields<'e, 'i> {
+    fn new(event: &'e NormalizedEvent, paths: &'i [Path]) -> Self {
+        Self {
+            event,
+            paths,
+            read: vec![None; paths.len()],
         }
     }
 
-    fn candidates<'a>(&'a self, scope: &'a EventScope) -> impl Iterator<Item = usize> + 'a {
-        let indexed = self.by_field.iter().flat_map(move |(path, values)| {
-            scope
-                .field(path)
-                .and_then(literal_of)
-                .and_then(|key| values.get(&key))
-                .into_iter()
-                .flatten()
-                .copied()
-        });
-        self.scan.iter().copied().chain(indexed)
+    fn get(&mut self, path: PathId) -> Option<Field<'e>> {
+        *self.read[path].get_or_insert_with(|| field(self.event, &self.paths[path]))
     }
 }
 
-fn literal_of(value: &Value) -> Option<LiteralKey> {
-    match value {
-        Value::String(s) => Some(PinValue::String(s.clone())),
-        Value::Bool(b) => Some(PinValue::Bool(*b)),
-        _ => None,
+impl Postings {
+    fn insert(&mut self, access: Option<(PathId, &Predicate)>, arm: ArmRef) {
+        let Some((path, predicate)) = access else {
+            self.scan.push(arm);
+            return;
+        };
+        match predicate {
+            Predicate::Eq {
+                value: Literal::Str(value),
+                ..
+            } => push(slot(&mut self.strings, path), value, arm),
+            Predicate::In { values, .. } => {
+                let postings = slot(&mut self.strings, path);
+                let mut distinct: Vec<&String> = values.iter().collect();
+                distinct.sort_unstable();
+                distinct.dedup();
+                for value in distinct {
+                    push(postings, value, arm);
+                }
+            }
+            Predicate::Eq {
+                value: Literal::Bool(value),
+                ..
+            } => slot(&mut self.bools, path)[usize::from(*value)].push(arm),
+            Predicate::Prefix { prefix, .. } => {
+                let position = match self.prefixes.iter().position(|(p, _, _)| *p == path) {
+                    Some(position) => position,
+                    None => {
+                        self.prefixes.push((path, HashMap::new(), Vec::new()));
+                        self.prefixes.len() - 1
+                    }
+                };
+                let (_, postings, lengths) = &mut self.prefixes[position];
+                push(postings, prefix, arm);
+                if let Err(at) = lengths.binary_search(&prefix.len()) {
+                    lengths.insert(at, prefix.len());
+                }
+            }
+            Predicate::Contains { value, .. } => push(slot(&mut self.elements, path), value, arm),
+            Predicate::Has { .. } => slot(&mut self.present, path).push(arm),
+            Predicate::Cmp { .. } => self.compared.push((path, predicate.clone(), arm)),
+        }
+    }
+
+    fn insert_pair(
+        &mut self,
+        (a, first): (PathId, &Predicate),
+        (b, second): (PathId, &Predicate),
+        arm: ArmRef,
+    ) {
+        let (
+            Predicate::Eq {
+                value: Literal::Str(x),
+                ..
+            },
+            Predicate::Eq {
+                value: Literal::Str(y),
+                ..
+            },
+        ) = (first, second)
+        else {
+            return;
+        };
+        let position = match self.pairs.iter().position(|(p, _)| *p == (a, b)) {
+            Some(position) => position,
+            None => {
+                self.pairs.push(((a, b), HashMap::new()));
+                self.pairs.len() - 1
+            }
+        };
+        self.pairs[position]
+            .1
+            .entry(pair_key(x, y))
+            .or_default()
+            .push(arm);
+    }
+
+    /// Every arm whose entry predicate holds for the event (some more than once).
+    fn candidates(&self, fields: &mut Fields<'_, '_>, out: &mut Vec<ArmRef>) {
+        out.extend_from_slice(&self.scan);
+        for ((a, b), postings) in &self.pairs {
+            let x = fields.get(*a).and_then(Field::as_str);
+            let y = fields.get(*b).and_then(Field::as_str);
+            if let Some(arms) = x.zip(y).and_then(|(x, y)| postings.get(&pair_key(x, y))) {
+                out.extend_from_slice(arms);
+            }
+        }
+        for (path, postings) in &self.strings {
+            if let Some(arms) = fields
+                .get(*path)
+                .and_then(Field::as_str)
+                .and_then(|s| postings.get(s))
+            {
+                out.extend_from_slice(arms);
+            }
+        }
+        for (path, postings) in &self.bools {
+            if let Some(Field::Json(Value::Bool(b))) = fields.get(*path) {
+                out.extend_from_slice(&postings[usize::from(*b)]);
+            }
+        }
+        for (path, postings, lengths) in &self.prefixes {
+            let Some(text) = fields.get(*path).and_then(Field::as_str) else {
+                continue;
+            };
+            for &length in lengths.iter().take_while(|&&l| l <= text.len()) {
+                if let Some(arms) = text.get(..length).and_then(|p| postings.get(p)) {
+                    out.extend_from_slice(arms);
+                }
+            }
+        }
+        for (path, postings) in &self.elements {
+            match fields.get(*path) {
+                Some(Field::Json(Value::Array(items))) => {
+                    for item in items.iter().filter_map(Value::as_str) {
+                        out.extend(postings.get(item).into_iter().flatten());
+                    }
+                }
+                Some(Field::Json(Value::Object(map))) => {
+                    for key in map.keys() {
+                        out.extend(postings.get(key.as_str()).into_iter().flatten());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (path, arms) in &self.present {
+            if fields.get(*path).is_some() {
+                out.extend_from_slice(arms);
+            }
+        }
+        for (path, predicate, arm) in &self.compared {
+            if predicate.holds_on(fields.get(*path)) {
+                out.push(*arm);
+            }
+        }
     }
 }
 
-/// The compiled, pre-filtered view of a set of start subscriptions.
+/// One key for two values (length-prefixed, so no two pairs share one).
+fn pair_key(x: &str, y: &str) -> String {
+    format!("{}:{x}{y}", x.len())
+}
+
+fn push(postings: &mut ByValue, value: &str, arm: ArmRef) {
+    match postings.get_mut(value) {
+        Some(arms) => arms.push(arm),
+        None => {
+            postings.insert(value.to_owned(), vec![arm]);
+        }
+    }
+}
+
+/// The compiled, indexed view of a set of start subscriptions: an aggregate matcher.
+/// Identical selector texts are compiled and evaluated once; every arm enters the index
+/// through its most selective predicate; an arm whose conjuncts are all predicates
+/// matches without CEL; CEL runs only for residual conjuncts, on a scope converted
+/// only when one is needed.
 #[derive(Debug, Default)]
 pub struct StartIndex {
-    candidates: Vec<Candidate>,
-    by_kind: HashMap<String, Bucket>,
-    any_kind: Bucket,
+    subscriptions: Vec<Arc<Subscription>>,
+    selectors: Vec<Selector>,
+    postings: Postings,
+    /// Every path a predicate reads, interned.
+    paths: Vec<Path>,
     skipped: Vec<Skipped>,
+    /// The event paths residual conditions read (`None`: some need the whole event).
+    projection: Option<Vec<Path>>,
+    /// Some residual reads the event other than through field paths.
+    needs_whole_event: bool,
 }
 
 impl StartIndex {
@@ -103,63 +294,183 @@ impl StartIndex {
         subscriptions: impl IntoIterator<Item = Subscription>,
         cache: &SelectorCache,
     ) -> Self {
+        let subscriptions: Vec<Subscription> = subscriptions
+            .into_iter()
+            .filter(Subscription::is_matchable)
+            .collect();
+        precompile(&subscriptions, cache);
         let mut index = StartIndex::default();
-        for subscription in subscriptions.into_iter().filter(Subscription::is_matchable) {
-            let selector = match subscription
+        let mut by_text: HashMap<String, usize> = HashMap::new();
+        for subscription in subscriptions {
+            let text = subscription
                 .selector
                 .as_deref()
-                .filter(|s| !s.trim().is_empty())
-            {
-                None => None,
-                Some(expr) => match cache.selector(subscription.subscription_id.as_str(), expr) {
-                    Ok(compiled) => Some(compiled),
-                    Err(e) => {
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned();
+            let selector = match by_text.get(&text) {
+                Some(&known) => known,
+                None => match index.add_selector(&text, cache) {
+                    Ok(added) => {
+                        by_text.insert(text, added);
+                        added
+                    }
+                    Err(reason) => {
                         index.skipped.push(Skipped {
                             subscription_id: subscription.subscription_id.to_string(),
-                            reason: e.to_string(),
+                            reason,
                         });
                         continue;
                     }
                 },
             };
-            index.insert(Candidate {
-                subscription: Arc::new(subscription),
-                selector,
-            });
+            let position = u32::try_from(index.subscriptions.len()).unwrap_or(u32::MAX);
+            index.selectors[selector].subscriptions.push(position);
+            index.subscriptions.push(Arc::new(subscription));
         }
+        index.post_all();
         index
     }
 
-    fn insert(&mut self, candidate: Candidate) {
-        let position = self.candidates.len();
-        let pins = candidate
-            .selector
-            .as_deref()
-            .map(CompiledExpr::pins)
-            .unwrap_or_default();
-        let kind = pins
+    /// Enters every arm through its most selective predicate: the lowest rank, and
+    /// among equalities the field with the most distinct values in this index.
+    fn post_all(&mut self) {
+        let mut distinct: HashMap<&[String], std::collections::HashSet<&str>> = HashMap::new();
+        for predicate in self
+            .selectors
             .iter()
-            .find_map(|pin| match (pin.path.as_slice(), &pin.value) {
-                ([field], PinValue::String(kind)) if field == "kind" => Some(kind.clone()),
-                _ => None,
-            });
-        let field_pin = pins
-            .iter()
-            .find(|pin| pin.path.first().is_some_and(|f| f != "kind"));
-        let bucket = match kind {
-            Some(kind) => self.by_kind.entry(kind).or_default(),
-            None => &mut self.any_kind,
+            .flat_map(|s| &s.arms)
+            .flat_map(|a| &a.exact)
+        {
+            if let Predicate::Eq {
+                path,
+                value: Literal::Str(value),
+            } = predicate
+            {
+                distinct.entry(path).or_default().insert(value);
+            }
+        }
+        let cardinality: HashMap<Path, usize> = distinct
+            .into_iter()
+            .map(|(path, values)| (path.to_vec(), values.len()))
+            .collect();
+        let mut postings = Postings::default();
+        let mut paths: Vec<Path> = Vec::new();
+        let mut intern = |path: &[String]| match paths.iter().position(|p| p == path) {
+            Some(id) => id,
+            None => {
+                paths.push(path.to_vec());
+                paths.len() - 1
+            }
         };
-        bucket.insert(position, field_pin);
-        self.candidates.push(candidate);
+        for (id, selector) in self.selectors.iter_mut().enumerate() {
+            selector.checks = Vec::with_capacity(selector.arms.len());
+            for (arm_id, arm) in selector.arms.iter().enumerate() {
+                let spread = |p: &Predicate| cardinality.get(p.path()).copied().unwrap_or(0);
+                let arm_ref = (
+                    u32::try_from(id).unwrap_or(u32::MAX),
+                    u32::try_from(arm_id).unwrap_or(u32::MAX),
+                );
+                // Two string equalities on different fields: enter by both at once.
+                let mut equalities: Vec<(usize, &Predicate)> = arm
+                    .exact
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        matches!(
+                            p,
+                            Predicate::Eq {
+                                value: Literal::Str(_),
+                                ..
+                            }
+                        )
+                    })
+                    .collect();
+                equalities.sort_by_key(|(_, p)| std::cmp::Reverse(spread(p)));
+                equalities.dedup_by(|a, b| a.1.path() == b.1.path());
+                let entry: Vec<usize> = match equalities.as_slice() {
+                    [(i, first), (j, second), ..] => {
+                        let (a, b) = (intern(first.path()), intern(second.path()));
+                        postings.insert_pair((a, first), (b, second), arm_ref);
+                        vec![*i, *j]
+                    }
+                    _ => {
+                        let access = arm
+                            .exact
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, p)| (p.rank(), std::cmp::Reverse(spread(p))));
+                        postings.insert(access.map(|(_, p)| (intern(p.path()), p)), arm_ref);
+                        access.map(|(position, _)| position).into_iter().collect()
+                    }
+                };
+                selector.checks.push(
+                    arm.exact
+                        .iter()
+                        .enumerate()
+                        .filter(|(position, _)| !entry.contains(position))
+                        .map(|(_, p)| (intern(p.path()), p.clone()))
+                        .collect(),
+                );
+            }
+        }
+        self.paths = paths;
+        self.postings = postings;
+        if let Some(paths) = self.projection.as_mut() {
+            paths.sort();
+            paths.dedup();
+        }
+    }
+
+    fn add_selector(&mut self, text: &str, cache: &SelectorCache) -> Result<usize, String> {
+        let compiled = match text {
+            "" => None,
+            text => Some(cache.shared_selector(text).map_err(|e| e.to_string())?),
+        };
+        let arms = match &compiled {
+            None => vec![Arm {
+                exact: Vec::new(),
+                residual: Vec::new(),
+            }],
+            Some(compiled) => predicate::arms(compiled.expression()),
+        };
+        let id = self.selectors.len();
+        for part in arms.iter().flat_map(|a| &a.residual) {
+            let mut paths = Vec::new();
+            if predicate::referenced_paths(part, &mut paths) {
+                self.projection.get_or_insert_with(Vec::new).extend(paths);
+            } else {
+                self.needs_whole_event = true;
+            }
+        }
+        self.selectors.push(Selector {
+            compiled,
+            arms,
+            checks: Vec::new(),
+            subscriptions: Vec::new(),
+        });
+        Ok(id)
     }
 
     pub fn len(&self) -> usize {
-        self.candidates.len()
+        self.subscriptions.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.candidates.is_empty()
+        self.subscriptions.is_empty()
+    }
+
+    /// The fields residual conditions need converted (`None`: the whole event).
+    fn projection(&self) -> Option<&[Path]> {
+        match self.needs_whole_event {
+            true => None,
+            false => Some(self.projection.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// Distinct selector texts (each compiled and evaluated once per event).
+    pub fn distinct_selectors(&self) -> usize {
+        self.selectors.len()
     }
 
     pub fn skipped(&self) -> &[Skipped] {
@@ -167,56 +478,131 @@ impl StartIndex {
     }
 
     /// Every subscription whose selector is true for the event, in insertion order.
-    pub fn match_event(&self, event: &NormalizedEvent, scope: &EventScope) -> StartMatches {
-        let mut positions: Vec<usize> = self
-            .by_kind
-            .get(event.kind.as_str())
-            .into_iter()
-            .flat_map(|bucket| bucket.candidates(scope))
-            .chain(self.any_kind.candidates(scope))
-            .collect();
-        positions.sort_unstable();
-        positions.dedup();
+    pub fn match_event(&self, event: &NormalizedEvent, scope: &LazyScope) -> StartMatches {
+        let mut fields = Fields::new(event, &self.paths);
+        let mut candidates = Vec::with_capacity(1024);
+        self.postings.candidates(&mut fields, &mut candidates);
+        // A selector is decided by its first arm that holds; later arms are skipped.
+        let mut decided = vec![0u64; self.selectors.len().div_ceil(64)];
+        let mut errors: Vec<(u32, EvalError)> = Vec::new();
+        // Matched subscriptions as a bitset: read back in insertion order, no sort.
+        let mut matched = vec![0u64; self.subscriptions.len().div_ceil(64)];
+        let mut matched_count = 0usize;
+        for (selector_id, arm_id) in candidates {
+            let (word, bit) = (selector_id as usize / 64, 1u64 << (selector_id % 64));
+            if decided[word] & bit != 0 {
+                continue;
+            }
+            let selector = &self.selectors[selector_id as usize];
+            match self.arm_holds(selector, arm_id as usize, &mut fields, scope) {
+                Ok(true) => {
+                    decided[word] |= bit;
+                    matched_count += selector.subscriptions.len();
+                    for &s in &selector.subscriptions {
+                        matched[s as usize / 64] |= 1u64 << (s % 64);
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => errors.push((selector_id, error)),
+            }
+        }
         let mut result = StartMatches::default();
-        for position in positions {
-            let candidate = &self.candidates[position];
-            if evaluate(candidate, scope, &mut result.failures) {
-                result.matched.push(Arc::clone(&candidate.subscription));
+        // CEL's `||`: an arm's error only counts when no arm of the selector holds.
+        errors.sort_by_key(|(s, _)| *s);
+        errors.dedup_by_key(|(s, _)| *s);
+        for (selector_id, error) in errors {
+            if decided[selector_id as usize / 64] & (1u64 << (selector_id % 64)) != 0 {
+                continue;
+            }
+            let selector = &self.selectors[selector_id as usize];
+            result
+                .failures
+                .extend(selector.subscriptions.iter().map(|&s| SelectorFailure {
+                    owner_id: self.subscriptions[s as usize].subscription_id.to_string(),
+                    error: error.clone(),
+                }));
+        }
+        result.matched = Vec::with_capacity(matched_count);
+        for (word_index, mut word) in matched.into_iter().enumerate() {
+            while word != 0 {
+                let s = word_index * 64 + word.trailing_zeros() as usize;
+                result.matched.push(Arc::clone(&self.subscriptions[s]));
+                word &= word - 1;
             }
         }
         result
     }
+
+    /// Whether one arm holds: its remaining predicates natively, then its residual
+    /// conditions in CEL (under the whole selector's cost bound).
+    fn arm_holds(
+        &self,
+        selector: &Selector,
+        arm_id: usize,
+        fields: &mut Fields<'_, '_>,
+        scope: &LazyScope,
+    ) -> Result<bool, EvalError> {
+        if !selector.checks[arm_id]
+            .iter()
+            .all(|(path, predicate)| predicate.holds_on(fields.get(*path)))
+        {
+            return Ok(false);
+        }
+        let Some(compiled) = &selector.compiled else {
+            return Ok(true);
+        };
+        let residual = &selector.arms[arm_id].residual;
+        if residual.is_empty() && !compiled.has_comprehensions() {
+            return Ok(true);
+        }
+        compiled.check_cost_at(scope.longest())?;
+        for part in residual {
+            if !compiled.part_matches(part, scope.projected(self.projection()))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
-fn evaluate(
-    candidate: &Candidate,
-    scope: &EventScope,
-    failures: &mut Vec<SelectorFailure>,
-) -> bool {
-    let Some(selector) = &candidate.selector else {
-        return true;
-    };
-    match selector.matches(scope) {
-        Ok(matched) => matched,
-        Err(error) => {
-            failures.push(SelectorFailure {
-                owner_id: candidate.subscription.subscription_id.to_string(),
-                error,
-            });
-            false
-        }
+/// Below this many subscriptions an index compiles on one thread.
+const PARALLEL_COMPILE_FROM: usize = 512;
+
+/// Compiles the distinct selector texts into the cache on every core first: parsing
+/// dominates a cold index build, and the texts are independent.
+fn precompile(subscriptions: &[Subscription], cache: &SelectorCache) {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if subscriptions.len() < PARALLEL_COMPILE_FROM || threads < 2 {
+        return;
     }
+    let mut texts: Vec<&str> = subscriptions
+        .iter()
+        .filter_map(|s| s.selector.as_deref().map(str::trim))
+        .filter(|s| !s.is_empty())
+        .collect();
+    texts.sort_unstable();
+    texts.dedup();
+    let chunk = texts.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for part in texts.chunks(chunk) {
+            scope.spawn(move || {
+                for text in part {
+                    // Errors are reported by the indexing pass, which compiles again.
+                    let _ = cache.shared_selector(text);
+                }
+            });
+        }
+    });
 }
 
 /// Matches the one subscription a manual fire addresses.
 pub fn match_single(
     subscription: Subscription,
-    scope: &EventScope,
-    event: &NormalizedEvent,
+    scope: &LazyScope,
     cache: &SelectorCache,
 ) -> StartMatches {
     let index = StartIndex::build([subscription], cache);
-    index.match_event(event, scope)
+    index.match_event(scope.event(), scope)
 }
 
 /// `(data.runId, data.stepId, kind)`, when both ids are non-empty strings.

@@ -100,6 +100,26 @@ impl DispatchMessage {
         }
     }
 
+    /// The queue body of this message around an already serialized `event_json` (the
+    /// event's JSON, shared by all of an event's matches: serialized once, not once per
+    /// match). The same text `serde_json` makes of the whole message.
+    pub fn body_with_event(&self, event_json: &str) -> Result<String, crate::limits::TooLarge> {
+        let too_large = crate::limits::TooLarge {
+            what: "dispatch message",
+            bytes: usize::MAX,
+            limit: crate::limits::MAX_QUEUE_MESSAGE_BYTES,
+        };
+        let workspace = serde_json::to_string(&self.workspace_id).map_err(|_| too_large.clone())?;
+        let target = serde_json::to_string(&self.target).map_err(|_| too_large)?;
+        let body =
+            format!(r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}}}"#);
+        crate::limits::checked_body(
+            "dispatch message",
+            body,
+            crate::limits::MAX_QUEUE_MESSAGE_BYTES,
+        )
+    }
+
     /// The message as a dead letter keeps it, for inspection and replay.
     pub fn to_record(&self) -> Option<String> {
         serde_json::to_string(self).ok()

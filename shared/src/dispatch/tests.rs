@@ -772,3 +772,18 @@ async fn a_message_past_its_window_gets_a_final_attempt_despite_the_breaker() {
         }
     ));
 }
+
+#[test]
+fn a_body_around_a_shared_event_is_the_body_serde_makes() {
+    let mut message = start(Some("wv\"1"), 2);
+    message
+        .event
+        .data
+        .insert("odd".into(), json!("a\u{FFFF}b \" \\ é"));
+    let event_json = serde_json::to_string(&message.event).unwrap();
+    let spliced = message.body_with_event(&event_json).unwrap();
+    let whole = crate::limits::message_body("m", &message, usize::MAX).unwrap();
+    assert_eq!(spliced, whole);
+    let back: DispatchMessage = serde_json::from_str(&spliced).unwrap();
+    assert_eq!(back, message);
+}

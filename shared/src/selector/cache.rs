@@ -34,6 +34,11 @@ impl SelectorCache {
         self.get_or_compile(owner, expr, CompiledExpr::selector)
     }
 
+    /// A compiled selector shared by every subscription whose selector is this text.
+    pub fn shared_selector(&self, expr: &str) -> Result<Arc<CompiledExpr>, SelectorError> {
+        self.get_or_compile("\0selector", expr, CompiledExpr::selector)
+    }
+
     /// A compiled input-mapping expression (shared by every subscription using it).
     pub fn mapping(&self, expr: &str) -> Result<Arc<CompiledExpr>, SelectorError> {
         self.get_or_compile("\0mapping", expr, CompiledExpr::mapping)

@@ -144,10 +144,28 @@ impl CompiledExpr {
         &self.pins
     }
 
-    /// Runs the expression in `scope`, returning its raw CEL value.
-    pub fn evaluate(&self, scope: &EventScope) -> Result<CelValue, EvalError> {
+    /// The parsed expression (the match index splits selectors into their conjuncts).
+    pub fn expression(&self) -> &cel::IdedExpr {
+        self.program.expression()
+    }
+
+    /// Whether the expression iterates (so its cost depends on the event).
+    pub fn has_comprehensions(&self) -> bool {
+        self.cost.comprehensions > 0
+    }
+
+    /// Refuses to run an expression whose estimated work on this event is too large.
+    pub fn check_cost(&self, scope: &EventScope) -> Result<(), EvalError> {
+        self.check_cost_at(if self.cost.comprehensions > 0 {
+            scope.longest_collection()
+        } else {
+            0
+        })
+    }
+
+    /// [`Self::check_cost`] for an event whose longest list or map has `longest` items.
+    pub fn check_cost_at(&self, longest: u64) -> Result<(), EvalError> {
         if self.cost.comprehensions > 0 {
-            let longest = scope.longest_collection();
             let nested = u32::try_from(self.cost.nesting).unwrap_or(u32::MAX);
             let estimate = (self.cost.comprehensions as u64)
                 .saturating_mul(longest.max(1).saturating_pow(nested));
@@ -155,6 +173,29 @@ impl CompiledExpr {
                 return Err(EvalError::TooExpensive { estimate });
             }
         }
+        Ok(())
+    }
+
+    /// Runs one part of this expression (a conjunct of [`Self::expression`]) as a
+    /// predicate; the caller has checked the cost of the whole.
+    pub fn part_matches(
+        &self,
+        part: &cel::IdedExpr,
+        scope: &EventScope,
+    ) -> Result<bool, EvalError> {
+        let value = CelValue::resolve(part, &scope.context)
+            .map_err(|e| EvalError::Execution(e.to_string()))?;
+        match value {
+            CelValue::Bool(b) => Ok(b),
+            other => Err(EvalError::NotBoolean {
+                result_type: other.type_of().to_string(),
+            }),
+        }
+    }
+
+    /// Runs the expression in `scope`, returning its raw CEL value.
+    pub fn evaluate(&self, scope: &EventScope) -> Result<CelValue, EvalError> {
+        self.check_cost(scope)?;
         self.program
             .execute(&scope.context)
             .map_err(|e| EvalError::Execution(e.to_string()))
@@ -203,6 +244,71 @@ fn bracket_depth(source: &str) -> usize {
         }
     }
     max
+}
+
+/// An event whose CEL form is built on first need: the match index decides most
+/// selectors without CEL, so many events never need it, and the rest often need only
+/// the few fields their residual conditions read (a projection).
+pub struct LazyScope<'a> {
+    event: &'a NormalizedEvent,
+    scope: std::sync::OnceLock<EventScope>,
+    projected: std::sync::OnceLock<EventScope>,
+    longest: std::sync::OnceLock<u64>,
+}
+
+impl<'a> LazyScope<'a> {
+    pub fn new(event: &'a NormalizedEvent) -> Self {
+        Self {
+            event,
+            scope: std::sync::OnceLock::new(),
+            projected: std::sync::OnceLock::new(),
+            longest: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A scope holding only the fields under `paths` (each subtree whole), or the full
+    /// scope when `paths` is `None`. The first projection asked for is kept.
+    pub fn projected(&self, paths: Option<&[Vec<String>]>) -> &EventScope {
+        match paths {
+            None => self.get(),
+            Some(paths) => self.projected.get_or_init(|| {
+                EventScope::from_json(crate::matching::predicate::project(self.event, paths), None)
+            }),
+        }
+    }
+
+    /// The element count of the event's longest list or map, without converting it
+    /// (the same bound [`EventScope::longest_collection`] gives the cost guard; the
+    /// envelope's own small maps never reach the guard's limits).
+    pub fn longest(&self) -> u64 {
+        *self.longest.get_or_init(|| {
+            let data = &self.event.data;
+            let nested = data.values().map(longest_in).max().unwrap_or(0);
+            [
+                data.len() as u64,
+                self.event.raw.headers.len() as u64,
+                nested,
+                8,
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+        })
+    }
+
+    pub fn event(&self) -> &'a NormalizedEvent {
+        self.event
+    }
+
+    /// The event's CEL scope, converted now if this is the first need.
+    pub fn get(&self) -> &EventScope {
+        self.scope.get_or_init(|| EventScope::new(self.event))
+    }
+
+    /// Whether a CEL scope (whole or projected) was ever built.
+    pub fn is_built(&self) -> bool {
+        self.scope.get().is_some() || self.projected.get().is_some()
+    }
 }
 
 /// One event made ready for evaluation: converted to CEL once, then shared by every

@@ -22,7 +22,7 @@ use crate::mapping;
 use crate::matching::{self, ResumeDecision, SelectorFailure, StartIndex};
 use crate::queue::{Queue, QueueError};
 use crate::resume::{ParkOutcome, ParkStore, ParkedEvent, ResumeStore};
-use crate::selector::{EvalError, EventScope, SelectorCache};
+use crate::selector::{EvalError, EventScope, LazyScope, SelectorCache};
 use crate::store::StoreError;
 use crate::subscription::{Route, Subscription, SubscriptionStore};
 
@@ -125,20 +125,24 @@ impl MatchStage {
             event,
             replay,
         } = queued;
-        let scope = EventScope::new(event);
+        // Built on first need: most events match without converting them to CEL.
+        let scope = LazyScope::new(event);
         let arms = classify(event);
         let mut messages = Vec::new();
         if arms.to_start {
-            for subscription in self
+            let matched = self
                 .start_matches(workspace_id, event, &scope, *replay)
-                .await?
-            {
-                messages.push(start_message(
+                .await?;
+            // One mapping evaluation per distinct expression for all the matches.
+            let memo = mapping::Memo::default();
+            for subscription in matched {
+                messages.push(start_message_with(
                     workspace_id,
                     event,
-                    &scope,
+                    scope.get(),
                     &subscription,
                     &self.cache,
+                    &memo,
                 ));
             }
         }
@@ -152,8 +156,16 @@ impl MatchStage {
             too_large: 0,
         };
         let mut bodies = Vec::with_capacity(messages.len());
+        // The event is serialized once and shared by every match's message.
+        let event_json = serde_json::to_string(event);
         for message in &messages {
-            match limits::message_body("dispatch message", message, MAX_QUEUE_MESSAGE_BYTES) {
+            let body = match &event_json {
+                Ok(json) => message.body_with_event(json),
+                Err(_) => {
+                    limits::message_body("dispatch message", message, MAX_QUEUE_MESSAGE_BYTES)
+                }
+            };
+            match body {
                 Ok(body) => bodies.push(body),
                 Err(too_large) => {
                     self.dead_letter_too_large(message, &too_large.to_string())
@@ -180,14 +192,14 @@ impl MatchStage {
         &self,
         workspace: &WorkspaceId,
         event: &NormalizedEvent,
-        scope: &EventScope,
+        scope: &LazyScope<'_>,
         fresh_index: bool,
     ) -> Result<Vec<Arc<Subscription>>, MatchError> {
         let result = if event.source.source_type == SourceType::Manual {
             let Some(subscription) = self.addressed(workspace, event).await? else {
                 return Ok(Vec::new());
             };
-            matching::match_single(subscription, scope, event, &self.cache)
+            matching::match_single(subscription, scope, &self.cache)
         } else {
             self.index(workspace, route_of(event), fresh_index)
                 .await?
@@ -304,7 +316,7 @@ impl MatchStage {
         &self,
         workspace: &WorkspaceId,
         event: &NormalizedEvent,
-        scope: &EventScope,
+        scope: &LazyScope<'_>,
     ) -> Result<Option<DispatchMessage>, MatchError> {
         let Some(key) = matching::resume_key(event) else {
             return Ok(None);
@@ -339,7 +351,7 @@ impl MatchStage {
             &wait,
             &key,
             workspace,
-            scope,
+            scope.get(),
             self.clock.now_secs(),
             &self.cache,
         );
@@ -427,8 +439,27 @@ pub fn start_message(
     subscription: &Subscription,
     cache: &SelectorCache,
 ) -> DispatchMessage {
-    let (inputs, mapping_error) = match mapping::resolve(&subscription.input_mapping, scope, cache)
-    {
+    start_message_with(
+        workspace,
+        event,
+        scope,
+        subscription,
+        cache,
+        &mapping::Memo::default(),
+    )
+}
+
+/// [`start_message`] sharing mapping results with the event's other matches (`memo`).
+pub fn start_message_with(
+    workspace: &WorkspaceId,
+    event: &NormalizedEvent,
+    scope: &EventScope,
+    subscription: &Subscription,
+    cache: &SelectorCache,
+    memo: &mapping::Memo,
+) -> DispatchMessage {
+    let resolved = mapping::resolve_with(&subscription.input_mapping, scope, cache, memo);
+    let (inputs, mapping_error) = match resolved {
         Ok(inputs) => (inputs, None),
         Err(e) => (Default::default(), Some(e.to_string())),
     };
