@@ -12,6 +12,7 @@ fn start(key: &str) -> StartRunRequest {
         inputs: Default::default(),
         idempotency_key: key.into(),
         trigger_depth: 1,
+        traceparent: None,
     }
 }
 
@@ -44,6 +45,7 @@ async fn raise_event_records_run_and_step_from_the_path() {
         payload: json!({"x": 1}).as_object().unwrap().clone(),
         idempotency_key: "k".into(),
         trigger_depth: 1,
+        traceparent: None,
     };
     client.raise_event(&request).await.unwrap();
     let calls = fake.calls("raise").await;
@@ -72,6 +74,7 @@ async fn injected_faults_are_classified_by_the_client() {
         payload: Default::default(),
         idempotency_key: "k".into(),
         trigger_depth: 1,
+        traceparent: None,
     };
     let err = client.raise_event(&request).await.unwrap_err();
     assert!(

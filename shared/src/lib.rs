@@ -28,5 +28,6 @@ pub mod selector;
 pub mod stage;
 pub mod store;
 pub mod subscription;
+pub mod trace;
 pub mod webhook;
 pub mod workflow;

@@ -19,6 +19,7 @@ use crate::event::QueuedEvent;
 use crate::queue::Queue;
 use crate::stage::batch::{self, MissingMessageId, OnParseError, Received, RetryMessage};
 use crate::stage::{ingest, DeadLetterRecorder, DispatchStage, IngestStage, MatchStage};
+use crate::trace::TraceParent;
 use crate::workflow::http::HttpWorkflowClient;
 
 /// Messages of one batch handled at once.
@@ -244,13 +245,21 @@ pub async fn ingest_workflow_events(
         BATCH_CONCURRENCY,
         OnParseError::Drop,
         |m: Received<Value>| async move {
-            let queued = match ingest::lifecycle_envelope(&m.body) {
+            let mut queued = match ingest::lifecycle_envelope(&m.body) {
                 Ok(queued) => queued,
                 Err(error) => {
                     tracing::warn!(message_id = m.message_id, %error, "workflow envelope dropped");
                     return Ok(());
                 }
             };
+            let trace = TraceParent::continue_or_start(m.traceparent.as_deref());
+            tracing::info!(
+                trace_id = trace.trace_id(),
+                workspace_id = %queued.workspace_id,
+                event_id = %queued.event.event_id,
+                "lifecycle event received"
+            );
+            queued.trace = Some(trace);
             match stage.accept(&queued).await {
                 Ok(ingest::Accepted::Enqueued) => Ok(()),
                 Ok(ingest::Accepted::TooLarge(detail)) => {

@@ -180,6 +180,9 @@ pub async fn replay(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         workspace_id: ws.clone(),
         event,
         replay: true,
+        trace: Some(crate::trace::TraceParent::continue_or_start(
+            request.header("traceparent"),
+        )),
     };
     let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
     api.normalized_queue.send_batch(&[body]).await?;

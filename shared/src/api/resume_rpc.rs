@@ -163,7 +163,7 @@ pub async fn register(api: &Api, request: &ApiRequest) -> Result<Reply, Problem>
             continue;
         }
         let mut answer = json!({ "subscriptionId": resume_id, "generation": wait.generation });
-        if let Some(event_id) = deliver_parked(api, &wait).await? {
+        if let Some(event_id) = deliver_parked(api, &wait, request.header("traceparent")).await? {
             answer["deliveredEventId"] = event_id.as_str().into();
         }
         return Ok(Reply::json(200, answer));
@@ -176,7 +176,12 @@ pub async fn register(api: &Api, request: &ApiRequest) -> Result<Reply, Problem>
 
 /// Hands the earliest parked event that satisfies the new wait's selector to the
 /// dispatcher (which takes the wait for it like for any other event).
-async fn deliver_parked(api: &Api, wait: &ResumeWait) -> Result<Option<EventId>, Problem> {
+/// `traceparent`: the registering call's trace, which the delivery continues.
+async fn deliver_parked(
+    api: &Api,
+    wait: &ResumeWait,
+    traceparent: Option<&str>,
+) -> Result<Option<EventId>, Problem> {
     let Some(workspace) = &wait.workspace_id else {
         return Ok(None);
     };
@@ -206,6 +211,7 @@ async fn deliver_parked(api: &Api, wait: &ResumeWait) -> Result<Option<EventId>,
                 event_key: wait.event_key.clone(),
                 generation: wait.generation.clone(),
             },
+            trace: Some(crate::trace::TraceParent::continue_or_start(traceparent)),
         };
         let body = crate::limits::message_body(
             "dispatch message",

@@ -18,6 +18,7 @@ use crate::selector::{desugar, CompiledExpr, EventScope, MatchType};
 use crate::stage::matcher::start_message;
 use crate::store::StoreError;
 use crate::subscription::{ListQuery, Subscription, SubscriptionKind, SubscriptionState};
+use crate::trace::TraceParent;
 
 /// A selector as authored: CEL text, or the legacy `{field, matchType, value}` sugar.
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +452,9 @@ pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         workspace_id: ws,
         event,
         replay: false,
+        trace: Some(TraceParent::continue_or_start(
+            request.header("traceparent"),
+        )),
     };
     let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
     let scope = EventScope::new(&queued.event);
@@ -468,6 +472,13 @@ pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         .put_new(&queued.workspace_id, &queued.event, now_ms, expires_at)
         .await?;
     api.normalized_queue.send_batch(&[body]).await?;
+    tracing::info!(
+        trace_id = queued.trace.as_ref().map(TraceParent::trace_id),
+        workspace_id = %queued.workspace_id,
+        event_id = %event_id,
+        subscription_id = %id,
+        "fire accepted"
+    );
     Ok(Reply::json(202, json!({ "eventId": event_id })))
 }
 

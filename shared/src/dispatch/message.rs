@@ -15,6 +15,9 @@ pub struct DispatchMessage {
     pub workspace_id: WorkspaceId,
     pub event: NormalizedEvent,
     pub target: DispatchTarget,
+    /// The W3C trace of the event, sent on to the Workflow Service as `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,8 +114,14 @@ impl DispatchMessage {
         };
         let workspace = serde_json::to_string(&self.workspace_id).map_err(|_| too_large.clone())?;
         let target = serde_json::to_string(&self.target).map_err(|_| too_large)?;
-        let body =
-            format!(r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}}}"#);
+        // The trace is a validated traceparent (hex and dashes): no escaping needed.
+        let trace = match &self.trace {
+            Some(trace) => format!(r#","trace":"{}""#, trace.as_str()),
+            None => String::new(),
+        };
+        let body = format!(
+            r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}}}"#
+        );
         crate::limits::checked_body(
             "dispatch message",
             body,

@@ -401,6 +401,7 @@ impl Dispatcher {
                     inputs: inputs.clone(),
                     idempotency_key: key.to_string(),
                     trigger_depth: message.event.depth.saturating_add(1),
+                    traceparent: message.trace.as_ref().map(|t| t.child().into()),
                 };
                 Ok(Some(self.workflow.start_run(&request).await?.run_id))
             }
@@ -418,6 +419,7 @@ impl Dispatcher {
                     payload: message.event.data.clone(),
                     idempotency_key: key.to_string(),
                     trigger_depth: message.event.depth.saturating_add(1),
+                    traceparent: message.trace.as_ref().map(|t| t.child().into()),
                 };
                 self.workflow.raise_event(&request).await?;
                 Ok(None)

@@ -86,6 +86,7 @@ fn resume() -> DispatchMessage {
             event_key: "step.succeeded".into(),
             generation: "g1".into(),
         },
+        trace: None,
     }
 }
 

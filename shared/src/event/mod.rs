@@ -157,6 +157,9 @@ pub struct QueuedEvent {
     /// as stored now, not a cached index that may predate a new subscription.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
+    /// The W3C trace the event belongs to (from the door that accepted it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 impl NormalizedEvent {

@@ -20,6 +20,8 @@ pub struct Received<T> {
     pub receive_count: u32,
     /// When the message was first sent (`SentTimestamp`, epoch ms), if SQS said.
     pub sent_ms: Option<i64>,
+    /// The sender's W3C trace (a `traceparent` string message attribute), if any.
+    pub traceparent: Option<String>,
     pub body: T,
 }
 
@@ -163,11 +165,16 @@ where
             };
         }
     };
+    let traceparent = record
+        .message_attributes
+        .get("traceparent")
+        .and_then(|a| a.string_value.clone());
     let received = Received {
         message_id: message_id.clone(),
         receipt_handle: record.receipt_handle.unwrap_or_default(),
         receive_count,
         sent_ms,
+        traceparent,
         body,
     };
     match handler(received).await {

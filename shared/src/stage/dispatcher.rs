@@ -15,7 +15,27 @@ pub struct DispatchStage {
 }
 
 impl DispatchStage {
+    /// Dispatches one message, its log lines in a span carrying the event's trace id.
     pub async fn handle(
+        &self,
+        message: Received<DispatchMessage>,
+        deadline_ms: Option<i64>,
+    ) -> Result<DispatchOutcome, RetryMessage> {
+        use tracing::Instrument;
+        let body = &message.body;
+        let span = tracing::info_span!(
+            "dispatch",
+            trace_id = body.trace.as_ref().map(crate::trace::TraceParent::trace_id),
+            event_id = %body.event.event_id,
+            workspace_id = %body.workspace_id,
+            target_id = body.target_id(),
+        );
+        self.handle_traced(message, deadline_ms)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_traced(
         &self,
         message: Received<DispatchMessage>,
         deadline_ms: Option<i64>,

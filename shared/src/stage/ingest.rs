@@ -44,6 +44,7 @@ pub fn lifecycle_envelope(value: &Value) -> Result<QueuedEvent, IngestError> {
         workspace_id: workspace,
         event,
         replay: false,
+        trace: None,
     })
 }
 

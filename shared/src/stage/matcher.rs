@@ -25,6 +25,7 @@ use crate::resume::{ParkOutcome, ParkStore, ParkedEvent, ResumeStore};
 use crate::selector::{EvalError, EventScope, LazyScope, SelectorCache};
 use crate::store::StoreError;
 use crate::subscription::{Route, Subscription, SubscriptionStore};
+use crate::trace::TraceParent;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MatchError {
@@ -119,11 +120,30 @@ impl MatchStage {
         self
     }
 
+    /// Matches one event, its log lines in a span carrying the event's trace id (a new
+    /// trace for events queued without one).
     pub async fn handle(&self, queued: &QueuedEvent) -> Result<MatchReport, MatchError> {
+        use tracing::Instrument;
+        let trace = queued.trace.clone().unwrap_or_else(TraceParent::generate);
+        let span = tracing::info_span!(
+            "event",
+            trace_id = trace.trace_id(),
+            event_id = %queued.event.event_id,
+            workspace_id = %queued.workspace_id,
+        );
+        self.handle_traced(queued, &trace).instrument(span).await
+    }
+
+    async fn handle_traced(
+        &self,
+        queued: &QueuedEvent,
+        trace: &TraceParent,
+    ) -> Result<MatchReport, MatchError> {
         let QueuedEvent {
             workspace_id,
             event,
             replay,
+            ..
         } = queued;
         // Built on first need: most events match without converting them to CEL.
         let scope = LazyScope::new(event);
@@ -149,6 +169,9 @@ impl MatchStage {
         let start_matches = messages.len();
         if arms.to_resume {
             messages.extend(self.resume_message(workspace_id, event, &scope).await?);
+        }
+        for message in &mut messages {
+            message.trace = Some(trace.child());
         }
         let mut report = MatchReport {
             start_matches,
@@ -332,6 +355,7 @@ impl MatchStage {
                 event_key: key.event_key.clone(),
                 generation,
             },
+            trace: None,
         };
         let Some(wait) = self.resumes.get(&resume_id).await? else {
             self.park_early(&message(String::new()), &resume_id, None)
@@ -473,6 +497,7 @@ pub fn start_message_with(
             inputs,
             mapping_error,
         },
+        trace: None,
     }
 }
 

@@ -113,6 +113,9 @@ impl WebhookIntake {
             ))
             .map_err(|e| IntakeError::Misconfigured(e.to_string()))?,
             replay: false,
+            trace: Some(crate::trace::TraceParent::continue_or_start(
+                headers.get("traceparent").map(String::as_str),
+            )),
         };
         let event_id = queued.event.event_id.clone();
         let message = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
@@ -133,6 +136,7 @@ impl WebhookIntake {
         // the dedup ledger makes it start nothing new.
         self.queue.send_batch(&[message]).await?;
         tracing::info!(
+            trace_id = queued.trace.as_ref().map(crate::trace::TraceParent::trace_id),
             workspace_id = %connector.workspace_id,
             connector_instance_id = connector_id,
             event_id = %event_id,

@@ -33,12 +33,17 @@ impl HttpWorkflowClient {
         &self,
         path: &str,
         key: &str,
+        traceparent: Option<&str>,
         body: &B,
     ) -> Result<Vec<u8>, WorkflowError> {
-        let response = self
+        let mut request = self
             .client
             .post(format!("{}{path}", self.base_url))
-            .header("Idempotency-Key", key)
+            .header("Idempotency-Key", key);
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = request
             .json(body)
             .send()
             .await
@@ -95,7 +100,12 @@ fn path_segment(value: &str) -> String {
 impl WorkflowClient for HttpWorkflowClient {
     async fn start_run(&self, request: &StartRunRequest) -> Result<RunRef, WorkflowError> {
         let body = self
-            .post("/internal/runs:start", &request.idempotency_key, request)
+            .post(
+                "/internal/runs:start",
+                &request.idempotency_key,
+                request.traceparent.as_deref(),
+                request,
+            )
             .await?;
         RunRef::decode(&body)
     }
@@ -106,7 +116,13 @@ impl WorkflowClient for HttpWorkflowClient {
             safe_segment(&request.run_id)?,
             safe_segment(&request.step_id)?
         );
-        self.post(&path, &request.idempotency_key, request).await?;
+        self.post(
+            &path,
+            &request.idempotency_key,
+            request.traceparent.as_deref(),
+            request,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -17,6 +17,9 @@ pub struct StartRunRequest {
     pub idempotency_key: String,
     /// The loop-guard depth of the run being started (event depth + 1).
     pub trigger_depth: u32,
+    /// The W3C `traceparent` header to send (not part of the body).
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +36,9 @@ pub struct RaiseEventRequest {
     /// The event's depth + 1, echoed on the lifecycle events the resumed run emits, so a
     /// loop through resume waits is caught like a loop of starts.
     pub trigger_depth: u32,
+    /// The W3C `traceparent` header to send (not part of the body).
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 /// What StartRun answers.
@@ -184,6 +190,7 @@ mod tests {
             payload: Map::new(),
             idempotency_key: "key".into(),
             trigger_depth: 1,
+            traceparent: None,
         };
         let body = serde_json::to_value(&req).unwrap();
         assert_eq!(

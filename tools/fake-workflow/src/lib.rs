@@ -28,6 +28,9 @@ pub struct Call {
     pub status: u16,
     /// When the call arrived (epoch ms): lets tests check retry spacing.
     pub received_at_ms: u128,
+    /// The W3C `traceparent` header the caller sent, if any.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// What to inject; every field optional.
@@ -181,6 +184,10 @@ async fn start_run(
         body: body.clone(),
         status: 0,
         received_at_ms: now_ms(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     let response = match (
         faulted(&fake, "start", &body).await,
@@ -231,6 +238,10 @@ async fn raise_event(
         body: body.clone(),
         status: 0,
         received_at_ms: now_ms(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     };
     let response = match (
         faulted(&fake, "raise", &body).await,

@@ -266,6 +266,7 @@ async fn manual_fire_matches_only_the_addressed_subscription_and_never_resumes()
         workspace_id: WorkspaceId::new("ws1").unwrap(),
         event,
         replay: false,
+        trace: None,
     };
     let report = h.stage.handle(&queued).await.unwrap();
     assert_eq!(
@@ -307,6 +308,7 @@ async fn connector_events_only_reach_that_connectors_subscriptions() {
             workspace_id: WorkspaceId::new("ws1").unwrap(),
             event,
             replay: false,
+            trace: None,
         })
         .await
         .unwrap();
