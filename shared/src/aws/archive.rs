@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, get_n, get_s, n, s, Item};
 use super::describe;
-use super::documents::get_item;
+use super::documents::{get_item, query_until};
 use super::tables::ARCHIVE_BY_WORKSPACE;
 use crate::archive::{
     listing_key, parse_cursor, ArchivedEvent, EventArchive, EventFate, EventPage, EventQuery,
@@ -187,7 +187,7 @@ impl EventArchive for DynamoEventArchive {
         if !filters.is_empty() {
             request = request.filter_expression(filters.join(" AND "));
         }
-        let mut start = query
+        let start = query
             .cursor
             .as_deref()
             .and_then(|c| parse_cursor(c).map(|id| (c, id)))
@@ -198,33 +198,26 @@ impl EventArchive for DynamoEventArchive {
                     ("eventKey".to_owned(), s(event_key(workspace, &id))),
                 ])
             });
-        let mut items = Vec::new();
-        loop {
-            let output = request
-                .clone()
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-            for item in output.items() {
+        let (items, more) = query_until(
+            request,
+            start,
+            query.limit,
+            StoreError::Unavailable,
+            |item| {
                 let archived = decode(item)?;
-                if &archived.workspace_id == workspace && query.admits(&archived) {
-                    items.push(archived);
-                }
-            }
-            start = output.last_evaluated_key().cloned();
-            if items.len() >= query.limit || start.is_none() {
-                let more = items.len() > query.limit || start.is_some();
-                items.truncate(query.limit);
-                let next_cursor = more
-                    .then(|| {
-                        items
-                            .last()
-                            .map(|a| listing_key(a.received_at_ms, &a.event_id))
-                    })
-                    .flatten();
-                return Ok(EventPage { items, next_cursor });
-            }
-        }
+                // The index is eventually consistent: re-check what it claims.
+                let wanted = &archived.workspace_id == workspace && query.admits(&archived);
+                Ok(wanted.then_some(archived))
+            },
+        )
+        .await?;
+        let next_cursor = more
+            .then(|| {
+                items
+                    .last()
+                    .map(|a| listing_key(a.received_at_ms, &a.event_id))
+            })
+            .flatten();
+        Ok(EventPage { items, next_cursor })
     }
 }

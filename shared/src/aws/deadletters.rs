@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::attrs::{get_s, n, s, Item};
 use super::describe;
+use super::documents::query_until;
 use super::ledger::{entry_from_item, ledger_id, DynamoLedger};
 use super::tables::LEDGER_DEAD_LETTERS;
 use crate::deadletters::{
@@ -52,7 +53,7 @@ impl DeadLetterStore for DynamoLedger {
         if !filters.is_empty() {
             request = request.filter_expression(filters.join(" AND "));
         }
-        let mut start = query
+        let start = query
             .cursor
             .as_deref()
             .and_then(|c| parse_cursor(c).map(|key| (c, key)))
@@ -63,32 +64,22 @@ impl DeadLetterStore for DynamoLedger {
                     ("ledgerId".to_owned(), s(ledger_id(workspace, &key))),
                 ])
             });
-        let mut items = Vec::new();
-        loop {
-            let output = request
-                .clone()
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| LedgerError::Unavailable(describe(&e)))?;
-            items.extend(
-                output
-                    .items()
-                    .iter()
-                    .filter_map(entry_from_item)
-                    // The index is eventually consistent: re-check what it claims.
-                    .filter(|e| &e.workspace_id == workspace && query.admits(e)),
-            );
-            start = output.last_evaluated_key().cloned();
-            if items.len() >= query.limit || start.is_none() {
-                let more = items.len() > query.limit || start.is_some();
-                items.truncate(query.limit);
-                let next_cursor = more
-                    .then(|| items.last().map(deadletters::sort_key))
-                    .flatten();
-                return Ok(DeadLetterPage { items, next_cursor });
-            }
-        }
+        let (items, more) = query_until(
+            request,
+            start,
+            query.limit,
+            LedgerError::Unavailable,
+            |item| {
+                // The index is eventually consistent: re-check what it claims.
+                Ok(entry_from_item(item)
+                    .filter(|e| &e.workspace_id == workspace && query.admits(e)))
+            },
+        )
+        .await?;
+        let next_cursor = more
+            .then(|| items.last().map(deadletters::sort_key))
+            .flatten();
+        Ok(DeadLetterPage { items, next_cursor })
     }
 
     async fn reopen(

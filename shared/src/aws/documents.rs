@@ -77,3 +77,32 @@ pub(crate) async fn query_all(query: QueryFluentBuilder) -> Result<Vec<Item>, St
         }
     }
 }
+
+/// One page of a newest-first listing: pages through `request` from `start` until
+/// `limit` items passed `keep` (or the end), and says whether more may follow.
+pub async fn query_until<T, E>(
+    request: QueryFluentBuilder,
+    mut start: Option<Item>,
+    limit: usize,
+    unavailable: impl Fn(String) -> E,
+    mut keep: impl FnMut(&Item) -> Result<Option<T>, E>,
+) -> Result<(Vec<T>, bool), E> {
+    let mut items = Vec::new();
+    loop {
+        let output = request
+            .clone()
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| unavailable(describe(&e)))?;
+        for item in output.items() {
+            items.extend(keep(item)?);
+        }
+        start = output.last_evaluated_key().cloned();
+        if items.len() >= limit || start.is_none() {
+            let more = items.len() > limit || start.is_some();
+            items.truncate(limit);
+            return Ok((items, more));
+        }
+    }
+}
