@@ -1,18 +1,23 @@
 //! Compiled selectors cached per `(owner id, expression hash)`: a warm Lambda compiles
-//! each subscription's selector once, and re-authoring a selector yields a new key.
+//! each subscription's selector once, and re-authoring a selector yields a new key. The
+//! cache is a bounded LRU, so a long-lived container's memory stays bounded and the
+//! selectors in use stay compiled when old ones are evicted.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use lru::LruCache;
 
 use super::{expression_hash, CompiledExpr, SelectorError};
 
-/// Entries kept before the cache starts over (bounds memory on a long-lived container).
+/// Entries kept; the least recently used goes first beyond this.
 pub const DEFAULT_CAPACITY: usize = 250_000;
+
+type Entries = LruCache<(String, String), Arc<CompiledExpr>>;
 
 #[derive(Debug)]
 pub struct SelectorCache {
-    entries: Mutex<HashMap<(String, String), Arc<CompiledExpr>>>,
-    capacity: usize,
+    entries: Mutex<Entries>,
 }
 
 impl Default for SelectorCache {
@@ -24,8 +29,9 @@ impl Default for SelectorCache {
 impl SelectorCache {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -57,10 +63,8 @@ impl SelectorCache {
         // Compile outside the lock: compiling takes tens of microseconds.
         let compiled = Arc::new(compile(expr)?);
         let mut entries = self.lock();
-        if entries.len() >= self.capacity {
-            entries.clear();
-        }
-        Ok(Arc::clone(entries.entry(key).or_insert(compiled)))
+        // Another thread may have compiled it meanwhile: keep the first.
+        Ok(Arc::clone(entries.get_or_insert(key, || compiled)))
     }
 
     pub fn len(&self) -> usize {
@@ -75,7 +79,7 @@ impl SelectorCache {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<CompiledExpr>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // The map holds no invariant a panicking holder could break.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }

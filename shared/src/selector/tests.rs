@@ -152,13 +152,20 @@ fn cache_returns_one_object_per_owner_and_expression() {
 }
 
 #[test]
-fn cache_starts_over_at_capacity_and_refuses_invalid() {
+fn cache_evicts_the_least_recently_used_and_refuses_invalid() {
     let cache = SelectorCache::with_capacity(2);
-    cache.selector("a", "true").unwrap();
+    let a = cache.selector("a", "true").unwrap();
     cache.selector("b", "true").unwrap();
+    // `a` is used again, so `b` is the one to go when `c` arrives.
+    assert!(Arc::ptr_eq(&a, &cache.selector("a", "true").unwrap()));
     cache.selector("c", "true").unwrap();
-    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.len(), 2);
+    assert!(
+        Arc::ptr_eq(&a, &cache.selector("a", "true").unwrap()),
+        "a stayed"
+    );
     assert!(cache.selector("d", "event.kind ==").is_err());
+    assert_eq!(cache.len(), 2, "nothing cached for an invalid expression");
 }
 
 #[test]
