@@ -103,19 +103,14 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-/// The largest receive time a listing key holds (13 digits of epoch ms).
-pub const LAST_MS: i64 = 9_999_999_999_999;
-
 /// An event's key in its workspace's listing: received-at, then id; also the cursor.
 pub fn listing_key(received_at_ms: i64, event_id: &EventId) -> String {
-    format!("{:013}#{event_id}", received_at_ms.clamp(0, LAST_MS))
+    crate::listing::key(received_at_ms, event_id.as_str())
 }
 
 /// The event a cursor continues after, when it is one this service handed out.
 pub fn parse_cursor(cursor: &str) -> Option<EventId> {
-    let (at, id) = cursor.split_once('#')?;
-    let well_formed = at.len() == 13 && at.bytes().all(|b| b.is_ascii_digit());
-    well_formed.then(|| EventId::new(id).ok()).flatten()
+    crate::listing::cursor_id(cursor).and_then(|id| EventId::new(id).ok())
 }
 
 /// Where archive records live and for how long.

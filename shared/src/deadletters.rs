@@ -56,14 +56,12 @@ pub fn sort_key(entry: &LedgerEntry) -> String {
 
 /// The sort key of `key` dead-lettered at `at_ms`.
 pub fn sort_key_at(at_ms: i64, key: &DedupKey) -> String {
-    format!("{:013}#{}", at_ms.clamp(0, 9_999_999_999_999), key.digest())
+    crate::listing::key(at_ms, key.digest())
 }
 
 /// The key a cursor continues after, when it is one this service handed out.
 pub fn parse_cursor(cursor: &str) -> Option<DedupKey> {
-    let (at, digest) = cursor.split_once('#')?;
-    let well_formed = at.len() == 13 && at.bytes().all(|b| b.is_ascii_digit());
-    well_formed.then(|| DedupKey::from_digest(digest)).flatten()
+    crate::listing::cursor_id(cursor).and_then(DedupKey::from_digest)
 }
 
 /// What a conditional transition of one dead letter found.

@@ -17,6 +17,7 @@ pub mod dispatch;
 pub mod event;
 pub mod ids;
 pub mod limits;
+pub mod listing;
 pub mod mapping;
 pub mod matching;
 pub mod memory;

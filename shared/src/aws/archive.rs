@@ -8,14 +8,13 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, get_n, get_s, n, s, Item};
 use super::describe;
-use super::documents::{get_item, query_until};
+use super::documents::{get_item, newest_first, query_until};
 use super::tables::ARCHIVE_BY_WORKSPACE;
 use crate::archive::{
     listing_key, parse_cursor, ArchivedEvent, EventArchive, EventFate, EventPage, EventQuery,
-    LAST_MS,
 };
 use crate::dedup::DeadLetterReason;
-use crate::event::NormalizedEvent;
+use crate::event::{NormalizedEvent, SourceType};
 use crate::ids::{EventId, WorkspaceId};
 use crate::store::StoreError;
 
@@ -163,30 +162,19 @@ impl EventArchive for DynamoEventArchive {
         workspace: &WorkspaceId,
         query: &EventQuery,
     ) -> Result<EventPage, StoreError> {
-        let since = query.since_ms.unwrap_or(0).clamp(0, LAST_MS);
-        let until = query.until_ms.map_or(LAST_MS, |u| u.saturating_sub(1));
-        let mut request = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ARCHIVE_BY_WORKSPACE)
-            .scan_index_forward(false)
-            .key_condition_expression("workspaceId = :ws AND receivedKey BETWEEN :lo AND :hi")
-            .expression_attribute_values(":ws", s(workspace.as_str()))
-            .expression_attribute_values(":lo", s(format!("{since:013}")))
-            .expression_attribute_values(":hi", s(format!("{:013}#~", until.clamp(0, LAST_MS))));
-        let mut filters = Vec::new();
-        if let Some(kind) = &query.kind {
-            filters.push("kind = :kind");
-            request = request.expression_attribute_values(":kind", s(kind.as_str()));
-        }
-        if let Some(source) = query.source_type {
-            filters.push("sourceType = :source");
-            request = request.expression_attribute_values(":source", s(source.as_str()));
-        }
-        if !filters.is_empty() {
-            request = request.filter_expression(filters.join(" AND "));
-        }
+        let request = newest_first(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(ARCHIVE_BY_WORKSPACE),
+            ("workspaceId", workspace.as_str()),
+            "receivedKey",
+            (query.since_ms, query.until_ms),
+            &[
+                ("kind", query.kind.as_deref()),
+                ("sourceType", query.source_type.map(SourceType::as_str)),
+            ],
+        );
         let start = query
             .cursor
             .as_deref()

@@ -10,17 +10,14 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::attrs::{get_s, n, s, Item};
 use super::describe;
-use super::documents::query_until;
+use super::documents::{newest_first, query_until};
 use super::ledger::{entry_from_item, ledger_id, DynamoLedger};
 use super::tables::LEDGER_DEAD_LETTERS;
 use crate::deadletters::{
     self, parse_cursor, DeadLetterPage, DeadLetterQuery, DeadLetterStore, Transition,
 };
-use crate::dedup::{DedupKey, LedgerEntry, LedgerError, LedgerStatus};
+use crate::dedup::{DeadLetterReason, DedupKey, LedgerEntry, LedgerError, LedgerStatus};
 use crate::ids::WorkspaceId;
-
-/// The largest dead-lettered-at a sort key can hold (13 digits of epoch ms).
-const LAST_MS: i64 = 9_999_999_999_999;
 
 #[async_trait]
 impl DeadLetterStore for DynamoLedger {
@@ -29,30 +26,19 @@ impl DeadLetterStore for DynamoLedger {
         workspace: &WorkspaceId,
         query: &DeadLetterQuery,
     ) -> Result<DeadLetterPage, LedgerError> {
-        let since = query.since_ms.unwrap_or(0).clamp(0, LAST_MS);
-        let until = query.until_ms.map_or(LAST_MS, |u| u.saturating_sub(1));
-        let mut request = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(LEDGER_DEAD_LETTERS)
-            .scan_index_forward(false)
-            .key_condition_expression("dlWorkspace = :ws AND dlSort BETWEEN :lo AND :hi")
-            .expression_attribute_values(":ws", s(workspace.as_str()))
-            .expression_attribute_values(":lo", s(format!("{since:013}")))
-            .expression_attribute_values(":hi", s(format!("{:013}#~", until.clamp(0, LAST_MS))));
-        let mut filters = Vec::new();
-        if let Some(subscription) = &query.subscription_id {
-            filters.push("targetId = :target");
-            request = request.expression_attribute_values(":target", s(subscription.as_str()));
-        }
-        if let Some(reason) = query.reason {
-            filters.push("reason = :reason");
-            request = request.expression_attribute_values(":reason", s(reason.as_str()));
-        }
-        if !filters.is_empty() {
-            request = request.filter_expression(filters.join(" AND "));
-        }
+        let request = newest_first(
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(LEDGER_DEAD_LETTERS),
+            ("dlWorkspace", workspace.as_str()),
+            "dlSort",
+            (query.since_ms, query.until_ms),
+            &[
+                ("targetId", query.subscription_id.as_deref()),
+                ("reason", query.reason.map(DeadLetterReason::as_str)),
+            ],
+        );
         let start = query
             .cursor
             .as_deref()
@@ -99,12 +85,18 @@ impl DeadLetterStore for DynamoLedger {
     }
 
     async fn restore(&self, before: &LedgerEntry) -> Result<(), LedgerError> {
-        let mut request = self
+        // A dead letter without a message must not keep one from the replay attempt.
+        let remove_message = if before.message.is_none() {
+            " REMOVE message"
+        } else {
+            ""
+        };
+        let request = self
             .update(&before.workspace_id, &before.key)
-            .update_expression(
+            .update_expression(format!(
                 "SET #status = :dead, dlWorkspace = :ws, dlSort = :sort, firstAttemptMs = :first, \
-                 updatedAtMs = :at",
-            )
+                 updatedAtMs = :at{remove_message}"
+            ))
             .condition_expression("#status = :released AND attribute_not_exists(claimToken)")
             .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
             .expression_attribute_values(":released", s(LedgerStatus::Released.as_str()))
@@ -112,12 +104,6 @@ impl DeadLetterStore for DynamoLedger {
             .expression_attribute_values(":sort", s(deadletters::sort_key(before)))
             .expression_attribute_values(":first", n(before.first_attempt_ms))
             .expression_attribute_values(":at", n(before.updated_at_ms));
-        if before.message.is_none() {
-            request = request.update_expression(
-                "SET #status = :dead, dlWorkspace = :ws, dlSort = :sort, firstAttemptMs = :first, \
-                 updatedAtMs = :at REMOVE message",
-            );
-        }
         match request.send().await {
             Ok(_) => Ok(()),
             // A worker took it since: the replay is under way after all.

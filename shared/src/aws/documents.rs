@@ -106,3 +106,37 @@ pub async fn query_until<T, E>(
         }
     }
 }
+
+/// `request` (a Query on an index whose sort keys come from [`crate::listing`]) for one
+/// partition, newest first, within a time window, keeping only items whose attributes
+/// equal the given values (a `FilterExpression` over the window, not a scan).
+pub fn newest_first(
+    request: QueryFluentBuilder,
+    partition: (&str, &str),
+    sort_attribute: &str,
+    (since_ms, until_ms): (Option<i64>, Option<i64>),
+    equal: &[(&str, Option<&str>)],
+) -> QueryFluentBuilder {
+    let (lo, hi) = crate::listing::range(since_ms, until_ms);
+    let mut request = request
+        .scan_index_forward(false)
+        .key_condition_expression(format!(
+            "{} = :partition AND {sort_attribute} BETWEEN :lo AND :hi",
+            partition.0
+        ))
+        .expression_attribute_values(":partition", s(partition.1))
+        .expression_attribute_values(":lo", s(lo))
+        .expression_attribute_values(":hi", s(hi));
+    let mut filters = Vec::new();
+    for (attribute, value) in equal {
+        if let Some(value) = value {
+            filters.push(format!("{attribute} = :{attribute}"));
+            request = request.expression_attribute_values(format!(":{attribute}"), s(*value));
+        }
+    }
+    if filters.is_empty() {
+        request
+    } else {
+        request.filter_expression(filters.join(" AND "))
+    }
+}

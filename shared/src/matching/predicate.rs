@@ -317,12 +317,8 @@ impl Predicate {
         }
     }
 
-    /// Whether the predicate holds for the event: exactly when CEL would say `true`.
-    pub fn holds(&self, event: &NormalizedEvent) -> bool {
-        self.holds_on(field(event, self.path()))
-    }
-
-    /// [`Self::holds`] given the event's field at [`Self::path`].
+    /// Whether the predicate holds for an event whose field at [`Self::path`] is
+    /// `found` ([`field`]): exactly when CEL would say `true`.
     pub fn holds_on(&self, found: Option<Field<'_>>) -> bool {
         match (self, found) {
             (Predicate::Has { .. }, found) => found.is_some(),
