@@ -1466,6 +1466,67 @@ async fn one_trace_id_follows_a_fired_event_to_the_workflow_service_and_through_
     panic!("log lines with trace id {trace_id}: {seen:?}");
 }
 
+#[tokio::test]
+async fn the_match_and_dispatch_functions_write_emf_metrics_for_a_fired_event() {
+    let stack = Stack::new();
+    stack
+        .put_subscription(
+            json!({"subscriptionId": "sub-metered", "sourceType": "manual",
+            "workflowId": "wf", "targetWorkflowVersionId": "wv-metered"}),
+        )
+        .await;
+    let path = format!(
+        "/v1/workspaces/{}/triggers/sub-metered:fire",
+        stack.workspace
+    );
+    let (status, body) = stack
+        .api(reqwest::Method::POST, &path, Some(json!({"inputs": {}})))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let event_id = body["eventId"].as_str().unwrap().to_owned();
+    stack
+        .event_status_until(&event_id, |b| b["matches"][0]["status"] == "dispatched")
+        .await;
+    // The documents name the workspace in their `workspaceIds` property; a function
+    // flushes them when its invocation ends, just after the work the status shows.
+    let wanted = [
+        ("match", "MatchesPerEvent", "Count"),
+        ("match", "MatchTime", "Microseconds"),
+        ("dispatch", "EndToEndLatency", "Milliseconds"),
+        ("dispatch", "WorkflowRpcLatency", "Milliseconds"),
+    ];
+    let mut found = Vec::new();
+    for _ in 0..60 {
+        found = function_log_lines(&stack.workspace)
+            .into_iter()
+            .filter(|line| line.get("_aws").is_some())
+            .flat_map(|document| {
+                let function = document["function"].as_str().unwrap_or_default().to_owned();
+                document["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |m| {
+                        let name = m["Name"].as_str().unwrap_or_default().to_owned();
+                        let unit = m["Unit"].as_str().unwrap_or_default().to_owned();
+                        (function.clone(), name, unit)
+                    })
+            })
+            .collect();
+        let has = |(f, n, u): &(&str, &str, &str)| {
+            found
+                .iter()
+                .any(|(ff, nn, uu)| ff == f && nn == n && uu == u)
+        };
+        if wanted.iter().all(has) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("EMF metrics of workspace {}: {found:?}", stack.workspace);
+}
+
 /// A trace id unique to this run (the clock's nanoseconds mixed with the process id).
 fn rand_trace_seed() -> u128 {
     let nanos = std::time::SystemTime::now()

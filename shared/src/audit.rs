@@ -8,6 +8,8 @@ use std::sync::{Mutex, PoisonError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::metrics::{Measurement, MetricName, Metrics};
+
 /// The closed set of audit event names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum AuditName {
@@ -131,8 +133,12 @@ impl AuditEvent {
     }
 }
 
+/// The telemetry port: audit records, and the metric measurements that go with them.
 pub trait AuditSink: Send + Sync {
     fn emit(&self, event: AuditEvent);
+
+    /// A measurement that is not an audit record (latencies, matches per event, ...).
+    fn measure(&self, _measurement: Measurement) {}
 }
 
 /// Discards everything.
@@ -143,25 +149,51 @@ impl AuditSink for NoopAuditSink {
     fn emit(&self, _event: AuditEvent) {}
 }
 
+/// The measurements an audit record stands for: its pipeline outcome (dead letters and
+/// failures also by reason), plus webhook rejections by reason.
+pub fn measurements_of(event: &AuditEvent) -> Vec<Measurement> {
+    let (stage, outcome) = event.audit.stage_outcome();
+    let reason = event.attrs.get("reason").and_then(Value::as_str);
+    let mut outcome_count = Measurement::one(MetricName::PipelineEvents)
+        .by("stage", stage)
+        .by("outcome", outcome)
+        .for_workspace(&event.workspace_id);
+    // A closed set of codes, so the dimension stays low-cardinality.
+    if let (AuditName::DispatchFailed | AuditName::DeadLetterRecorded, Some(reason)) =
+        (event.audit, reason)
+    {
+        outcome_count = outcome_count.by("reason", reason);
+    }
+    let mut measurements = vec![outcome_count];
+    if event.audit == AuditName::WebhookRejected {
+        measurements.push(
+            Measurement::one(MetricName::WebhookRejections)
+                .by("reason", reason.unwrap_or("unknown"))
+                .for_workspace(&event.workspace_id),
+        );
+    }
+    measurements
+}
+
 /// Writes one JSON line per audit event (stdout in Lambda, where CloudWatch picks it
-/// up), followed by a CloudWatch Embedded Metric Format line counting the
-/// `(stage, outcome)` pair.
+/// up) and aggregates the measurements, written as CloudWatch Embedded Metric Format
+/// documents by [`JsonLinesAuditSink::flush_metrics`] once per invocation.
 pub struct JsonLinesAuditSink<W: Write + Send> {
     out: Mutex<W>,
-    namespace: String,
+    metrics: Metrics,
 }
 
 impl JsonLinesAuditSink<std::io::Stdout> {
-    pub fn stdout(namespace: impl Into<String>) -> Self {
-        Self::new(std::io::stdout(), namespace)
+    pub fn stdout(namespace: impl Into<String>, function: impl Into<String>) -> Self {
+        Self::new(std::io::stdout(), namespace, function)
     }
 }
 
 impl<W: Write + Send> JsonLinesAuditSink<W> {
-    pub fn new(out: W, namespace: impl Into<String>) -> Self {
+    pub fn new(out: W, namespace: impl Into<String>, function: impl Into<String>) -> Self {
         Self {
             out: Mutex::new(out),
-            namespace: namespace.into(),
+            metrics: Metrics::new(namespace, function),
         }
     }
 
@@ -171,55 +203,31 @@ impl<W: Write + Send> JsonLinesAuditSink<W> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn metric_line(&self, event: &AuditEvent, timestamp_ms: u128) -> Value {
-        let (stage, outcome) = event.audit.stage_outcome();
-        // Dead letters are also counted per reason: a closed set of codes, so the
-        // dimension stays low-cardinality.
-        let reason = matches!(
-            event.audit,
-            AuditName::DispatchFailed | AuditName::DeadLetterRecorded
-        )
-        .then(|| event.attrs.get("reason").and_then(Value::as_str))
-        .flatten();
-        let mut dimensions = vec![serde_json::json!(["stage", "outcome"])];
-        if reason.is_some() {
-            dimensions.push(serde_json::json!(["stage", "outcome", "reason"]));
-        }
-        let mut line = serde_json::json!({
-            "_aws": {
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": self.namespace,
-                    "Dimensions": dimensions,
-                    "Metrics": [{"Name": "PipelineEvents", "Unit": "Count"}]
-                }]
-            },
-            "stage": stage,
-            "outcome": outcome,
-            "PipelineEvents": 1
-        });
-        if let Some(reason) = reason {
-            line["reason"] = reason.into();
-        }
-        line
+    /// Writes what was measured since the last flush (call it once per invocation).
+    pub fn flush_metrics(&self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        self.metrics.flush(&mut *out, now_ms);
     }
 }
 
 impl<W: Write + Send> AuditSink for JsonLinesAuditSink<W> {
     fn emit(&self, event: AuditEvent) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let metric = self.metric_line(&event, now);
+        for measurement in measurements_of(&event) {
+            self.metrics.record(measurement);
+        }
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         // An audit line that cannot be written must not fail the dispatch it describes.
         let _ = serde_json::to_writer(&mut *out, &event)
             .map_err(std::io::Error::from)
             .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| serde_json::to_writer(&mut *out, &metric).map_err(Into::into))
-            .and_then(|()| out.write_all(b"\n"))
             .and_then(|()| out.flush());
+    }
+
+    fn measure(&self, measurement: Measurement) {
+        self.metrics.record(measurement);
     }
 }
 
@@ -227,53 +235,82 @@ impl<W: Write + Send> AuditSink for JsonLinesAuditSink<W> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_sink_writes_one_record_and_one_metric_per_event() {
-        let sink = JsonLinesAuditSink::new(Vec::new(), "Custos/Trigger");
-        sink.emit(
-            AuditEvent::new(AuditName::DispatchFailed, "ws1", Some("e1"))
-                .with("subscriptionId", "s1")
-                .with("retryable", false),
-        );
-        let text = String::from_utf8(sink.into_inner()).unwrap();
-        let lines: Vec<Value> = text
+    fn lines(text: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(text)
+            .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["audit"], "trigger.dispatch.failed");
-        assert_eq!(lines[0]["workspaceId"], "ws1");
-        assert_eq!(lines[0]["eventId"], "e1");
-        assert_eq!(lines[0]["stage"], "dispatch");
-        assert_eq!(lines[0]["subscriptionId"], "s1");
-        assert_eq!(lines[0]["retryable"], false);
-        assert_eq!(lines[1]["outcome"], "failed");
+            .collect()
+    }
+
+    #[test]
+    fn json_sink_writes_records_at_once_and_metrics_only_when_flushed() {
+        let sink = JsonLinesAuditSink::new(Vec::new(), "Custos/Trigger", "dispatch");
+        for _ in 0..3 {
+            sink.emit(
+                AuditEvent::new(AuditName::DispatchFailed, "ws1", Some("e1"))
+                    .with("subscriptionId", "s1")
+                    .with("retryable", false),
+            );
+        }
+        {
+            let out = sink.out.lock().unwrap();
+            let records = lines(&out);
+            assert_eq!(
+                records.len(),
+                3,
+                "records only, no metrics before the flush"
+            );
+            assert_eq!(records[0]["audit"], "trigger.dispatch.failed");
+            assert_eq!(records[0]["workspaceId"], "ws1");
+            assert_eq!(records[0]["eventId"], "e1");
+            assert_eq!(records[0]["stage"], "dispatch");
+            assert_eq!(records[0]["subscriptionId"], "s1");
+            assert_eq!(records[0]["retryable"], false);
+        }
+        sink.flush_metrics();
+        let all = lines(&sink.into_inner());
+        assert_eq!(all.len(), 4, "one metric document for the three outcomes");
+        let metric = &all[3];
+        assert_eq!(metric["outcome"], "failed");
+        assert_eq!(metric["PipelineEvents"], 3.0);
+        assert_eq!(metric["workspaceIds"], serde_json::json!(["ws1"]));
         assert_eq!(
-            lines[1]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            serde_json::json!([["stage", "outcome"]]),
+            metric["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["outcome", "stage"]]),
             "no reason given: no reason dimension"
         );
-        assert_eq!(lines[1]["PipelineEvents"], 1);
         assert_eq!(
-            lines[1]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            metric["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             "Custos/Trigger"
         );
     }
 
     #[test]
     fn dead_letters_are_also_counted_per_reason() {
-        let sink = JsonLinesAuditSink::new(Vec::new(), "Custos/Trigger");
-        sink.emit(
-            AuditEvent::new(AuditName::DeadLetterRecorded, "ws1", Some("e1"))
-                .with("reason", "retries_exhausted"),
-        );
-        let text = String::from_utf8(sink.into_inner()).unwrap();
-        let metric: Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
-        assert_eq!(metric["stage"], "deadletter");
-        assert_eq!(metric["reason"], "retries_exhausted");
+        let event = AuditEvent::new(AuditName::DeadLetterRecorded, "ws1", Some("e1"))
+            .with("reason", "retries_exhausted");
+        let measured = measurements_of(&event);
+        assert_eq!(measured.len(), 1);
         assert_eq!(
-            metric["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            serde_json::json!([["stage", "outcome"], ["stage", "outcome", "reason"]])
+            measured[0].dimensions,
+            vec![
+                ("stage", "deadletter".to_owned()),
+                ("outcome", "recorded".to_owned()),
+                ("reason", "retries_exhausted".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn webhook_rejections_have_their_own_metric() {
+        let rejected =
+            AuditEvent::new(AuditName::WebhookRejected, "ws", None).with("reason", "signature");
+        let measured = measurements_of(&rejected);
+        assert_eq!(measured[1].name, MetricName::WebhookRejections);
+        assert_eq!(
+            measured[1].dimensions,
+            vec![("reason", "signature".to_owned())]
         );
     }
 

@@ -21,6 +21,7 @@ pub mod listing;
 pub mod mapping;
 pub mod matching;
 pub mod memory;
+pub mod metrics;
 pub mod normalize;
 pub mod queue;
 pub mod resume;

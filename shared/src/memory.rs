@@ -2,7 +2,7 @@
 //! adapters are tested against real emulators; these never stand in for them there.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 
@@ -594,6 +594,31 @@ impl RecordingAuditSink {
 impl AuditSink for RecordingAuditSink {
     fn emit(&self, event: AuditEvent) {
         lock(&self.0).push(event);
+    }
+}
+
+/// A byte buffer several writers share (an audit sink's output, read back by a test).
+#[derive(Debug, Default, Clone)]
+pub struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    /// What was written, as lines of text.
+    pub fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&lock(&self.0))
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -65,21 +65,33 @@ pub struct Wiring {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub audit: Arc<dyn AuditSink>,
+    /// The same sink as `audit`: its metrics are flushed once per invocation.
+    pub telemetry: Arc<JsonLinesAuditSink<std::io::Stdout>>,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Wiring {
-    pub async fn from_env() -> Result<Self, ConfigError> {
+    /// `function` names the Lambda in metrics (`ingest`, `match`, `dispatch`, ...).
+    pub async fn from_env(function: &'static str) -> Result<Self, ConfigError> {
         let settings = Arc::new(Settings::from_env()?);
         let config = crate::aws::sdk_config().await;
+        let telemetry = Arc::new(JsonLinesAuditSink::stdout(METRIC_NAMESPACE, function));
         Ok(Self {
             settings,
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
             sdk: config,
-            audit: Arc::new(JsonLinesAuditSink::stdout(METRIC_NAMESPACE)),
+            audit: Arc::clone(&telemetry) as Arc<dyn AuditSink>,
+            telemetry,
             clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Runs one invocation and writes its metrics when it ends.
+    pub async fn invocation<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let result = work.await;
+        self.telemetry.flush_metrics();
+        result
     }
 
     fn queue(
@@ -131,6 +143,7 @@ impl Wiring {
         Ok(IngestStage {
             normalized_queue: self.normalized_queue()?,
             archive: self.archive()?,
+            audit: Arc::clone(&self.audit),
             clock: Arc::clone(&self.clock),
             retention: self.settings.archive_retention(),
         })
@@ -260,6 +273,7 @@ pub async fn ingest_workflow_events(
                 "lifecycle event received"
             );
             queued.trace = Some(trace);
+            queued.received_ms = Some(stage.clock.now_ms());
             match stage.accept(&queued).await {
                 Ok(ingest::Accepted::Enqueued) => Ok(()),
                 Ok(ingest::Accepted::TooLarge(detail)) => {
@@ -336,3 +350,6 @@ pub async fn record_dead_letters(
     })
     .await
 }
+
+#[cfg(test)]
+mod emf_tests;

@@ -8,17 +8,17 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     runtime::init_tracing();
-    let wiring = Wiring::from_env().await?;
+    let wiring = Wiring::from_env("api").await?;
     let api = wiring.api()?;
     if api.allow_shim() {
         tracing::warn!(
             "ENVIRONMENT is not production: the x-custos-callctx development shim is enabled"
         );
     }
-    let api = &api;
+    let (api, wiring) = (&api, &wiring);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            Ok::<_, Error>(api.handle(event.payload).await)
+            Ok::<_, Error>(wiring.invocation(api.handle(event.payload)).await)
         },
     ))
     .await

@@ -9,11 +9,12 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     runtime::init_tracing();
-    let wiring = Wiring::from_env().await?;
+    let wiring = Wiring::from_env("deadletter").await?;
     let recorder = wiring.dead_letter_recorder()?;
-    let recorder = &recorder;
+    let (recorder, wiring) = (&recorder, &wiring);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(runtime::record_dead_letters(recorder, event.payload).await?)
+        let work = runtime::record_dead_letters(recorder, event.payload);
+        Ok::<_, Error>(wiring.invocation(work).await?)
     }))
     .await
 }

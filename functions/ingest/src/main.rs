@@ -7,11 +7,12 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     runtime::init_tracing();
-    let wiring = Wiring::from_env().await?;
+    let wiring = Wiring::from_env("ingest").await?;
     let stage = wiring.ingest_stage()?;
-    let stage = &stage;
+    let (stage, wiring) = (&stage, &wiring);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(runtime::ingest_workflow_events(stage, event.payload).await?)
+        let work = runtime::ingest_workflow_events(stage, event.payload);
+        Ok::<_, Error>(wiring.invocation(work).await?)
     }))
     .await
 }

@@ -183,6 +183,7 @@ pub async fn replay(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         trace: Some(crate::trace::TraceParent::continue_or_start(
             request.header("traceparent"),
         )),
+        received_ms: Some(api.clock.now_ms()),
     };
     let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
     api.normalized_queue.send_batch(&[body]).await?;

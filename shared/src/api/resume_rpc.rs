@@ -212,6 +212,8 @@ async fn deliver_parked(
                 generation: wait.generation.clone(),
             },
             trace: Some(crate::trace::TraceParent::continue_or_start(traceparent)),
+            // Parked events keep no time of receipt: no end-to-end latency for them.
+            received_ms: None,
         };
         let body = crate::limits::message_body(
             "dispatch message",

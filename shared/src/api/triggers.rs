@@ -455,6 +455,7 @@ pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         trace: Some(TraceParent::continue_or_start(
             request.header("traceparent"),
         )),
+        received_ms: Some(api.clock.now_ms()),
     };
     let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
     let scope = EventScope::new(&queued.event);
@@ -472,6 +473,7 @@ pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         .put_new(&queued.workspace_id, &queued.event, now_ms, expires_at)
         .await?;
     api.normalized_queue.send_batch(&[body]).await?;
+    api.audit.measure(crate::stage::ingest::ingested(&queued));
     tracing::info!(
         trace_id = queued.trace.as_ref().map(TraceParent::trace_id),
         workspace_id = %queued.workspace_id,

@@ -18,6 +18,9 @@ pub struct DispatchMessage {
     /// The W3C trace of the event, sent on to the Workflow Service as `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::trace::TraceParent>,
+    /// When the event was accepted at its door (epoch ms), for the end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,8 +122,12 @@ impl DispatchMessage {
             Some(trace) => format!(r#","trace":"{}""#, trace.as_str()),
             None => String::new(),
         };
+        let received = match self.received_ms {
+            Some(ms) => format!(r#","receivedMs":{ms}"#),
+            None => String::new(),
+        };
         let body = format!(
-            r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}}}"#
+            r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}{received}}}"#
         );
         crate::limits::checked_body(
             "dispatch message",

@@ -21,6 +21,7 @@ use crate::dedup::{
     LedgerError, LedgerStatus, Release,
 };
 use crate::ids::{EventId, ResumeId};
+use crate::metrics::{Measurement, MetricName};
 use crate::resume::{ParkOutcome, ParkStore, ParkedEvent, ResumeStore, TakeOutcome, TakeRequest};
 use crate::store::StoreError;
 use crate::workflow::{RaiseEventRequest, StartRunRequest, WorkflowClient, WorkflowError};
@@ -333,6 +334,16 @@ impl Dispatcher {
             until_ms,
         };
         tolerate_lost_claim(self.ledger.release(claim, &release, now_ms).await)?;
+        let outcome = DispatchOutcome::Parked {
+            superseded_by: winner.clone(),
+        };
+        // Not an audit record (nothing failed), but on-call wants to see the rate.
+        self.audit.measure(
+            Measurement::one(MetricName::PipelineEvents)
+                .by("stage", "dispatch")
+                .by("outcome", outcome.as_str())
+                .for_workspace(message.workspace_id.as_str()),
+        );
         tracing::info!(
             workspace_id = %message.workspace_id,
             event_id = %message.event.event_id,
@@ -340,9 +351,7 @@ impl Dispatcher {
             superseded_by = winner.as_ref().map(EventId::as_str),
             "resume event parked"
         );
-        Ok(DispatchOutcome::Parked {
-            superseded_by: winner,
-        })
+        Ok(outcome)
     }
 
     /// The backoff before attempt `number + 1`, with jitter.
@@ -384,7 +393,28 @@ impl Dispatcher {
         i64::try_from(self.settings.settings.dedup_ttl_secs).unwrap_or(i64::MAX / 2000)
     }
 
+    /// The Workflow Service call, timed by status class.
     async fn call(
+        &self,
+        message: &DispatchMessage,
+        key: &DedupKey,
+    ) -> Result<Option<String>, WorkflowError> {
+        let started = std::time::Instant::now();
+        let result = self.call_untimed(message, key).await;
+        if let Some(class) = status_class(&result) {
+            self.audit.measure(
+                Measurement::new(
+                    MetricName::WorkflowRpcLatency,
+                    started.elapsed().as_secs_f64() * 1000.0,
+                )
+                .by("statusClass", class)
+                .for_workspace(message.workspace_id.as_str()),
+            );
+        }
+        result
+    }
+
+    async fn call_untimed(
         &self,
         message: &DispatchMessage,
         key: &DedupKey,
@@ -468,6 +498,12 @@ impl Dispatcher {
         } else {
             let run = run_id.clone().map_or(Value::Null, Value::String);
             self.emit(AuditName::Dispatched, message, |e| e.with("runId", run));
+        }
+        if let Some(received_ms) = message.received_ms {
+            self.audit.measure(
+                Measurement::elapsed_ms(MetricName::EndToEndLatency, received_ms, now_ms)
+                    .for_workspace(message.workspace_id.as_str()),
+            );
         }
         Ok(DispatchOutcome::Dispatched { run_id })
     }
@@ -640,6 +676,24 @@ impl Dispatcher {
         extend: impl FnOnce(AuditEvent) -> AuditEvent,
     ) {
         self.audit.emit(extend(message.audit(name)));
+    }
+}
+
+/// The class of a Workflow Service answer (`2xx`, `4xx`, `5xx`, `transport`,
+/// `undecodable`); none for a request that was never sent.
+fn status_class<T>(result: &Result<T, WorkflowError>) -> Option<&'static str> {
+    match result {
+        Ok(_) => Some("2xx"),
+        Err(WorkflowError::Status { status, .. }) => Some(match status / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        }),
+        Err(WorkflowError::Transport(_)) => Some("transport"),
+        Err(WorkflowError::Decode(_)) => Some("undecodable"),
+        Err(WorkflowError::Invalid(_)) => None,
     }
 }
 

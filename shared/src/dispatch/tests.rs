@@ -87,6 +87,7 @@ fn resume() -> DispatchMessage {
             generation: "g1".into(),
         },
         trace: None,
+        received_ms: None,
     }
 }
 

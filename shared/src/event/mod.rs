@@ -160,6 +160,9 @@ pub struct QueuedEvent {
     /// The W3C trace the event belongs to (from the door that accepted it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::trace::TraceParent>,
+    /// When the event was accepted at its door (epoch ms), for the end-to-end latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_ms: Option<i64>,
 }
 
 impl NormalizedEvent {

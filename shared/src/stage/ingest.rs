@@ -8,11 +8,13 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::archive::{EventArchive, EventFate, Retention};
+use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::dedup::DeadLetterReason;
 use crate::event::QueuedEvent;
 use crate::ids::WorkspaceId;
 use crate::limits::{self, MAX_EVENT_MESSAGE_BYTES};
+use crate::metrics::{Measurement, MetricName};
 use crate::normalize::{self, LifecycleDomain, NormalizeError};
 use crate::queue::{Queue, QueueError};
 use crate::store::StoreError;
@@ -45,6 +47,7 @@ pub fn lifecycle_envelope(value: &Value) -> Result<QueuedEvent, IngestError> {
         event,
         replay: false,
         trace: None,
+        received_ms: None,
     })
 }
 
@@ -68,6 +71,7 @@ pub enum Accepted {
 pub struct IngestStage {
     pub normalized_queue: Arc<dyn Queue>,
     pub archive: Arc<dyn EventArchive>,
+    pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
     pub retention: Retention,
 }
@@ -101,8 +105,16 @@ impl IngestStage {
             .put_new(&queued.workspace_id, &queued.event, now_ms, expires_at)
             .await?;
         self.normalized_queue.send_batch(&[body]).await?;
+        self.audit.measure(ingested(queued));
         Ok(Accepted::Enqueued)
     }
+}
+
+/// One event accepted at a door, counted by its source type.
+pub fn ingested(queued: &QueuedEvent) -> Measurement {
+    Measurement::one(MetricName::EventsIngested)
+        .by("source", queued.event.source.source_type.as_str())
+        .for_workspace(queued.workspace_id.as_str())
 }
 
 #[cfg(test)]

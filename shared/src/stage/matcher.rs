@@ -20,6 +20,7 @@ use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::limits::{self, MAX_QUEUE_MESSAGE_BYTES};
 use crate::mapping;
 use crate::matching::{self, ResumeDecision, SelectorFailure, StartIndex};
+use crate::metrics::{Measurement, MetricName};
 use crate::queue::{Queue, QueueError};
 use crate::resume::{ParkOutcome, ParkStore, ParkedEvent, ResumeStore};
 use crate::selector::{EvalError, EventScope, LazyScope, SelectorCache};
@@ -131,7 +132,18 @@ impl MatchStage {
             event_id = %queued.event.event_id,
             workspace_id = %queued.workspace_id,
         );
-        self.handle_traced(queued, &trace).instrument(span).await
+        let started = std::time::Instant::now();
+        let report = self.handle_traced(queued, &trace).instrument(span).await?;
+        let workspace = queued.workspace_id.as_str();
+        let matches = report.start_matches + report.resume_matches;
+        self.audit.measure(
+            Measurement::new(MetricName::MatchesPerEvent, matches as f64).for_workspace(workspace),
+        );
+        self.audit.measure(
+            Measurement::new(MetricName::MatchTime, started.elapsed().as_micros() as f64)
+                .for_workspace(workspace),
+        );
+        Ok(report)
     }
 
     async fn handle_traced(
@@ -172,6 +184,7 @@ impl MatchStage {
         }
         for message in &mut messages {
             message.trace = Some(trace.child());
+            message.received_ms = queued.received_ms;
         }
         let mut report = MatchReport {
             start_matches,
@@ -288,6 +301,16 @@ impl MatchStage {
         event: &NormalizedEvent,
         failure: &SelectorFailure,
     ) {
+        let kind = match &failure.error {
+            EvalError::NotBoolean { .. } => "not_boolean",
+            EvalError::TooExpensive { .. } => "too_expensive",
+            EvalError::Execution(_) => "execution",
+        };
+        self.audit.measure(
+            Measurement::one(MetricName::SelectorErrors)
+                .by("error", kind)
+                .for_workspace(workspace.as_str()),
+        );
         match &failure.error {
             EvalError::NotBoolean { result_type } => self.audit.emit(
                 AuditEvent::new(
@@ -356,6 +379,7 @@ impl MatchStage {
                 generation,
             },
             trace: None,
+            received_ms: None,
         };
         let Some(wait) = self.resumes.get(&resume_id).await? else {
             self.park_early(&message(String::new()), &resume_id, None)
@@ -498,6 +522,7 @@ pub fn start_message_with(
             mapping_error,
         },
         trace: None,
+        received_ms: None,
     }
 }
 

@@ -116,6 +116,7 @@ impl WebhookIntake {
             trace: Some(crate::trace::TraceParent::continue_or_start(
                 headers.get("traceparent").map(String::as_str),
             )),
+            received_ms: Some(self.clock.now_ms()),
         };
         let event_id = queued.event.event_id.clone();
         let message = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
@@ -135,6 +136,7 @@ impl WebhookIntake {
         // A provider's retry is enqueued again (our earlier answer may have been lost);
         // the dedup ledger makes it start nothing new.
         self.queue.send_batch(&[message]).await?;
+        self.audit.measure(crate::stage::ingest::ingested(&queued));
         tracing::info!(
             trace_id = queued.trace.as_ref().map(crate::trace::TraceParent::trace_id),
             workspace_id = %connector.workspace_id,
@@ -284,4 +286,4 @@ fn unsigned_delivery(headers: &HashMap<String, String>, body: &[u8]) -> verify::
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -11,11 +11,11 @@ use crate::ids::WorkspaceId;
 use crate::memory::{MemoryConnectorStore, MemoryQueue, RecordingAuditSink};
 use crate::webhook::secrets::StaticSecrets;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
-const TIMESTAMP: &str = "1614265330";
-const BODY: &[u8] = br#"{"test": 2432232314}"#;
-const SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+pub(crate) const TIMESTAMP: &str = "1614265330";
+pub(crate) const BODY: &[u8] = br#"{"test": 2432232314}"#;
+pub(crate) const SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
 
 struct Harness {
     connectors: Arc<MemoryConnectorStore>,
@@ -76,7 +76,7 @@ async fn harness() -> Harness {
     }
 }
 
-fn headers(signature: &str) -> HashMap<String, String> {
+pub(crate) fn headers(signature: &str) -> HashMap<String, String> {
     HashMap::from([
         ("webhook-id".to_owned(), ID.to_owned()),
         ("webhook-timestamp".to_owned(), TIMESTAMP.to_owned()),

@@ -267,6 +267,7 @@ async fn manual_fire_matches_only_the_addressed_subscription_and_never_resumes()
         event,
         replay: false,
         trace: None,
+        received_ms: None,
     };
     let report = h.stage.handle(&queued).await.unwrap();
     assert_eq!(
@@ -309,6 +310,7 @@ async fn connector_events_only_reach_that_connectors_subscriptions() {
             event,
             replay: false,
             trace: None,
+            received_ms: None,
         })
         .await
         .unwrap();
