@@ -1446,16 +1446,18 @@ async fn one_trace_id_follows_a_fired_event_to_the_workflow_service_and_through_
     assert_eq!(&sent[3..35], trace_id, "same trace, {sent}");
     assert_ne!(sent, traceparent, "each hop sends its own parent id");
 
-    // The match and dispatch functions each logged the event under the trace id (the
-    // emulator's log holds the queue-driven functions' output; the API function's
-    // "fire accepted" line, which carries it too, goes elsewhere).
+    // Every function the event passed logged it under the trace id: the API function
+    // (read back from its CloudWatch log group in the emulator), match and dispatch
+    // (the emulator's own log holds the queue-driven functions' output).
+    let api_group = format!("/aws/lambda/{}", stack.output("ApiFunctionName"));
     let mut seen = HashSet::new();
     for _ in 0..60 {
         seen = function_log_lines(&trace_id)
-            .iter()
+            .into_iter()
+            .chain(cloudwatch_log_lines(&api_group, &trace_id).await)
             .filter_map(|line| line["message"].as_str().map(str::to_owned))
             .collect();
-        if ["event matched", "dispatch finished"]
+        if ["fire accepted", "event matched", "dispatch finished"]
             .iter()
             .all(|m| seen.contains(*m))
         {
@@ -1466,8 +1468,32 @@ async fn one_trace_id_follows_a_fired_event_to_the_workflow_service_and_through_
     panic!("log lines with trace id {trace_id}: {seen:?}");
 }
 
+/// The JSON log lines of a CloudWatch Logs group (the emulator's) that contain `needle`.
+async fn cloudwatch_log_lines(group: &str, needle: &str) -> Vec<Value> {
+    let response = reqwest::Client::new()
+        .post(endpoint("CUSTOS_E2E_ENDPOINT"))
+        .header("x-amz-target", "Logs_20140328.FilterLogEvents")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(json!({"logGroupName": group}).to_string())
+        .send()
+        .await;
+    let Ok(response) = response else {
+        return Vec::new();
+    };
+    let body: Value = response.json().await.unwrap_or_default();
+    body["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|event| event["message"].as_str())
+        .flat_map(str::lines)
+        .filter(|line| line.contains(needle))
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
 #[tokio::test]
-async fn the_match_and_dispatch_functions_write_emf_metrics_for_a_fired_event() {
+async fn the_api_match_and_dispatch_functions_write_emf_metrics_for_a_fired_event() {
     let stack = Stack::new();
     stack
         .put_subscription(
@@ -1490,15 +1516,18 @@ async fn the_match_and_dispatch_functions_write_emf_metrics_for_a_fired_event() 
     // The documents name the workspace in their `workspaceIds` property; a function
     // flushes them when its invocation ends, just after the work the status shows.
     let wanted = [
+        ("api", "EventsIngested", "Count"),
         ("match", "MatchesPerEvent", "Count"),
         ("match", "MatchTime", "Microseconds"),
         ("dispatch", "EndToEndLatency", "Milliseconds"),
         ("dispatch", "WorkflowRpcLatency", "Milliseconds"),
     ];
+    let api_group = format!("/aws/lambda/{}", stack.output("ApiFunctionName"));
     let mut found = Vec::new();
     for _ in 0..60 {
         found = function_log_lines(&stack.workspace)
             .into_iter()
+            .chain(cloudwatch_log_lines(&api_group, &stack.workspace).await)
             .filter(|line| line.get("_aws").is_some())
             .flat_map(|document| {
                 let function = document["function"].as_str().unwrap_or_default().to_owned();

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::dispatch::{Attempt, DispatchMessage, DispatchOutcome, Dispatcher};
+use crate::dispatch::{Attempt, DispatchMessage, DispatchOutcome, DispatchTarget, Dispatcher};
 use crate::queue::Queue;
 use crate::stage::batch::{Received, RetryMessage};
 
@@ -23,12 +23,20 @@ impl DispatchStage {
     ) -> Result<DispatchOutcome, RetryMessage> {
         use tracing::Instrument;
         let body = &message.body;
+        let (subscription_id, resume_id) = match &body.target {
+            DispatchTarget::Start {
+                subscription_id, ..
+            } => (Some(subscription_id.as_str()), None),
+            DispatchTarget::Resume { resume_id, .. } => (None, Some(resume_id.as_str())),
+        };
         let span = tracing::info_span!(
             "dispatch",
             trace_id = body.trace.as_ref().map(crate::trace::TraceParent::trace_id),
             event_id = %body.event.event_id,
             workspace_id = %body.workspace_id,
-            target_id = body.target_id(),
+            subscription_id,
+            resume_id,
+            dedup_key = %body.dedup_key(),
         );
         self.handle_traced(message, deadline_ms)
             .instrument(span)
@@ -56,12 +64,19 @@ impl DispatchStage {
                 return Err(RetryMessage(e.to_string()));
             }
         };
+        let run_id = match &outcome {
+            DispatchOutcome::Dispatched { run_id } | DispatchOutcome::Duplicate { run_id } => {
+                run_id.as_deref()
+            }
+            _ => None,
+        };
         tracing::info!(
             workspace_id = %body.workspace_id,
             event_id = %body.event.event_id,
             target_id = body.target_id(),
             receive_count = attempt.number,
             outcome = outcome.as_str(),
+            run_id,
             "dispatch finished"
         );
         if let DispatchOutcome::RetryLater { delay_secs, reason } = &outcome {
