@@ -4,7 +4,9 @@ use custos_trigger::aws::{DynamoResumeStore, DynamoSubscriptionStore};
 use custos_trigger::event::SourceType;
 use custos_trigger::ids::{SubscriptionId, WorkspaceId};
 use custos_trigger::resume::{ResumeKey, ResumeStore, ResumeWait};
-use custos_trigger::subscription::{Route, Subscription, SubscriptionState, SubscriptionStore};
+use custos_trigger::subscription::{
+    ListQuery, Route, Subscription, SubscriptionState, SubscriptionStore,
+};
 use integration_tests::{dynamodb, tables};
 use serde_json::json;
 
@@ -103,6 +105,85 @@ async fn listing_pages_through_large_workspaces() {
         .await
         .unwrap();
     assert_eq!(all.len(), 70, "more than one 1 MB query page");
+}
+
+/// Every page of a listing, following its cursors.
+async fn list_all(
+    store: &DynamoSubscriptionStore,
+    ws: &str,
+    state: Option<SubscriptionState>,
+    source_type: Option<SourceType>,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut cursor = None;
+    loop {
+        let query = ListQuery {
+            state,
+            source_type,
+            limit: 4,
+            cursor,
+        };
+        let page = store
+            .list(&WorkspaceId::new(ws).unwrap(), &query)
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 4);
+        found.extend(page.items.iter().map(|s| s.subscription_id.to_string()));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            return found;
+        }
+    }
+}
+
+#[tokio::test]
+async fn filtered_listings_read_the_state_and_source_indexes_in_id_order_and_follow_changes() {
+    let client = dynamodb();
+    let t = tables(&client).await;
+    let store = DynamoSubscriptionStore::new(client, t.subscriptions);
+    let sources = ["internal", "manual", "webhook"];
+    for ws in ["ws1", "ws2"] {
+        for i in 0..24 {
+            let mut s = sub(ws, &format!("s{i:02}"), sources[i % 3], None);
+            if i % 4 == 0 {
+                s.state = SubscriptionState::Paused;
+            }
+            store.put(&s).await.unwrap();
+        }
+    }
+    let expected = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..24)
+            .filter(|i| keep(*i))
+            .map(|i| format!("s{i:02}"))
+            .collect()
+    };
+    let paused = list_all(&store, "ws1", Some(SubscriptionState::Paused), None).await;
+    assert_eq!(
+        paused,
+        expected(&|i| i % 4 == 0),
+        "ids in order, one workspace"
+    );
+    let manual = list_all(&store, "ws1", None, Some(SourceType::Manual)).await;
+    assert_eq!(manual, expected(&|i| i % 3 == 1));
+    let active_webhooks = list_all(
+        &store,
+        "ws1",
+        Some(SubscriptionState::Active),
+        Some(SourceType::Webhook),
+    )
+    .await;
+    assert_eq!(active_webhooks, expected(&|i| i % 3 == 2 && i % 4 != 0));
+    assert_eq!(
+        list_all(&store, "ws1", None, None).await,
+        expected(&|_| true)
+    );
+
+    // A state change moves the subscription between the state partitions.
+    let mut resumed = sub("ws1", "s00", "internal", None);
+    resumed.state = SubscriptionState::Active;
+    store.put(&resumed).await.unwrap();
+    let paused = list_all(&store, "ws1", Some(SubscriptionState::Paused), None).await;
+    assert_eq!(paused, expected(&|i| i % 4 == 0 && i != 0));
 }
 
 #[tokio::test]

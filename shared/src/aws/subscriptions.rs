@@ -6,11 +6,15 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, n, s, Item};
+use super::describe;
 use super::documents::{get_item, put_document, query_all};
-use super::{describe, tables::SUBSCRIPTIONS_BY_ROUTE};
+use super::tables::{SUBSCRIPTIONS_BY_ROUTE, SUBSCRIPTIONS_BY_SOURCE, SUBSCRIPTIONS_BY_STATE};
+use crate::event::SourceType;
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::store::StoreError;
-use crate::subscription::{ListQuery, Page, Route, Subscription, SubscriptionStore};
+use crate::subscription::{
+    ListQuery, Page, Route, Subscription, SubscriptionState, SubscriptionStore,
+};
 
 #[derive(Debug, Clone)]
 pub struct DynamoSubscriptionStore {
@@ -42,6 +46,35 @@ fn route_of(subscription: &Subscription) -> Route {
     }
 }
 
+/// Pages one filtered listing call reads at most (each up to 1 MB).
+pub const MAX_FILTERED_PAGES: usize = 8;
+
+/// The index and partition (`attribute`, value) a listing reads.
+fn list_partition(
+    workspace: &WorkspaceId,
+    query: &ListQuery,
+) -> (Option<&'static str>, (&'static str, String)) {
+    match (query.state, query.source_type) {
+        (Some(state), _) => (
+            Some(SUBSCRIPTIONS_BY_STATE),
+            ("stateKey", state_key(workspace, state)),
+        ),
+        (None, Some(source)) => (
+            Some(SUBSCRIPTIONS_BY_SOURCE),
+            ("sourceKey", source_key(workspace, source)),
+        ),
+        (None, None) => (None, ("workspaceId", workspace.to_string())),
+    }
+}
+
+fn state_key(workspace: &WorkspaceId, state: SubscriptionState) -> String {
+    format!("{workspace}#{}", state.as_str())
+}
+
+fn source_key(workspace: &WorkspaceId, source: SourceType) -> String {
+    format!("{workspace}#{}", source.as_str())
+}
+
 /// The key and index attributes stored beside the subscription document.
 fn attributes(subscription: &Subscription) -> Item {
     let mut item = Item::from([
@@ -63,6 +96,17 @@ fn attributes(subscription: &Subscription) -> Item {
             n(subscription.created_at.unix_timestamp()),
         ),
         ("version".to_owned(), n(subscription.version)),
+        (
+            "stateKey".to_owned(),
+            s(state_key(&subscription.workspace_id, subscription.state)),
+        ),
+        (
+            "sourceKey".to_owned(),
+            s(source_key(
+                &subscription.workspace_id,
+                subscription.source_type,
+            )),
+        ),
     ]);
     if subscription.is_matchable() {
         item.insert(
@@ -124,48 +168,49 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         Ok(found)
     }
 
-    /// One workspace partition in id order. Filters are applied by DynamoDB
-    /// (`FilterExpression`, whole 1 MB pages), so a filter that matches few of many
-    /// subscriptions costs a few pages, not one round trip per `limit` items.
+    /// One workspace's subscriptions in id order. A state filter is served by the
+    /// `byState` index, a source filter alone by `bySource`, so a filter never reads
+    /// what it does not return; with both, the source is a `FilterExpression` on the
+    /// state's index and a call reads at most [`MAX_FILTERED_PAGES`] pages (the answer
+    /// may then hold fewer than `limit` items, with a cursor to go on).
     async fn list(&self, workspace: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError> {
-        let mut items = Vec::new();
-        let mut start = query.cursor.as_ref().map(|c| {
-            Item::from([
+        let (index, partition) = list_partition(workspace, query);
+        let (partition_attr, partition_value) = partition;
+        let start_key = |id: &str| {
+            let mut key = Item::from([
                 ("workspaceId".to_owned(), s(workspace.as_str())),
-                ("subscriptionId".to_owned(), s(c.as_str())),
-            ])
-        });
-        let mut filters = Vec::new();
+                ("subscriptionId".to_owned(), s(id)),
+            ]);
+            key.insert(partition_attr.to_owned(), s(&partition_value));
+            key
+        };
+        let mut start = query.cursor.as_deref().map(start_key);
         let mut request = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("workspaceId = :ws")
-            .expression_attribute_values(":ws", s(workspace.as_str()));
-        if let Some(state) = query.state {
-            filters.push("#state = :state");
+            .set_index_name(index.map(str::to_owned))
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", partition_attr)
+            .expression_attribute_values(":pk", s(&partition_value));
+        let residual = query.state.and(query.source_type);
+        if let Some(source) = residual {
             request = request
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_values(":state", s(state.as_str()));
+                .filter_expression("sourceType = :source")
+                .expression_attribute_values(":source", s(source.as_str()));
         }
-        if let Some(source) = query.source_type {
-            filters.push("sourceType = :source");
-            request = request.expression_attribute_values(":source", s(source.as_str()));
-        }
-        if !filters.is_empty() {
-            request = request.filter_expression(filters.join(" AND "));
-        }
-        loop {
+        let mut items = Vec::new();
+        for _ in 0..MAX_FILTERED_PAGES {
             let mut page = request.clone().set_exclusive_start_key(start);
-            if filters.is_empty() {
+            if residual.is_none() {
                 let remaining = query.limit.saturating_sub(items.len());
                 page = page.limit(i32::try_from(remaining).unwrap_or(i32::MAX));
             }
             let output = page.send().await.map_err(|e| unavailable(&e))?;
             for item in output.items() {
                 let subscription: Subscription = doc(item)?;
-                // The stored attributes and the document agree; checked all the same.
-                if query.admits(&subscription) {
+                // The index is eventually consistent: re-check what it claims.
+                if &subscription.workspace_id == workspace && query.admits(&subscription) {
                     items.push(subscription);
                 }
             }
@@ -187,6 +232,13 @@ impl SubscriptionStore for DynamoSubscriptionStore {
                 });
             }
         }
+        // The read budget is spent: go on after the last subscription read.
+        let next_cursor = start
+            .as_ref()
+            .and_then(|key| key.get("subscriptionId"))
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        Ok(Page { items, next_cursor })
     }
 
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {

@@ -12,6 +12,12 @@ use aws_sdk_dynamodb::Client;
 /// `{workspace}#source:{type}` or `{workspace}#connector:{id}`, present only while the
 /// subscription is an active start subscription, so the index is sparse).
 pub const SUBSCRIPTIONS_BY_ROUTE: &str = "byRoute";
+/// Subscriptions GSI `byState` (`stateKey` = `{workspace}#{state}` / `subscriptionId`):
+/// listings filtered by state.
+pub const SUBSCRIPTIONS_BY_STATE: &str = "byState";
+/// Subscriptions GSI `bySource` (`sourceKey` = `{workspace}#{sourceType}` /
+/// `subscriptionId`): listings filtered by source type only.
+pub const SUBSCRIPTIONS_BY_SOURCE: &str = "bySource";
 /// Connectors: `connectorInstanceId`; GSI `byWorkspace` (`workspaceId` / `connectorInstanceId`).
 pub const CONNECTORS_BY_WORKSPACE: &str = "byWorkspace";
 /// Ledger: `ledgerId` (`{workspace}#{dedupKey}`); GSI `byEvent` (`workspaceEvent` =
@@ -161,7 +167,11 @@ pub async fn create_all(
         subscriptions,
         "workspaceId",
         Some("subscriptionId"),
-        &[(SUBSCRIPTIONS_BY_ROUTE, "routeKey", "subscriptionId")],
+        &[
+            (SUBSCRIPTIONS_BY_ROUTE, "routeKey", "subscriptionId"),
+            (SUBSCRIPTIONS_BY_STATE, "stateKey", "subscriptionId"),
+            (SUBSCRIPTIONS_BY_SOURCE, "sourceKey", "subscriptionId"),
+        ],
         None,
     )
     .await?;
