@@ -84,10 +84,25 @@ stop_pid() {
 }
 
 install_tools() {
-  [ -x "$TOOLS_VENV/bin/sam" ] && [ -x "$TOOLS_VENV/bin/cfn-lint" ] && [ -x "$TOOLS_VENV/bin/cargo-lambda" ] && return 0
-  log "installing aws-sam-cli 1.170.0, cfn-lint 1.58.0 and cargo-lambda 1.9.2"
+  [ -x "$TOOLS_VENV/bin/sam" ] && [ -x "$TOOLS_VENV/bin/cfn-lint" ] && [ -x "$TOOLS_VENV/bin/cargo-lambda" ] \
+    && [ -x "$TOOLS_VENV/bin/schemathesis" ] && return 0
+  log "installing aws-sam-cli 1.170.0, cfn-lint 1.58.0, cargo-lambda 1.9.2 and schemathesis 4.32.5"
   python3 -m venv "$TOOLS_VENV"
-  "$TOOLS_VENV/bin/pip" install -q aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2
+  "$TOOLS_VENV/bin/pip" install -q aws-sam-cli==1.170.0 cfn-lint==1.58.0 cargo-lambda==1.9.2 schemathesis==4.32.5
+}
+
+# schemathesis against openapi.yaml on a deployed local stack: every operation with
+# generated valid and invalid requests, undeclared methods and stateful sequences; fails
+# on a 5xx, an undocumented status or content type, or a response that breaks its
+# schema (scripts/schemathesis.toml says what is checked and why).
+run_api_conformance() { # outputs-json, seconds
+  local url ctx
+  url="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["LocalApiUrl"])' "$1")"
+  ctx='{"workspace_id":"ws-conformance","principal_id":"schemathesis","permissions":["trigger:subscriptions:read","trigger:subscriptions:write","trigger:subscriptions:delete","trigger:subscriptions:fire","trigger:deadletters:read","trigger:deadletters:replay","trigger:connectors:read","trigger:connectors:write"]}'
+  log "schemathesis: openapi.yaml against $url for up to ${2}s"
+  (cd "$ROOT/scripts" && "$TOOLS_VENV/bin/schemathesis" --config-file "$ROOT/scripts/schemathesis.toml" run "$ROOT/openapi.yaml" \
+    --url "$url" -H "x-custos-callctx: $ctx" --max-time "$2" --no-color \
+    --report junit --report-dir "$RUN/schemathesis")
 }
 
 lint_template() {

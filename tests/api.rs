@@ -1348,7 +1348,7 @@ async fn subscriptions_can_only_attach_to_their_workspaces_connectors() {
     let answer = h
         .call("POST", "/v1/workspaces/ws1/triggers", WS1, Some(json!({"sourceType": "webhook", "connectorInstanceId": "ci-other", "workflowId": "wf"})))
         .await;
-    assert_problem(&answer, 400, "trigger.api.bad_request");
+    assert_problem(&answer, 422, "trigger.connector_not_usable");
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
@@ -1389,10 +1389,50 @@ async fn versions_make_changes_conditional_and_a_deleted_subscription_stays_dele
         .call_with("DELETE", &path, WS1, None, if_match("\"1\""))
         .await;
     assert_problem(&stale_delete, 412, "trigger.subscription_conflict");
+    // RFC 9110 If-Match: strong comparison against a list; tags this API never issued,
+    // weak ones and values that are no entity tags at all simply do not match.
+    for tag in ["W/\"2\"", "\"#-0E\"", "\"v2\", W/\"2\""] {
+        let unmatched = h
+            .call_with(
+                "PATCH",
+                &path,
+                WS1,
+                Some(r#"{"selector":"false"}"#),
+                if_match(tag),
+            )
+            .await;
+        assert_problem(&unmatched, 412, "trigger.subscription_conflict");
+    }
+    for tag in ["yesterday", "2", "\"2", ""] {
+        let malformed = h
+            .call_with(
+                "PATCH",
+                &path,
+                WS1,
+                Some(r#"{"selector":"false"}"#),
+                if_match(tag),
+            )
+            .await;
+        assert_problem(&malformed, 412, "trigger.subscription_conflict");
+    }
+    let listed = h
+        .call_with(
+            "PATCH",
+            &path,
+            WS1,
+            Some(r#"{"selector":"true || false"}"#),
+            if_match("\"7\", \"2\""),
+        )
+        .await;
+    assert_eq!(
+        listed.status, 200,
+        "a list holding the current tag: {}",
+        listed.body
+    );
     let now = h.call("GET", &path, WS1, None).await;
     assert_eq!(
         (now.body["selector"].as_str(), now.body["state"].as_str()),
-        (Some("true"), Some("active")),
+        (Some("true || false"), Some("active")),
         "stale changes changed nothing"
     );
     // Deleting through PATCH needs the delete permission.

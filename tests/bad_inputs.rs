@@ -392,8 +392,8 @@ fn http_cases(stack: &Stack) -> Vec<Case> {
             "POST",
             &triggers,
             manual(json!({"sourceType": "webhook", "connectorInstanceId": "no-such-connector"})),
-            400,
-            bad,
+            422,
+            "trigger.connector_not_usable",
         ),
         case(
             "create: selector syntax error",
@@ -672,8 +672,8 @@ fn http_cases(stack: &Stack) -> Vec<Case> {
             "PATCH",
             trigger("sub-active"),
             json!({"selector": "true"}),
-            400,
-            bad,
+            412,
+            "trigger.subscription_conflict",
         )
         .header("if-match", "yesterday"),
         case(

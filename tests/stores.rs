@@ -299,6 +299,15 @@ async fn the_archive_lists_a_workspace_newest_first_filtered_and_paged() {
         runs(&archive.list(&ws1, &window).await.unwrap()),
         ["run-2", "run-1"]
     );
+    for (since, until) in [(at + 2, at + 2), (at + 3, at + 1)] {
+        let empty = EventQuery {
+            since_ms: Some(since),
+            until_ms: Some(until),
+            ..query(10)
+        };
+        let page = archive.list(&ws1, &empty).await.unwrap();
+        assert!(page.items.is_empty(), "an empty window is no error");
+    }
     let kind = first.items[0]
         .event
         .as_ref()

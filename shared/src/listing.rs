@@ -19,13 +19,16 @@ pub fn cursor_id(cursor: &str) -> Option<&str> {
 }
 
 /// The inclusive key range of the items at or after `since_ms` and before `until_ms`.
+/// An empty window (`until <= since`) is the range of the bare `since` prefix, which no
+/// key equals: a valid query that finds nothing (DynamoDB refuses a reversed range).
 pub fn range(since_ms: Option<i64>, until_ms: Option<i64>) -> (String, String) {
     let since = since_ms.unwrap_or(0).clamp(0, LAST_MS);
     let until = until_ms.map_or(LAST_MS, |u| u.saturating_sub(1));
-    (
-        format!("{since:013}"),
-        format!("{:013}#~", until.clamp(0, LAST_MS)),
-    )
+    let lo = format!("{since:013}");
+    if until < since {
+        return (lo.clone(), lo);
+    }
+    (lo, format!("{:013}#~", until.clamp(0, LAST_MS)))
 }
 
 #[cfg(test)]
@@ -48,5 +51,17 @@ mod tests {
         assert!(key(20, "a") > hi);
         let (lo, hi) = range(None, None);
         assert!(lo.as_str() <= key(0, "a").as_str() && key(LAST_MS, "z") <= hi);
+    }
+
+    #[test]
+    fn an_empty_or_reversed_window_is_a_valid_range_holding_nothing() {
+        for (since, until) in [(10, 10), (10, 5), (0, 0), (-5, i64::MIN)] {
+            let (lo, hi) = range(Some(since), Some(until));
+            assert!(lo <= hi, "DynamoDB needs lo <= hi ({since}, {until})");
+            for at in [since.max(0), until.max(0), since.max(0) + 1] {
+                let k = key(at, "a");
+                assert!(!(lo <= k && k <= hi), "{k} is outside ({since}, {until})");
+            }
+        }
     }
 }

@@ -787,3 +787,60 @@ impl crate::archive::EventArchive for MemoryArchive {
         Ok(crate::archive::EventPage { items, next_cursor })
     }
 }
+
+/// The whole API on fresh in-memory ports, with the development shim enabled and no
+/// webhook secrets but `secrets`: for unit tests and fuzzing, never for a deployment.
+pub fn api(
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<dyn crate::clock::Clock>,
+    secrets: impl IntoIterator<Item = (String, String)>,
+) -> Result<crate::api::Api, crate::config::ConfigError> {
+    let queue = Arc::new(MemoryQueue::default());
+    let archive = Arc::new(MemoryArchive::default());
+    let ledger = Arc::new(MemoryLedger::default());
+    let settings = crate::config::Settings::from_lookup(|name| {
+        (name == "ENVIRONMENT").then(|| "development".to_owned())
+    })?;
+    Ok(crate::api::Api {
+        subscriptions: Arc::new(MemorySubscriptionStore::default()),
+        resumes: Arc::new(MemoryResumeStore::default()),
+        ledger: ledger.clone(),
+        dead_letters: ledger,
+        archive: archive.clone(),
+        parked: Arc::new(MemoryParkStore::default()),
+        normalized_queue: queue.clone(),
+        dispatch_queue: queue.clone(),
+        audit: Arc::clone(&audit),
+        clock: Arc::clone(&clock),
+        settings: Arc::new(settings),
+        cache: Default::default(),
+        webhooks: crate::webhook::WebhookIntake {
+            connectors: Arc::new(MemoryConnectorStore::default()),
+            secrets: Arc::new(crate::webhook::secrets::StaticSecrets::new(secrets)),
+            queue,
+            archive,
+            retention: crate::archive::Retention { ttl_secs: 60 },
+            audit,
+            clock,
+        },
+    })
+}
+
+/// An API Gateway HTTP API (payload 2.0) request, as the API function receives it.
+pub fn gateway_request(
+    method: &str,
+    path: &str,
+    headers: serde_json::Value,
+    body: &str,
+) -> Result<aws_lambda_events::event::apigw::ApiGatewayV2httpRequest, serde_json::Error> {
+    serde_json::from_value(serde_json::json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"routeKey": "$default", "accountId": "1", "stage": "$default",
+                           "requestId": "r", "apiId": "a", "domainName": "d", "domainPrefix": "d",
+                           "time": "t", "timeEpoch": 0,
+                           "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                                    "sourceIp": "127.0.0.1", "userAgent": "test"}},
+        "body": body, "isBase64Encoded": false
+    }))
+}

@@ -214,7 +214,7 @@ struct BulkBody {
     since: Option<String>,
     #[serde(default)]
     until: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::request::optional_count")]
     max: Option<usize>,
 }
 

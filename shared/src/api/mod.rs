@@ -102,7 +102,7 @@ pub const ROUTES: &[RouteSpec] = &[
         method: "DELETE",
         path: "/v1/workspaces/{ws}/connectors/{connectorId}",
         operation: Operation::DeleteConnector,
-        statuses: &[204, 400, 401, 403, 503, 500],
+        statuses: &[204, 400, 401, 403, 404, 503, 500],
     },
     RouteSpec {
         method: "POST",
@@ -375,13 +375,13 @@ impl Api {
     }
 
     pub async fn route(&self, request: &ApiRequest) -> Result<Reply, Problem> {
-        let mut path_matched = false;
+        let mut allowed: Vec<&str> = Vec::new();
         for spec in ROUTES {
             let Some(params) = match_path(spec.path, &request.path) else {
                 continue;
             };
-            path_matched = true;
             if spec.method != request.method {
+                allowed.push(spec.method);
                 continue;
             }
             if request.body.len() > request::MAX_BODY_BYTES {
@@ -392,11 +392,15 @@ impl Api {
             }
             return self.dispatch(spec.operation, &params, request).await;
         }
-        Err(if path_matched {
+        Err(if !allowed.is_empty() {
+            // RFC 9110: a 405 lists the methods the resource supports.
+            allowed.sort_unstable();
+            allowed.dedup();
             Problem::new(
                 Code::MethodNotAllowed,
                 format!("{} is not allowed here", request.method),
             )
+            .with_header("allow", allowed.join(", "))
         } else {
             Problem::new(
                 Code::RouteNotFound,
@@ -450,7 +454,7 @@ fn respond(path: &str, result: Result<Reply, Problem>) -> ApiGatewayV2httpRespon
             problem.code.status(),
             "application/problem+json",
             Some(problem.body(path)),
-            Vec::new(),
+            problem.headers.clone(),
         ),
     };
     let mut response = ApiGatewayV2httpResponse::default();
@@ -474,6 +478,27 @@ fn respond(path: &str, result: Result<Reply, Problem>) -> ApiGatewayV2httpRespon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_method_the_resource_lacks_is_405_with_the_methods_it_has() {
+        let api = crate::memory::api(
+            Arc::new(crate::memory::RecordingAuditSink::default()),
+            Arc::new(crate::clock::ManualClock::at_ms(0)),
+            [],
+        )
+        .unwrap();
+        let request = crate::memory::gateway_request(
+            "TRACE",
+            "/v1/workspaces/ws1/triggers/t1",
+            serde_json::json!({}),
+            "",
+        )
+        .unwrap();
+        let response = api.handle(request).await;
+        assert_eq!(response.status_code, 405);
+        assert_eq!(response.headers["allow"], "DELETE, GET, PATCH");
+        assert_eq!(response.headers["content-type"], "application/problem+json");
+    }
 
     #[test]
     fn path_templates_capture_segments_and_suffixes() {

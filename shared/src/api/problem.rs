@@ -40,6 +40,7 @@ pub enum Code {
     WebhookReplayed,
     ConnectorNotFound,
     ConnectorInvalid,
+    ConnectorNotUsable,
     ConnectorSecretInvalid,
     Internal,
     Unavailable,
@@ -80,6 +81,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::WebhookReplayed,
     Code::ConnectorNotFound,
     Code::ConnectorInvalid,
+    Code::ConnectorNotUsable,
     Code::ConnectorSecretInvalid,
     Code::Internal,
     Code::Unavailable,
@@ -226,6 +228,11 @@ impl Code {
                 422,
                 "Connector instance could not verify deliveries",
             ),
+            Code::ConnectorNotUsable => (
+                "trigger.connector_not_usable",
+                422,
+                "Connector instance is not one of this workspace's",
+            ),
             Code::ConnectorSecretInvalid => (
                 "trigger.connector.secret_invalid",
                 422,
@@ -255,6 +262,8 @@ pub struct Problem {
     pub code: Code,
     pub detail: String,
     pub extensions: Map<String, Value>,
+    /// Response headers the answer needs (`Allow` on a 405).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Problem {
@@ -263,7 +272,13 @@ impl Problem {
             code,
             detail: detail.into(),
             extensions: Map::new(),
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {

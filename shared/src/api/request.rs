@@ -105,9 +105,10 @@ impl ApiRequest {
             .filter(|v| !v.is_empty())
     }
 
-    /// An RFC 3339 instant in the query, as epoch milliseconds.
+    /// An RFC 3339 instant in the query, as epoch milliseconds (given but empty: 400).
     pub fn query_time_ms(&self, name: &str) -> Result<Option<i64>, Problem> {
-        self.query_str(name)
+        self.query
+            .get(name)
             .map(|raw| rfc3339_ms(name, raw))
             .transpose()
     }
@@ -116,12 +117,18 @@ impl ApiRequest {
         self.headers.get(name).map(String::as_str)
     }
 
-    /// Parses the body as `T`; an empty body parses as `{}`.
+    /// Parses the body as `T`; an empty body parses as `{}`. Every request body is a
+    /// JSON object: serde would also read a struct from an array of its fields.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Problem> {
-        let body: &[u8] = if self.body.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &self.body
+        let body: &[u8] = match self.body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => b"{}",
+            Some(b'{') => &self.body,
+            Some(_) => {
+                return Err(Problem::new(
+                    Code::BadRequest,
+                    "the body must be a JSON object",
+                ))
+            }
         };
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -158,4 +165,74 @@ pub fn rfc3339(ms: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+/// A count in a JSON body. JSON Schema (and so openapi.yaml) calls `246.0` an integer,
+/// so a whole-valued float is read like `246`; a fraction, a negative or a string is
+/// refused.
+pub fn count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    use serde::de::{Deserialize, Error};
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_u64() {
+        return usize::try_from(whole).map_err(D::Error::custom);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=usize::MAX as f64).contains(&f) => Ok(f as usize),
+        _ => Err(D::Error::custom(format!(
+            "expected a whole non-negative number, got {number}"
+        ))),
+    }
+}
+
+/// [`count`] for an optional field (absent or `null`: none).
+pub fn optional_count<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    struct Count(#[serde(deserialize_with = "count")] usize);
+    Ok(Option::<Count>::deserialize(deserializer)?.map(|Count(n)| n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Body {
+        #[serde(default, deserialize_with = "optional_count")]
+        max: Option<usize>,
+    }
+
+    #[test]
+    fn a_body_is_an_object_never_an_array_of_fields() {
+        let request = |body: &str| ApiRequest {
+            method: "POST".into(),
+            path: "/".into(),
+            query: HashMap::new(),
+            headers: HashMap::new(),
+            body: body.as_bytes().to_vec(),
+            authorizer: None,
+        };
+        assert!(request(" [null, null]").json::<Body>().is_err());
+        assert!(request("3").json::<Body>().is_err());
+        assert_eq!(request(" \n").json::<Body>().unwrap().max, None);
+        assert_eq!(
+            request(r#" {"max": 2}"#).json::<Body>().unwrap().max,
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn whole_numbers_count_in_any_json_spelling_and_nothing_else_does() {
+        let max = |json: &str| serde_json::from_str::<Body>(json).map(|b| b.max);
+        assert_eq!(max(r#"{"max": 246}"#).unwrap(), Some(246));
+        assert_eq!(max(r#"{"max": 246.0}"#).unwrap(), Some(246));
+        assert_eq!(max(r#"{"max": 2.46e2}"#).unwrap(), Some(246));
+        assert_eq!(max(r#"{"max": null}"#).unwrap(), None);
+        assert_eq!(max("{}").unwrap(), None);
+        for bad in ["2.5", "-1", "-1.0", "\"3\"", "1e300", "true"] {
+            assert!(max(&format!(r#"{{"max": {bad}}}"#)).is_err(), "{bad}");
+        }
+    }
 }

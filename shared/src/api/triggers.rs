@@ -109,24 +109,28 @@ fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-/// The version an `If-Match` header requires (`None` when absent or `*`).
-fn if_match(request: &ApiRequest) -> Result<Option<u64>, Problem> {
-    let Some(raw) = request.header("if-match").map(str::trim) else {
-        return Ok(None);
-    };
+/// The versions an `If-Match` header accepts (`None` when absent or `*`). RFC 9110: a
+/// list of entity tags compared strongly, so a weak tag, a tag this API never issued or
+/// a value that is no entity tag at all matches nothing: the change is refused (412),
+/// never applied on a guess.
+fn if_match(request: &ApiRequest) -> Option<Vec<u64>> {
+    let raw = request.header("if-match")?.trim();
     if raw == "*" {
-        return Ok(None);
+        return None;
     }
-    raw.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| {
-            Problem::new(
-                Code::BadRequest,
-                format!("If-Match: expected an ETag this API issued (like \"3\"), got {raw:?}"),
-            )
-        })
+    let mut versions = Vec::new();
+    let mut rest = raw;
+    while let Some(open) = rest.find('"') {
+        let weak = rest[..open].trim_end().ends_with("W/");
+        let Some((tag, after)) = rest[open + 1..].split_once('"') else {
+            break;
+        };
+        if let (false, Ok(version)) = (weak, tag.parse::<u64>()) {
+            versions.push(version);
+        }
+        rest = after;
+    }
+    Some(versions)
 }
 
 /// How often a change without `If-Match` is re-applied on fresh state after losing a
@@ -143,10 +147,13 @@ async fn change_versioned(
     request: &ApiRequest,
     change: impl Fn(&Subscription) -> Result<Option<Subscription>, Problem>,
 ) -> Result<Subscription, Problem> {
-    let required = if_match(request)?;
+    let required = if_match(request);
     for _ in 0..CHANGE_ATTEMPTS {
         let current = load(api, ws, id).await?;
-        if required.is_some_and(|v| v != current.version) {
+        if required
+            .as_ref()
+            .is_some_and(|v| !v.contains(&current.version))
+        {
             return Err(conflict(&current));
         }
         let Some(mut next) = change(&current)? else {
@@ -246,7 +253,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
             .is_some_and(|c| c.workspace_id == ws);
         if !owned {
             return Err(Problem::new(
-                Code::BadRequest,
+                Code::ConnectorNotUsable,
                 format!(
                     "connectorInstanceId: no connector instance {connector:?} in this workspace"
                 ),
@@ -501,7 +508,7 @@ struct TestBody {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RecentEvents {
-    #[serde(default = "default_recent")]
+    #[serde(default = "default_recent", deserialize_with = "super::request::count")]
     limit: usize,
     #[serde(default)]
     kind: Option<String>,

@@ -13,7 +13,6 @@ use crate::clock::ManualClock;
 use crate::memory::*;
 use crate::metrics::MAX_VALUES_PER_DOCUMENT;
 use crate::subscription::SubscriptionStore;
-use crate::webhook::connector::ConnectorStore;
 use crate::webhook::tests as signed;
 
 type Telemetry = Arc<JsonLinesAuditSink<SharedBuffer>>;
@@ -357,17 +356,7 @@ async fn the_recorder_counts_dead_letters_by_reason_and_rolls_the_reason_up() {
 }
 
 fn request(method: &str, path: &str, headers: Value, body: &str) -> ApiGatewayV2httpRequest {
-    serde_json::from_value(json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {"routeKey": "$default", "accountId": "1", "stage": "$default",
-                           "requestId": "r", "apiId": "a", "domainName": "d", "domainPrefix": "d",
-                           "time": "t", "timeEpoch": 0,
-                           "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-                                    "sourceIp": "127.0.0.1", "userAgent": "test"}},
-        "body": body, "isBase64Encoded": false
-    }))
-    .unwrap()
+    crate::memory::gateway_request(method, path, headers, body).unwrap()
 }
 
 fn management(method: &str, path: &str, body: Value) -> ApiGatewayV2httpRequest {
@@ -391,10 +380,13 @@ fn delivery(signature: &str) -> ApiGatewayV2httpRequest {
 async fn the_api_counts_fired_and_webhook_events_and_rejections_by_reason() {
     let (telemetry, buffer) = telemetry("api");
     let clock = Arc::new(ManualClock::at_ms(1_614_265_330_000));
-    let queue = Arc::new(MemoryQueue::default());
-    let archive = Arc::new(MemoryArchive::default());
-    let connectors = Arc::new(MemoryConnectorStore::default());
-    connectors
+    let secret = (
+        "ssm:/custos/webhooks/ci1".to_owned(),
+        signed::SECRET.to_owned(),
+    );
+    let api = crate::memory::api(telemetry.clone(), clock, [secret]).unwrap();
+    api.webhooks
+        .connectors
         .put(&crate::webhook::ConnectorInstance {
             connector_instance_id: "ci1".into(),
             workspace_id: crate::ids::WorkspaceId::new("ws1").unwrap(),
@@ -406,38 +398,6 @@ async fn the_api_counts_fired_and_webhook_events_and_rejections_by_reason() {
         })
         .await
         .unwrap();
-    let secrets = crate::webhook::secrets::StaticSecrets::new([(
-        "ssm:/custos/webhooks/ci1".to_owned(),
-        signed::SECRET.to_owned(),
-    )]);
-    let settings = crate::config::Settings::from_lookup(|n| {
-        (n == "ENVIRONMENT").then(|| "development".to_owned())
-    })
-    .unwrap();
-    let ledger = Arc::new(MemoryLedger::default());
-    let api = crate::api::Api {
-        subscriptions: Arc::new(MemorySubscriptionStore::default()),
-        resumes: Arc::new(MemoryResumeStore::default()),
-        ledger: ledger.clone(),
-        dead_letters: ledger,
-        archive: archive.clone(),
-        parked: Arc::new(MemoryParkStore::default()),
-        normalized_queue: queue.clone(),
-        dispatch_queue: queue.clone(),
-        audit: telemetry.clone(),
-        clock: clock.clone(),
-        settings: Arc::new(settings),
-        cache: Default::default(),
-        webhooks: crate::webhook::WebhookIntake {
-            connectors,
-            secrets: Arc::new(secrets),
-            queue,
-            archive,
-            retention: crate::archive::Retention { ttl_secs: 60 },
-            audit: telemetry.clone(),
-            clock,
-        },
-    };
     let created = api
         .handle(management(
             "POST",
