@@ -117,10 +117,10 @@ lint_template() {
 deploy_local_stack() { # stack-name, workflow-service-url
   local stack="$1" workflow_url="$2" build="$LOCAL/build/$1"
   log "building the functions"
-  (cd "$ROOT" && cargo build --locked -p trigger-ingest -p trigger-match -p trigger-dispatch -p trigger-api -p trigger-deadletter)
+  (cd "$ROOT" && cargo build --locked -p trigger-ingest -p trigger-match -p trigger-dispatch -p trigger-api -p trigger-deadletter -p trigger-scheduler)
   rm -rf "$build" && mkdir -p "$build"
   local pair resource binary
-  for pair in IngestFunction:trigger-ingest MatchFunction:trigger-match DispatchFunction:trigger-dispatch ApiFunction:trigger-api DeadLetterFunction:trigger-deadletter; do
+  for pair in IngestFunction:trigger-ingest MatchFunction:trigger-match DispatchFunction:trigger-dispatch ApiFunction:trigger-api DeadLetterFunction:trigger-deadletter SchedulerFunction:trigger-scheduler; do
     resource="${pair%%:*}"; binary="${pair##*:}"
     mkdir -p "$build/$resource"
     strip -o "$build/$resource/bootstrap" "$ROOT/target/debug/$binary"

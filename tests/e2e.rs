@@ -239,9 +239,13 @@ impl Stack {
         let mut subscription = subscription;
         if let Some(fields) = subscription.as_object_mut() {
             fields.insert("workspaceId".into(), self.workspace.as_str().into());
-            fields.insert("state".into(), "active".into());
-            fields.insert("createdAt".into(), "2026-11-26T00:00:00Z".into());
-            fields.insert("updatedAt".into(), "2026-11-26T00:00:00Z".into());
+            fields.entry("state").or_insert("active".into());
+            fields
+                .entry("createdAt")
+                .or_insert("2026-11-26T00:00:00Z".into());
+            fields
+                .entry("updatedAt")
+                .or_insert("2026-11-26T00:00:00Z".into());
         }
         let subscription: Subscription = serde_json::from_value(subscription).unwrap();
         DynamoSubscriptionStore::new(self.dynamodb.clone(), self.output("SubscriptionsTableName"))
@@ -1563,4 +1567,94 @@ fn rand_trace_seed() -> u128 {
         .unwrap()
         .as_nanos();
     nanos ^ (u128::from(std::process::id()) << 64) | 1
+}
+
+/// Invokes the scheduler function as its schedule rule would, for the minute `time`.
+async fn run_scheduler(stack: &Stack, time: &str) -> Value {
+    let url = format!(
+        "{}/2015-03-31/functions/{}/invocations",
+        endpoint("CUSTOS_E2E_ENDPOINT"),
+        stack.output("SchedulerFunctionName")
+    );
+    let mut tick: Value =
+        serde_json::from_str(include_str!("../events/scheduler-tick.json")).unwrap();
+    tick["time"] = time.into();
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&tick)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_minutely_schedule_starts_one_run_per_scheduled_minute_however_often_the_scheduler_runs()
+{
+    let stack = Stack::new();
+    // Written "in 2030", so the emulator's own once-a-minute runs (at today's time)
+    // find nothing due, and the invocations below decide what time it is.
+    for (id, state) in [("sub-cron", "active"), ("sub-cron-paused", "paused")] {
+        stack
+            .put_subscription(json!({
+                "subscriptionId": id, "sourceType": "scheduled", "state": state,
+                "workflowId": "wf", "targetWorkflowVersionId": "wv-cron",
+                "schedule": {"cron": "* * * * *"},
+                "inputMapping": {"scheduled": "${{ event.data.scheduledTime }}"},
+                "createdAt": "2030-01-01T00:00:00Z", "updatedAt": "2030-01-01T00:00:00Z"
+            }))
+            .await;
+    }
+    // Minute one twice in a row; minute two by two runs at once (both may emit the
+    // tick before either moves the schedule on: the ledger keeps it to one run).
+    for time in ["2030-01-01T00:01:05Z", "2030-01-01T00:01:40Z"] {
+        let report = run_scheduler(&stack, time).await;
+        assert!(report["ticks"].is_number(), "{report}");
+    }
+    let (one, two) = tokio::join!(
+        run_scheduler(&stack, "2030-01-01T00:02:02Z"),
+        run_scheduler(&stack, "2030-01-01T00:02:03Z")
+    );
+    assert!(
+        one["ticks"].is_number() && two["ticks"].is_number(),
+        "{one} {two}"
+    );
+    let mut scheduled = Vec::new();
+    for _ in 0..60 {
+        scheduled = stack
+            .calls("start")
+            .await
+            .iter()
+            .map(|c| {
+                c.body["inputs"]["scheduled"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        if scheduled.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Whatever else is in flight has had the time the two runs took to arrive too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut scheduled_now: Vec<String> = stack
+        .calls("start")
+        .await
+        .iter()
+        .map(|c| {
+            c.body["inputs"]["scheduled"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    scheduled_now.sort();
+    assert_eq!(
+        scheduled_now,
+        ["2030-01-01T00:01:00.000Z", "2030-01-01T00:02:00.000Z"],
+        "two minutes, two runs, none for the paused schedule (first seen: {scheduled:?})"
+    );
 }

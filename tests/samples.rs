@@ -41,6 +41,15 @@ fn every_sample_parses_as_its_functions_input() {
             );
             continue;
         }
+        if name.starts_with("scheduler-") {
+            // An EventBridge scheduled event: its `time` is the minute the run is for.
+            let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(event["detail-type"], "Scheduled Event", "{name}");
+            let time = event["time"].as_str().unwrap_or_default();
+            custos_trigger::api::request::rfc3339_ms("time", time)
+                .unwrap_or_else(|p| panic!("{name}: {}", p.detail));
+            continue;
+        }
         let event: SqsEvent = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let body = event.records[0].body.clone().unwrap();
         if name.starts_with("match-") {

@@ -336,3 +336,64 @@ async fn the_archive_lists_a_workspace_newest_first_filtered_and_paged() {
         ["other"]
     );
 }
+
+#[tokio::test]
+async fn the_due_index_serves_active_schedules_and_moves_on_exactly_once() {
+    use custos_trigger::schedule::{shard_of, ScheduleStore};
+    let client = dynamodb();
+    let t = tables(&client).await;
+    let store = DynamoSubscriptionStore::new(client, t.subscriptions);
+    let scheduled = |id: &str, state: &str| -> Subscription {
+        serde_json::from_value(json!({
+            "workspaceId": "ws1", "subscriptionId": id, "sourceType": "scheduled",
+            "workflowId": "wf", "state": state, "schedule": {"cron": "* * * * *"},
+            "createdAt": "2026-11-27T10:00:30Z", "updatedAt": "2026-11-27T10:00:30Z"
+        }))
+        .unwrap()
+    };
+    let ticking = scheduled("sched-a", "active");
+    store.put(&ticking).await.unwrap();
+    store.put(&scheduled("sched-p", "paused")).await.unwrap();
+    let first_fire = 1_795_773_660_000; // 2026-11-27T10:01:00Z
+    let shard = shard_of("sched-a");
+    assert!(store
+        .due(shard, first_fire - 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let due = store.due(shard, first_fire + 5_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].subscription, ticking);
+    assert_eq!(due[0].next_fire_ms, first_fire);
+    let paused_shard = shard_of("sched-p");
+    let paused: Vec<_> = store
+        .due(paused_shard, first_fire + 5_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.subscription.subscription_id.as_str() == "sched-p")
+        .collect();
+    assert!(paused.is_empty(), "a paused schedule is not in the index");
+
+    let next = first_fire + 60_000;
+    let (one, two) = tokio::join!(
+        store.advance(&ticking, first_fire, next),
+        store.advance(&ticking, first_fire, next)
+    );
+    assert_eq!(
+        [one.unwrap(), two.unwrap()].iter().filter(|a| **a).count(),
+        1,
+        "two runs, one moves it on"
+    );
+    assert!(store
+        .due(shard, first_fire + 5_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.due(shard, next, 10).await.unwrap().len(), 1);
+    assert!(store.advance(&ticking, next, i64::MAX).await.unwrap());
+    assert!(
+        store.due(shard, i64::MAX / 2, 10).await.unwrap().is_empty(),
+        "never again"
+    );
+}

@@ -1,5 +1,6 @@
-//! Classify: which arms of the pipeline an event is offered to. A manual fire targets
-//! one start subscription and never resumes a step; every other source goes to both.
+//! Classify: which arms of the pipeline an event is offered to. A manual fire and a
+//! schedule's tick target one start subscription and never resume a step; every other
+//! source goes to both.
 
 use crate::event::{NormalizedEvent, SourceType};
 
@@ -12,8 +13,13 @@ pub struct Classification {
 pub fn classify(event: &NormalizedEvent) -> Classification {
     Classification {
         to_start: true,
-        to_resume: event.source.source_type != SourceType::Manual,
+        to_resume: !addressed(event.source.source_type),
     }
+}
+
+/// Sources whose events name the one subscription they are for (`source.subscriptionId`).
+pub fn addressed(source: SourceType) -> bool {
+    matches!(source, SourceType::Manual | SourceType::Scheduled)
 }
 
 #[cfg(test)]
@@ -22,12 +28,12 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn manual_goes_to_start_only_everything_else_to_both() {
+    fn manual_and_scheduled_go_to_start_only_everything_else_to_both() {
         for (source, resume) in [
             ("manual", false),
             ("internal", true),
             ("webhook", true),
-            ("scheduled", true),
+            ("scheduled", false),
             ("vendor-push", true),
             ("pull", true),
         ] {

@@ -26,6 +26,7 @@ pub mod normalize;
 pub mod queue;
 pub mod resume;
 pub mod runtime;
+pub mod schedule;
 pub mod selector;
 pub mod stage;
 pub mod store;

@@ -26,8 +26,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Subscriptions, and the due index of the scheduled ones (a write resets a
+/// subscription's next fire instant, as the DynamoDB item's attributes are rebuilt).
 #[derive(Debug, Default)]
-pub struct MemorySubscriptionStore(Mutex<Vec<Subscription>>);
+pub struct MemorySubscriptionStore {
+    all: Mutex<Vec<Subscription>>,
+    next_fire: Mutex<HashMap<(WorkspaceId, SubscriptionId), i64>>,
+}
 
 #[async_trait]
 impl SubscriptionStore for MemorySubscriptionStore {
@@ -36,7 +41,7 @@ impl SubscriptionStore for MemorySubscriptionStore {
         ws: &WorkspaceId,
         id: &SubscriptionId,
     ) -> Result<Option<Subscription>, StoreError> {
-        Ok(lock(&self.0)
+        Ok(lock(&self.all)
             .iter()
             .find(|s| &s.workspace_id == ws && &s.subscription_id == id)
             .cloned())
@@ -47,7 +52,7 @@ impl SubscriptionStore for MemorySubscriptionStore {
         ws: &WorkspaceId,
         route: &Route,
     ) -> Result<Vec<Subscription>, StoreError> {
-        Ok(lock(&self.0)
+        Ok(lock(&self.all)
             .iter()
             .filter(|s| &s.workspace_id == ws && s.is_matchable())
             .filter(|s| match route {
@@ -59,7 +64,7 @@ impl SubscriptionStore for MemorySubscriptionStore {
     }
 
     async fn list(&self, ws: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError> {
-        let mut items: Vec<Subscription> = lock(&self.0)
+        let mut items: Vec<Subscription> = lock(&self.all)
             .iter()
             .filter(|s| &s.workspace_id == ws && query.admits(s))
             .filter(|s| {
@@ -80,12 +85,14 @@ impl SubscriptionStore for MemorySubscriptionStore {
     }
 
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError> {
-        let mut all = lock(&self.0);
+        let mut all = lock(&self.all);
         all.retain(|s| {
             !(s.workspace_id == subscription.workspace_id
                 && s.subscription_id == subscription.subscription_id)
         });
         all.push(subscription.clone());
+        drop(all);
+        self.reset_next_fire(subscription);
         Ok(())
     }
 
@@ -94,7 +101,7 @@ impl SubscriptionStore for MemorySubscriptionStore {
         subscription: &Subscription,
         expected_version: u64,
     ) -> Result<(), StoreError> {
-        let mut all = lock(&self.0);
+        let mut all = lock(&self.all);
         let Some(stored) = all.iter_mut().find(|s| {
             s.workspace_id == subscription.workspace_id
                 && s.subscription_id == subscription.subscription_id
@@ -108,7 +115,70 @@ impl SubscriptionStore for MemorySubscriptionStore {
             )));
         }
         *stored = subscription.clone();
+        drop(all);
+        self.reset_next_fire(subscription);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::schedule::ScheduleStore for MemorySubscriptionStore {
+    async fn due(
+        &self,
+        shard: u32,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::schedule::DueSubscription>, StoreError> {
+        let next_fire = lock(&self.next_fire).clone();
+        let mut due: Vec<crate::schedule::DueSubscription> = lock(&self.all)
+            .iter()
+            .filter(|s| crate::schedule::shard_of(s.subscription_id.as_str()) == shard)
+            .filter_map(|s| {
+                let at = *next_fire.get(&(s.workspace_id.clone(), s.subscription_id.clone()))?;
+                (at <= now_ms).then(|| crate::schedule::DueSubscription {
+                    subscription: s.clone(),
+                    next_fire_ms: at,
+                })
+            })
+            .collect();
+        due.sort_by_key(|d| d.next_fire_ms);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn advance(
+        &self,
+        subscription: &Subscription,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let key = (
+            subscription.workspace_id.clone(),
+            subscription.subscription_id.clone(),
+        );
+        let mut next_fire = lock(&self.next_fire);
+        if next_fire.get(&key) != Some(&from_ms) {
+            return Ok(false);
+        }
+        if to_ms == i64::MAX {
+            next_fire.remove(&key);
+        } else {
+            next_fire.insert(key, to_ms);
+        }
+        Ok(true)
+    }
+}
+
+impl MemorySubscriptionStore {
+    fn reset_next_fire(&self, subscription: &Subscription) {
+        let key = (
+            subscription.workspace_id.clone(),
+            subscription.subscription_id.clone(),
+        );
+        match crate::schedule::first_fire_ms(subscription) {
+            Some(at) => lock(&self.next_fire).insert(key, at),
+            None => lock(&self.next_fire).remove(&key),
+        };
     }
 }
 
@@ -826,15 +896,23 @@ pub fn api(
     })
 }
 
-/// An API Gateway HTTP API (payload 2.0) request, as the API function receives it.
+/// An API Gateway HTTP API (payload 2.0) request, as the API function receives it
+/// (`path` may carry a `?query`, without percent-encoding).
 pub fn gateway_request(
     method: &str,
     path: &str,
     headers: serde_json::Value,
     body: &str,
 ) -> Result<aws_lambda_events::event::apigw::ApiGatewayV2httpRequest, serde_json::Error> {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let parameters: serde_json::Map<String, serde_json::Value> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+        .collect();
     serde_json::from_value(serde_json::json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
+        "queryStringParameters": parameters,
         "headers": headers,
         "requestContext": {"routeKey": "$default", "accountId": "1", "stage": "$default",
                            "requestId": "r", "apiId": "a", "domainName": "d", "domainPrefix": "d",

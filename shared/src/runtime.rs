@@ -18,7 +18,9 @@ use crate::dispatch::{DispatchMessage, DispatchSettings, Dispatcher};
 use crate::event::QueuedEvent;
 use crate::queue::Queue;
 use crate::stage::batch::{self, MissingMessageId, OnParseError, Received, RetryMessage};
-use crate::stage::{ingest, DeadLetterRecorder, DispatchStage, IngestStage, MatchStage};
+use crate::stage::{
+    ingest, DeadLetterRecorder, DispatchStage, IngestStage, MatchStage, SchedulerStage,
+};
 use crate::trace::TraceParent;
 use crate::workflow::http::HttpWorkflowClient;
 
@@ -146,6 +148,16 @@ impl Wiring {
             audit: Arc::clone(&self.audit),
             clock: Arc::clone(&self.clock),
             retention: self.settings.archive_retention(),
+        })
+    }
+
+    pub fn scheduler_stage(&self) -> Result<SchedulerStage, ConfigError> {
+        Ok(SchedulerStage {
+            schedules: Arc::new(DynamoSubscriptionStore::new(
+                self.dynamodb.clone(),
+                self.table(&self.settings.subscriptions_table, "SUBSCRIPTIONS_TABLE")?,
+            )),
+            ingest: self.ingest_stage()?,
         })
     }
 
@@ -325,6 +337,39 @@ pub async fn dispatch_messages(
         stage.handle(m, deadline_ms).await.map(|_| ())
     })
     .await
+}
+
+/// Why a scheduler invocation failed (it is retried; the next minute's run catches up).
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerRunError {
+    #[error("the scheduled event has no usable `time`: {0}")]
+    Time(String),
+    #[error(transparent)]
+    Run(#[from] crate::stage::scheduler::SchedulerError),
+}
+
+/// One scheduler run. *Now* is the scheduled event's `time` (EventBridge sets it to the
+/// minute the rule fired), so a retried or replayed invocation computes the same ticks;
+/// a payload without it runs at the clock's time.
+pub async fn run_scheduler(
+    stage: &SchedulerStage,
+    event: &Value,
+    clock: &dyn Clock,
+) -> Result<crate::stage::scheduler::SchedulerReport, SchedulerRunError> {
+    let now_ms = match event.get("time").and_then(Value::as_str) {
+        Some(time) => crate::api::request::rfc3339_ms("time", time)
+            .map_err(|p| SchedulerRunError::Time(p.detail))?,
+        None => clock.now_ms(),
+    };
+    let report = stage.run(now_ms).await?;
+    tracing::info!(
+        now = %crate::schedule::utc_text(now_ms),
+        due = report.due,
+        ticks = report.ticks,
+        advanced = report.advanced,
+        "scheduler run finished"
+    );
+    Ok(report)
 }
 
 /// Dead letters of any DLQ → a final ledger / archive record, or an audit line.

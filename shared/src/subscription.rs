@@ -54,6 +54,9 @@ pub struct Subscription {
     /// Set for webhook / vendor-push subscriptions: the connector instance they listen on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector_instance_id: Option<String>,
+    /// Set for `scheduled` subscriptions: when they fire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::ScheduleSpec>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

@@ -42,6 +42,7 @@ pub enum Operation {
     CreateTrigger,
     ListTriggers,
     GetTrigger,
+    PreviewSchedule,
     PatchTrigger,
     DeleteTrigger,
     FireTrigger,
@@ -139,6 +140,12 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/v1/workspaces/{ws}/triggers/{id}",
         operation: Operation::DeleteTrigger,
         statuses: &[204, 400, 401, 403, 404, 412, 503, 500],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/v1/workspaces/{ws}/triggers/{id}/schedule:preview",
+        operation: Operation::PreviewSchedule,
+        statuses: &[200, 400, 401, 403, 404, 409, 503, 500],
     },
     RouteSpec {
         method: "POST",
@@ -419,6 +426,7 @@ impl Api {
             Operation::CreateTrigger => triggers::create(self, params, request).await,
             Operation::ListTriggers => triggers::list(self, params, request).await,
             Operation::GetTrigger => triggers::get(self, params, request).await,
+            Operation::PreviewSchedule => triggers::preview_schedule(self, params, request).await,
             Operation::PatchTrigger => triggers::patch(self, params, request).await,
             Operation::DeleteTrigger => triggers::delete(self, params, request).await,
             Operation::FireTrigger => triggers::fire(self, params, request).await,
@@ -498,6 +506,98 @@ mod tests {
         assert_eq!(response.status_code, 405);
         assert_eq!(response.headers["allow"], "DELETE, GET, PATCH");
         assert_eq!(response.headers["content-type"], "application/problem+json");
+    }
+
+    #[tokio::test]
+    async fn schedules_are_validated_at_create_and_previewed_in_utc_and_their_zone() {
+        let clock = crate::clock::ManualClock::at_ms(1_774_699_200_000); // 2026-03-28T12:00:00Z
+        let api = crate::memory::api(
+            Arc::new(crate::memory::RecordingAuditSink::default()),
+            Arc::new(clock),
+            [],
+        )
+        .unwrap();
+        let caller = serde_json::json!({"workspace_id": "ws1", "permissions": [
+            "trigger:subscriptions:read", "trigger:subscriptions:write"]});
+        let headers = serde_json::json!({"x-custos-callctx": caller.to_string()});
+        let call = |method: &str, path: &str, body: serde_json::Value| {
+            let request =
+                crate::memory::gateway_request(method, path, headers.clone(), &body.to_string())
+                    .unwrap();
+            let api = &api;
+            async move {
+                let response = api.handle(request).await;
+                let body = match response.body {
+                    Some(Body::Text(text)) => serde_json::from_str(&text).unwrap(),
+                    _ => serde_json::Value::Null,
+                };
+                (response.status_code, body)
+            }
+        };
+        let create = |schedule: serde_json::Value| serde_json::json!({"sourceType": "scheduled", "workflowId": "wf", "schedule": schedule});
+        for (schedule, detail) in [
+            (serde_json::json!({"cron": "0 25 * * *"}), "schedule.cron"),
+            (
+                serde_json::json!({"cron": "0 9 * * *", "timezone": "Europe/Berlinn"}),
+                "IANA",
+            ),
+            (serde_json::json!({"rate": "30 seconds"}), "schedule.rate"),
+            (
+                serde_json::json!({"rate": "1 minute", "cron": "* * * * *"}),
+                "exactly one",
+            ),
+        ] {
+            let (status, body) =
+                call("POST", "/v1/workspaces/ws1/triggers", create(schedule)).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (422, Some("trigger.schedule_invalid"))
+            );
+            assert!(body["detail"].as_str().unwrap().contains(detail), "{body}");
+        }
+        let (status, body) = call(
+            "POST",
+            "/v1/workspaces/ws1/triggers",
+            serde_json::json!({"sourceType": "scheduled", "workflowId": "wf"}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("trigger.schedule_invalid"))
+        );
+        let (status, body) = call(
+            "POST",
+            "/v1/workspaces/ws1/triggers",
+            serde_json::json!({"sourceType": "manual", "workflowId": "wf",
+                               "schedule": {"rate": "5 minutes"}}),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        let schedule = serde_json::json!({"cron": "30 2 * * *", "timezone": "Europe/Berlin"});
+        let (status, created) = call(
+            "POST",
+            "/v1/workspaces/ws1/triggers",
+            create(schedule.clone()),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["schedule"]["cron"], "30 2 * * *");
+        let id = created["subscriptionId"].as_str().unwrap();
+        let path = format!("/v1/workspaces/ws1/triggers/{id}/schedule:preview");
+        let (status, preview) =
+            call("GET", &format!("{path}?count=2"), serde_json::Value::Null).await;
+        assert_eq!(status, 200, "{preview}");
+        assert_eq!(preview["timezone"], "Europe/Berlin");
+        assert_eq!(
+            preview["fireTimes"],
+            serde_json::json!([
+                {"utc": "2026-03-29T01:00:00.000Z", "local": "2026-03-29T03:00:00.000+02:00"},
+                {"utc": "2026-03-30T00:30:00.000Z", "local": "2026-03-30T02:30:00.000+02:00"}
+            ]),
+            "02:30 does not exist on the 29th: the end of the gap"
+        );
+        let (status, _) = call("GET", &format!("{path}?count=0"), serde_json::Value::Null).await;
+        assert_eq!(status, 400);
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub enum Code {
     ConnectorInvalid,
     ConnectorNotUsable,
     ConnectorSecretInvalid,
+    ScheduleInvalid,
     Internal,
     Unavailable,
 }
@@ -83,6 +84,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::ConnectorInvalid,
     Code::ConnectorNotUsable,
     Code::ConnectorSecretInvalid,
+    Code::ScheduleInvalid,
     Code::Internal,
     Code::Unavailable,
 ];
@@ -238,6 +240,7 @@ impl Code {
                 422,
                 "Connector secret reference is not usable",
             ),
+            Code::ScheduleInvalid => ("trigger.schedule_invalid", 422, "Schedule is not usable"),
             Code::Internal => ("trigger.api.internal_error", 500, "Internal error"),
             Code::Unavailable => (
                 "trigger.api.unavailable",

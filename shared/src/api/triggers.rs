@@ -14,6 +14,7 @@ use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::limits::{self, MAX_EVENT_MESSAGE_BYTES, MAX_QUEUE_MESSAGE_BYTES};
 use crate::mapping;
 use crate::normalize::{self, derive_event_id};
+use crate::schedule::{Schedule, ScheduleSpec};
 use crate::selector::{desugar, CompiledExpr, EventScope, MatchType};
 use crate::stage::matcher::start_message;
 use crate::store::StoreError;
@@ -202,6 +203,33 @@ struct CreateBody {
     input_mapping: Map<String, Value>,
     #[serde(default)]
     connector_instance_id: Option<String>,
+    #[serde(default)]
+    schedule: Option<ScheduleSpec>,
+}
+
+/// A `scheduled` subscription needs a usable schedule; no other source may carry one.
+fn check_schedule(
+    source: SourceType,
+    schedule: Option<ScheduleSpec>,
+) -> Result<Option<ScheduleSpec>, Problem> {
+    match (source, schedule) {
+        (SourceType::Scheduled, None) => Err(Problem::new(
+            Code::ScheduleInvalid,
+            "schedule: required for sourceType scheduled",
+        )),
+        (SourceType::Scheduled, Some(spec)) => match Schedule::compile(&spec) {
+            Ok(_) => Ok(Some(spec)),
+            Err(e) => Err(Problem::new(Code::ScheduleInvalid, e.to_string())),
+        },
+        (_, None) => Ok(None),
+        (other, Some(_)) => Err(Problem::new(
+            Code::BadRequest,
+            format!(
+                "schedule: only for sourceType scheduled, not {}",
+                other.as_str()
+            ),
+        )),
+    }
 }
 
 fn needs_connector(source: SourceType) -> bool {
@@ -260,6 +288,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
             ));
         }
     }
+    let schedule = check_schedule(body.source_type, body.schedule)?;
     let selector = check_authored(body.selector.as_ref(), &body.input_mapping)?;
     let created = now(api);
     let subscription = Subscription {
@@ -274,6 +303,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         input_mapping: body.input_mapping,
         state: SubscriptionState::Active,
         connector_instance_id: body.connector_instance_id,
+        schedule,
         created_at: created,
         updated_at: created,
         version: 1,
@@ -286,6 +316,44 @@ pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Rep
     let ws = api.authorize(params, request, auth::READ)?;
     let subscription = load(api, &ws, &subscription_id(params)?).await?;
     Ok(versioned(200, &subscription))
+}
+
+/// Fire times `schedule:preview` shows at most.
+pub const MAX_PREVIEW: usize = 100;
+
+/// The next fire times of a scheduled subscription, in UTC and in its zone.
+pub async fn preview_schedule(
+    api: &Api,
+    params: &Params,
+    request: &ApiRequest,
+) -> Result<Reply, Problem> {
+    let ws = api.authorize(params, request, auth::READ)?;
+    let count = match request.query.get("count") {
+        None => 10,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|c| (1..=MAX_PREVIEW).contains(c))
+            .ok_or_else(|| {
+                Problem::new(
+                    Code::BadRequest,
+                    format!("count: expected 1..={MAX_PREVIEW}, got {raw:?}"),
+                )
+            })?,
+    };
+    let subscription = load(api, &ws, &subscription_id(params)?).await?;
+    let Some(spec) = &subscription.schedule else {
+        return Err(Problem::new(
+            Code::SubscriptionNotFireable,
+            "the subscription has no schedule",
+        ));
+    };
+    let schedule =
+        Schedule::compile(spec).map_err(|e| Problem::new(Code::ScheduleInvalid, e.to_string()))?;
+    let mut body = crate::schedule::preview(&schedule, api.clock.now_ms(), count);
+    body["subscriptionId"] = subscription.subscription_id.as_str().into();
+    body["state"] = subscription.state.as_str().into();
+    Ok(Reply::json(200, body))
 }
 
 pub const DEFAULT_PAGE: usize = 50;

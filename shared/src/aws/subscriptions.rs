@@ -8,7 +8,9 @@ use aws_sdk_dynamodb::Client;
 use super::attrs::{doc, n, s, Item};
 use super::describe;
 use super::documents::{get_item, put_document, query_all};
-use super::tables::{SUBSCRIPTIONS_BY_ROUTE, SUBSCRIPTIONS_BY_SOURCE, SUBSCRIPTIONS_BY_STATE};
+use super::tables::{
+    SUBSCRIPTIONS_BY_DUE, SUBSCRIPTIONS_BY_ROUTE, SUBSCRIPTIONS_BY_SOURCE, SUBSCRIPTIONS_BY_STATE,
+};
 use crate::event::SourceType;
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::store::StoreError;
@@ -44,6 +46,11 @@ fn route_of(subscription: &Subscription) -> Route {
         Some(c) => Route::Connector(c.clone()),
         None => Route::SourceType(subscription.source_type),
     }
+}
+
+/// The due index's sort key: the next fire instant, then the id.
+fn due_key(next_fire_ms: i64, subscription_id: &str) -> String {
+    crate::listing::key(next_fire_ms, subscription_id)
 }
 
 /// Pages one filtered listing call reads at most (each up to 1 MB).
@@ -108,6 +115,14 @@ fn attributes(subscription: &Subscription) -> Item {
             )),
         ),
     ]);
+    if let Some(next_fire_ms) = crate::schedule::first_fire_ms(subscription) {
+        let id = subscription.subscription_id.as_str();
+        item.insert(
+            "dueShard".to_owned(),
+            s(crate::schedule::shard_of(id).to_string()),
+        );
+        item.insert("dueKey".to_owned(), s(due_key(next_fire_ms, id)));
+    }
     if subscription.is_matchable() {
         item.insert(
             "routeKey".to_owned(),
@@ -271,5 +286,80 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             Some((condition, n(expected_version))),
         )
         .await
+    }
+}
+
+#[async_trait]
+impl crate::schedule::ScheduleStore for DynamoSubscriptionStore {
+    async fn due(
+        &self,
+        shard: u32,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::schedule::DueSubscription>, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(SUBSCRIPTIONS_BY_DUE)
+            .key_condition_expression("dueShard = :shard AND dueKey <= :now")
+            .expression_attribute_values(":shard", s(shard.to_string()))
+            .expression_attribute_values(":now", s(due_key(now_ms, "~")))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut due = Vec::new();
+        for item in output.items() {
+            let subscription: Subscription = doc(item)?;
+            let next_fire_ms = item
+                .get("dueKey")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|key| key.split_once('#'))
+                .and_then(|(at, _)| at.parse::<i64>().ok());
+            // The index is eventually consistent: re-check what it claims.
+            if let (Some(next_fire_ms), true) = (next_fire_ms, subscription.is_matchable()) {
+                due.push(crate::schedule::DueSubscription {
+                    subscription,
+                    next_fire_ms,
+                });
+            }
+        }
+        Ok(due)
+    }
+
+    async fn advance(
+        &self,
+        subscription: &Subscription,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let id = subscription.subscription_id.as_str();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("workspaceId", s(subscription.workspace_id.as_str()))
+            .key("subscriptionId", s(id))
+            .condition_expression("dueKey = :from")
+            .expression_attribute_values(":from", s(due_key(from_ms, id)));
+        request = if to_ms == i64::MAX {
+            request.update_expression("REMOVE dueKey, dueShard")
+        } else {
+            request
+                .update_expression("SET dueKey = :to")
+                .expression_attribute_values(":to", s(due_key(to_ms, id)))
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error().is_some_and(
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::is_conditional_check_failed_exception,
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(&e)),
+        }
     }
 }

@@ -18,6 +18,9 @@ pub const SUBSCRIPTIONS_BY_STATE: &str = "byState";
 /// Subscriptions GSI `bySource` (`sourceKey` = `{workspace}#{sourceType}` /
 /// `subscriptionId`): listings filtered by source type only.
 pub const SUBSCRIPTIONS_BY_SOURCE: &str = "bySource";
+/// Subscriptions GSI `byDue` (`dueShard` = `0`..`15` / `dueKey` = `{nextFireMs:013}#{id}`):
+/// sparse, active scheduled subscriptions only, sharded so no workspace makes a hot key.
+pub const SUBSCRIPTIONS_BY_DUE: &str = "byDue";
 /// Connectors: `connectorInstanceId`; GSI `byWorkspace` (`workspaceId` / `connectorInstanceId`).
 pub const CONNECTORS_BY_WORKSPACE: &str = "byWorkspace";
 /// Ledger: `ledgerId` (`{workspace}#{dedupKey}`); GSI `byEvent` (`workspaceEvent` =
@@ -171,6 +174,7 @@ pub async fn create_all(
             (SUBSCRIPTIONS_BY_ROUTE, "routeKey", "subscriptionId"),
             (SUBSCRIPTIONS_BY_STATE, "stateKey", "subscriptionId"),
             (SUBSCRIPTIONS_BY_SOURCE, "sourceKey", "subscriptionId"),
+            (SUBSCRIPTIONS_BY_DUE, "dueShard", "dueKey"),
         ],
         None,
     )

@@ -14,7 +14,7 @@ use crate::dedup::{
     DeadLetterReason, Ledger, LedgerError, LedgerStatus, DEAD_LETTER_RETENTION_SECS,
 };
 use crate::dispatch::{DispatchMessage, DispatchTarget};
-use crate::event::{NormalizedEvent, QueuedEvent, SourceType};
+use crate::event::{NormalizedEvent, QueuedEvent};
 use crate::ids::{EventId, ResumeId};
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::limits::{self, MAX_QUEUE_MESSAGE_BYTES};
@@ -231,7 +231,7 @@ impl MatchStage {
         scope: &LazyScope<'_>,
         fresh_index: bool,
     ) -> Result<Vec<Arc<Subscription>>, MatchError> {
-        let result = if event.source.source_type == SourceType::Manual {
+        let result = if crate::classify::addressed(event.source.source_type) {
             let Some(subscription) = self.addressed(workspace, event).await? else {
                 return Ok(Vec::new());
             };

@@ -6,8 +6,10 @@ pub mod deadletter;
 pub mod dispatcher;
 pub mod ingest;
 pub mod matcher;
+pub mod scheduler;
 
 pub use deadletter::DeadLetterRecorder;
 pub use dispatcher::DispatchStage;
 pub use ingest::IngestStage;
 pub use matcher::MatchStage;
+pub use scheduler::SchedulerStage;

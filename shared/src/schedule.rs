@@ -1,0 +1,386 @@
+//! Schedules: when a `scheduled` subscription fires. A cron expression in an IANA time
+//! zone (croner and chrono-tz, no hand-written calendar arithmetic) or a fixed rate, the
+//! catch-up policy for ticks the scheduler missed, and the `cron.tick` event of one
+//! (subscription, scheduled instant), whose id is derived from both so every duplicate
+//! tick dedups to one run.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use thiserror::Error;
+
+use crate::event::{
+    EventKind, EventSource, NormalizedEvent, OccurredAt, QueuedEvent, RawPayload, SchemaVersion,
+    SourceType,
+};
+use crate::normalize::derive_event_id;
+use crate::subscription::Subscription;
+
+/// The shortest rate: the scheduler runs once a minute.
+pub const MIN_RATE_MS: i64 = 60_000;
+/// The longest rate (a year); longer intervals are a cron expression's job.
+pub const MAX_RATE_MS: i64 = 366 * 86_400_000;
+/// Ticks `catchUp: "all"` emits at most for one subscription in one scheduler run (the
+/// latest ones); older missed instants are dropped, and logged.
+pub const MAX_CATCH_UP_TICKS: usize = 60;
+/// How late a tick may be and still fire under `catchUp: "none"`: the scheduler's own
+/// one-minute cadence plus a minute of slack.
+pub const ON_TIME_MS: i64 = 120_000;
+
+/// What a `scheduled` subscription carries (`schedule` in the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Five fields (minute hour day-of-month month day-of-week), names and `@daily`-style
+    /// nicknames allowed; exclusive with `rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// `"<n> minute(s)|hour(s)|day(s)"`, at least one minute; exclusive with `cron`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// IANA zone of the cron expression (default UTC); a rate ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub catch_up: CatchUp,
+}
+
+/// What becomes of instants the scheduler missed (paused, throttled, failing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Only a tick that is on time (at most [`ON_TIME_MS`] late) fires.
+    None,
+    /// The most recent missed instant fires once.
+    #[default]
+    Latest,
+    /// Every missed instant fires, up to [`MAX_CATCH_UP_TICKS`] (the latest ones).
+    All,
+}
+
+/// Why a schedule is refused (`422 trigger.schedule_invalid`, with this as the detail).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ScheduleError {
+    #[error("give exactly one of schedule.cron and schedule.rate")]
+    CronOrRate,
+    #[error("schedule.cron {expression:?} is not a five-field cron expression: {reason}")]
+    Cron { expression: String, reason: String },
+    #[error("schedule.timezone {0:?} is not an IANA time zone (like Europe/Berlin or UTC)")]
+    TimeZone(String),
+    #[error("schedule.rate {0:?} is not \"<n> minutes|hours|days\"")]
+    Rate(String),
+    #[error("schedule.rate {0:?} is shorter than one minute or longer than a year")]
+    RateRange(String),
+    #[error("schedule.cron {0:?} never fires")]
+    Never(String),
+}
+
+/// A validated schedule, ready to compute fire times.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    Cron {
+        cron: Box<Cron>,
+        zone: Tz,
+    },
+    /// Instants at whole multiples of the period since the Unix epoch (UTC).
+    Rate {
+        period_ms: i64,
+    },
+}
+
+impl Schedule {
+    pub fn compile(spec: &ScheduleSpec) -> Result<Self, ScheduleError> {
+        match (&spec.cron, &spec.rate) {
+            (Some(expression), None) => {
+                let zone = match spec.timezone.as_deref() {
+                    None => Tz::UTC,
+                    Some(name) => {
+                        Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_owned()))?
+                    }
+                };
+                let cron = parse_cron(expression)?;
+                let schedule = Schedule::Cron {
+                    cron: Box::new(cron),
+                    zone,
+                };
+                // A pattern such as `0 0 31 2 *` parses but has no instant at all.
+                schedule
+                    .next_after(0)
+                    .ok_or_else(|| ScheduleError::Never(expression.clone()))?;
+                Ok(schedule)
+            }
+            (None, Some(rate)) => Ok(Schedule::Rate {
+                period_ms: parse_rate(rate)?,
+            }),
+            _ => Err(ScheduleError::CronOrRate),
+        }
+    }
+
+    /// The first fire instant strictly after `after_ms` (epoch ms), if there is one.
+    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        match self {
+            Schedule::Rate { period_ms } => after_ms
+                .div_euclid(*period_ms)
+                .checked_add(1)?
+                .checked_mul(*period_ms),
+            Schedule::Cron { cron, zone } => {
+                let start = zone.timestamp_millis_opt(after_ms).single()?;
+                let next = cron.find_next_occurrence(&start, false).ok()?;
+                Some(next.timestamp_millis())
+            }
+        }
+    }
+
+    /// The next `count` fire instants after `after_ms`.
+    pub fn upcoming(&self, after_ms: i64, count: usize) -> Vec<i64> {
+        let mut instants = Vec::with_capacity(count);
+        let mut cursor = after_ms;
+        while instants.len() < count {
+            let Some(next) = self.next_after(cursor) else {
+                break;
+            };
+            instants.push(next);
+            cursor = next;
+        }
+        instants
+    }
+
+    /// The zone instants are shown in (UTC for rates).
+    pub fn zone(&self) -> Tz {
+        match self {
+            Schedule::Cron { zone, .. } => *zone,
+            Schedule::Rate { .. } => Tz::UTC,
+        }
+    }
+
+    /// The latest fire instant at or before `at_ms`, if there is one.
+    fn latest_at_or_before(&self, at_ms: i64) -> Option<i64> {
+        match self {
+            Schedule::Rate { period_ms } => at_ms.div_euclid(*period_ms).checked_mul(*period_ms),
+            Schedule::Cron { cron, zone } => {
+                let start = zone.timestamp_millis_opt(at_ms).single()?;
+                let previous = cron.find_previous_occurrence(&start, true).ok()?;
+                Some(previous.timestamp_millis())
+            }
+        }
+    }
+
+    /// The instants due at `now_ms` for a schedule whose earliest unfired instant is
+    /// `next_fire_ms`, under `catch_up`, and the earliest instant after `now_ms` (the
+    /// next `next_fire_ms`). Walks back from now, so a schedule paused for a year costs
+    /// at most [`MAX_CATCH_UP_TICKS`] steps, not one per missed instant.
+    pub fn due(&self, next_fire_ms: i64, now_ms: i64, catch_up: CatchUp) -> Due {
+        if next_fire_ms > now_ms {
+            return Due {
+                fire: Vec::new(),
+                next_fire_ms,
+                truncated: false,
+            };
+        }
+        let wanted = match catch_up {
+            CatchUp::All => MAX_CATCH_UP_TICKS,
+            CatchUp::Latest | CatchUp::None => 1,
+        };
+        let mut fire = Vec::new();
+        let mut cursor = now_ms;
+        while let Some(instant) = self.latest_at_or_before(cursor) {
+            if instant < next_fire_ms || fire.len() == wanted {
+                break;
+            }
+            fire.push(instant);
+            cursor = instant - 1;
+        }
+        // More missed instants than `all` may fire: the oldest are left out.
+        let truncated = catch_up == CatchUp::All
+            && fire.len() == wanted
+            && self
+                .latest_at_or_before(cursor)
+                .is_some_and(|older| older >= next_fire_ms);
+        fire.reverse();
+        if catch_up == CatchUp::None {
+            fire.retain(|instant| now_ms - instant <= ON_TIME_MS);
+        }
+        Due {
+            fire,
+            next_fire_ms: self.next_after(now_ms).unwrap_or(i64::MAX),
+            truncated,
+        }
+    }
+}
+
+/// What one scheduler run does for one schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// Scheduled instants to emit a tick for, oldest first.
+    pub fire: Vec<i64>,
+    /// The earliest instant after now (`i64::MAX`: never again).
+    pub next_fire_ms: i64,
+    /// `catchUp: "all"` left older missed instants out (more than
+    /// [`MAX_CATCH_UP_TICKS`] were missed).
+    pub truncated: bool,
+}
+
+fn parse_cron(expression: &str) -> Result<Cron, ScheduleError> {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expression)
+        .map_err(|e| ScheduleError::Cron {
+            expression: expression.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// `"5 minutes"`, `"1 hour"`, `"2 days"` (EventBridge's rate units, singular or plural).
+fn parse_rate(rate: &str) -> Result<i64, ScheduleError> {
+    let invalid = || ScheduleError::Rate(rate.to_owned());
+    let (count, unit) = rate.trim().split_once(' ').ok_or_else(invalid)?;
+    let count: i64 = count.parse().map_err(|_| invalid())?;
+    let unit_ms = match unit.trim() {
+        "minute" | "minutes" => 60_000,
+        "hour" | "hours" => 3_600_000,
+        "day" | "days" => 86_400_000,
+        _ => return Err(invalid()),
+    };
+    count
+        .checked_mul(unit_ms)
+        .filter(|ms| (MIN_RATE_MS..=MAX_RATE_MS).contains(ms))
+        .ok_or_else(|| ScheduleError::RateRange(rate.to_owned()))
+}
+
+/// RFC 3339 in UTC with millisecond precision.
+pub fn utc_text(ms: i64) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => String::new(),
+    }
+}
+
+/// RFC 3339 with the zone's offset at that instant.
+pub fn zoned_text(ms: i64, zone: Tz) -> String {
+    match zone.timestamp_millis_opt(ms).single() {
+        Some(t) => DateTime::to_rfc3339_opts(&t, chrono::SecondsFormat::Millis, true),
+        None => String::new(),
+    }
+}
+
+/// The `cron.tick` of `subscription` for the instant `scheduled_ms`, emitted at
+/// `actual_ms`. Its id depends on the subscription and the instant only.
+pub fn tick(subscription: &Subscription, scheduled_ms: i64, actual_ms: i64) -> Option<QueuedEvent> {
+    let scheduled = utc_text(scheduled_ms);
+    let zone = subscription
+        .schedule
+        .as_ref()
+        .and_then(|s| s.timezone.clone())
+        .unwrap_or_else(|| "UTC".to_owned());
+    let id = subscription.subscription_id.as_str();
+    let mut data = Map::new();
+    data.insert("scheduledTime".into(), json!(scheduled));
+    data.insert("actualTime".into(), json!(utc_text(actual_ms)));
+    data.insert("subscriptionId".into(), json!(id));
+    data.insert("timezone".into(), json!(zone));
+    let event = NormalizedEvent {
+        schema_version: SchemaVersion::V1,
+        event_id: derive_event_id(&[
+            "cron.tick",
+            subscription.workspace_id.as_str(),
+            id,
+            &scheduled,
+        ]),
+        source: EventSource {
+            source_type: SourceType::Scheduled,
+            connector_instance_id: None,
+            subscription_id: Some(id.to_owned()),
+            vendor: Some("cron".to_owned()),
+            occurred_at: OccurredAt::new(&scheduled)?,
+        },
+        kind: EventKind::new("cron.tick").ok()?,
+        subject: id.to_owned(),
+        data,
+        raw: RawPayload {
+            headers: BTreeMap::new(),
+            body: String::new(),
+        },
+        depth: 0,
+    };
+    Some(QueuedEvent {
+        workspace_id: subscription.workspace_id.clone(),
+        event,
+        replay: false,
+        trace: Some(crate::trace::TraceParent::generate()),
+        received_ms: Some(actual_ms),
+    })
+}
+
+/// A schedule's fire times as the preview route shows them.
+pub fn preview(schedule: &Schedule, after_ms: i64, count: usize) -> Value {
+    let zone = schedule.zone();
+    let items: Vec<Value> = schedule
+        .upcoming(after_ms, count)
+        .into_iter()
+        .map(|ms| json!({"utc": utc_text(ms), "local": zoned_text(ms, zone)}))
+        .collect();
+    json!({ "timezone": zone.name(), "fireTimes": items })
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Shards of the due index: one workspace with many schedules spreads over all of them,
+/// so no partition key gets hot.
+pub const SHARDS: u32 = 16;
+
+/// The shard of a subscription in the due index.
+pub fn shard_of(subscription_id: &str) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(subscription_id.as_bytes());
+    u32::from(digest[0]) % SHARDS
+}
+
+/// The first instant an active scheduled subscription fires at after its last write
+/// (creation, a change, a resume: nothing before it is back-filled), if any.
+pub fn first_fire_ms(subscription: &Subscription) -> Option<i64> {
+    let spec = subscription.schedule.as_ref()?;
+    if !subscription.is_matchable() || subscription.source_type != SourceType::Scheduled {
+        return None;
+    }
+    let written_ms =
+        i64::try_from(subscription.updated_at.unix_timestamp_nanos() / 1_000_000).ok()?;
+    Schedule::compile(spec).ok()?.next_after(written_ms)
+}
+
+/// A scheduled subscription whose next fire instant has come.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueSubscription {
+    pub subscription: Subscription,
+    pub next_fire_ms: i64,
+}
+
+/// The due index of scheduled subscriptions.
+#[async_trait::async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Active scheduled subscriptions of `shard` whose next fire instant is at or before
+    /// `now_ms`, oldest first, at most `limit`.
+    async fn due(
+        &self,
+        shard: u32,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueSubscription>, crate::store::StoreError>;
+
+    /// Moves the next fire instant from `from_ms` to `to_ms` (`i64::MAX`: never again),
+    /// unless a concurrent run already did (`false`).
+    async fn advance(
+        &self,
+        subscription: &Subscription,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<bool, crate::store::StoreError>;
+}
