@@ -1402,9 +1402,13 @@ async fn a_dry_run_over_archived_events_names_exactly_what_the_saved_selector_th
 
 /// The log lines (JSON) of the deployed functions that mention `needle`.
 fn function_log_lines(needle: &str) -> Vec<Value> {
-    std::fs::read_to_string(endpoint("CUSTOS_E2E_FUNCTION_LOG"))
-        .unwrap_or_default()
-        .lines()
+    let log = std::fs::read_to_string(endpoint("CUSTOS_E2E_FUNCTION_LOG")).unwrap_or_default();
+    json_lines_containing(log.lines(), needle)
+}
+
+/// The lines that mention `needle` and are JSON, parsed.
+fn json_lines_containing<'a>(lines: impl Iterator<Item = &'a str>, needle: &str) -> Vec<Value> {
+    lines
         .filter(|line| line.contains(needle))
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
@@ -1485,15 +1489,13 @@ async fn cloudwatch_log_lines(group: &str, needle: &str) -> Vec<Value> {
         return Vec::new();
     };
     let body: Value = response.json().await.unwrap_or_default();
-    body["events"]
+    let messages = body["events"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|event| event["message"].as_str())
-        .flat_map(str::lines)
-        .filter(|line| line.contains(needle))
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
+        .flat_map(str::lines);
+    json_lines_containing(messages, needle)
 }
 
 #[tokio::test]

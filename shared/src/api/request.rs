@@ -83,7 +83,12 @@ impl ApiRequest {
 
     /// `limit`, within `1..=max` (`default` when absent).
     pub fn query_limit(&self, default: usize, max: usize) -> Result<usize, Problem> {
-        let Some(raw) = self.query.get("limit") else {
+        self.query_count("limit", default, max)
+    }
+
+    /// A count in the query, within `1..=max` (`default` when absent).
+    pub fn query_count(&self, name: &str, default: usize, max: usize) -> Result<usize, Problem> {
+        let Some(raw) = self.query.get(name) else {
             return Ok(default);
         };
         raw.parse::<usize>()
@@ -92,7 +97,7 @@ impl ApiRequest {
             .ok_or_else(|| {
                 Problem::new(
                     Code::BadRequest,
-                    format!("limit: expected 1..={max}, got {raw:?}"),
+                    format!("{name}: expected 1..={max}, got {raw:?}"),
                 )
             })
     }

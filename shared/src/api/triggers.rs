@@ -328,19 +328,7 @@ pub async fn preview_schedule(
     request: &ApiRequest,
 ) -> Result<Reply, Problem> {
     let ws = api.authorize(params, request, auth::READ)?;
-    let count = match request.query.get("count") {
-        None => 10,
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|c| (1..=MAX_PREVIEW).contains(c))
-            .ok_or_else(|| {
-                Problem::new(
-                    Code::BadRequest,
-                    format!("count: expected 1..={MAX_PREVIEW}, got {raw:?}"),
-                )
-            })?,
-    };
+    let count = request.query_count("count", 10, MAX_PREVIEW)?;
     let subscription = load(api, &ws, &subscription_id(params)?).await?;
     let Some(spec) = &subscription.schedule else {
         return Err(Problem::new(
