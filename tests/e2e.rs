@@ -1622,9 +1622,8 @@ async fn a_minutely_schedule_starts_one_run_per_scheduled_minute_however_often_t
         one["ticks"].is_number() && two["ticks"].is_number(),
         "{one} {two}"
     );
-    let mut scheduled = Vec::new();
-    for _ in 0..60 {
-        scheduled = stack
+    let scheduled_inputs = || async {
+        stack
             .calls("start")
             .await
             .iter()
@@ -1634,7 +1633,11 @@ async fn a_minutely_schedule_starts_one_run_per_scheduled_minute_however_often_t
                     .unwrap_or_default()
                     .to_owned()
             })
-            .collect();
+            .collect::<Vec<String>>()
+    };
+    let mut scheduled = Vec::new();
+    for _ in 0..60 {
+        scheduled = scheduled_inputs().await;
         if scheduled.len() >= 2 {
             break;
         }
@@ -1642,17 +1645,7 @@ async fn a_minutely_schedule_starts_one_run_per_scheduled_minute_however_often_t
     }
     // Whatever else is in flight has had the time the two runs took to arrive too.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut scheduled_now: Vec<String> = stack
-        .calls("start")
-        .await
-        .iter()
-        .map(|c| {
-            c.body["inputs"]["scheduled"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let mut scheduled_now = scheduled_inputs().await;
     scheduled_now.sort();
     assert_eq!(
         scheduled_now,

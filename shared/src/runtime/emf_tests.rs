@@ -387,15 +387,7 @@ async fn the_api_counts_fired_and_webhook_events_and_rejections_by_reason() {
     let api = crate::memory::api(telemetry.clone(), clock, [secret]).unwrap();
     api.webhooks
         .connectors
-        .put(&crate::webhook::ConnectorInstance {
-            connector_instance_id: "ci1".into(),
-            workspace_id: crate::ids::WorkspaceId::new("ws1").unwrap(),
-            scheme: crate::webhook::SignatureScheme::StandardWebhooks,
-            secret_refs: vec!["ssm:/custos/webhooks/ci1".into()],
-            kind_header: None,
-            kind_prefix: None,
-            vendor: None,
-        })
+        .put(&signed::standard_connector())
         .await
         .unwrap();
     let created = api

@@ -35,18 +35,7 @@ async fn harness() -> Harness {
             "It's a Secret to Everybody".to_owned(),
         ),
     ]));
-    connectors
-        .put(&ConnectorInstance {
-            connector_instance_id: "ci1".into(),
-            workspace_id: WorkspaceId::new("ws1").unwrap(),
-            scheme: SignatureScheme::StandardWebhooks,
-            secret_refs: vec!["ssm:/custos/webhooks/ci1".into()],
-            kind_header: None,
-            kind_prefix: None,
-            vendor: None,
-        })
-        .await
-        .unwrap();
+    connectors.put(&standard_connector()).await.unwrap();
     connectors
         .put(&ConnectorInstance {
             connector_instance_id: "gh1".into(),
@@ -73,6 +62,20 @@ async fn harness() -> Harness {
         queue,
         audit,
         intake,
+    }
+}
+
+/// Connector `ci1` of ws1: Standard Webhooks, signing with [`SECRET`] (stored under
+/// `ssm:/custos/webhooks/ci1`).
+pub(crate) fn standard_connector() -> ConnectorInstance {
+    ConnectorInstance {
+        connector_instance_id: "ci1".into(),
+        workspace_id: WorkspaceId::new("ws1").unwrap(),
+        scheme: SignatureScheme::StandardWebhooks,
+        secret_refs: vec!["ssm:/custos/webhooks/ci1".into()],
+        kind_header: None,
+        kind_prefix: None,
+        vendor: None,
     }
 }
 
