@@ -1475,8 +1475,10 @@ impl SubscriptionStore for PanickingStore {
         &self,
         _: &custos_trigger::ids::WorkspaceId,
         _: &custos_trigger::subscription::Route,
-    ) -> Result<Vec<custos_trigger::subscription::Subscription>, custos_trigger::store::StoreError>
-    {
+    ) -> Result<
+        Vec<std::sync::Arc<custos_trigger::subscription::Subscription>>,
+        custos_trigger::store::StoreError,
+    > {
         panic!("a bug below the route")
     }
     async fn put(

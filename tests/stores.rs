@@ -21,7 +21,7 @@ fn sub(ws: &str, id: &str, source: &str, connector: Option<&str>) -> Subscriptio
     .unwrap()
 }
 
-fn ids(subs: &[Subscription]) -> Vec<String> {
+fn ids(subs: &[std::sync::Arc<Subscription>]) -> Vec<String> {
     let mut ids: Vec<String> = subs.iter().map(|s| s.subscription_id.to_string()).collect();
     ids.sort();
     ids
@@ -94,7 +94,7 @@ async fn listing_pages_through_large_workspaces() {
     let big = "x".repeat(20_000);
     for i in 0..70 {
         let mut s = sub("ws1", &format!("s{i:03}"), "internal", None);
-        s.input_mapping.insert("padding".into(), json!(big));
+        s.input_mapping = serde_json::Map::from_iter([("padding".to_owned(), json!(big))]).into();
         store.put(&s).await.unwrap();
     }
     let all = store

@@ -21,8 +21,8 @@ pub struct MappingError {
 }
 
 /// Resolves every placeholder of `mapping` against `scope`.
-pub fn resolve(
-    mapping: &Map<String, Value>,
+pub fn resolve<'m>(
+    mapping: impl IntoIterator<Item = (&'m String, &'m Value)>,
     scope: &EventScope,
     cache: &SelectorCache,
 ) -> Result<Map<String, Value>, MappingError> {
@@ -55,15 +55,15 @@ impl Memo {
 }
 
 /// [`resolve`] with expression results shared through `memo` (one per event).
-pub fn resolve_with(
-    mapping: &Map<String, Value>,
+pub fn resolve_with<'m>(
+    mapping: impl IntoIterator<Item = (&'m String, &'m Value)>,
     scope: &EventScope,
     cache: &SelectorCache,
     memo: &Memo,
 ) -> Result<Map<String, Value>, MappingError> {
     let resolver = Resolver { scope, cache, memo };
     mapping
-        .iter()
+        .into_iter()
         .map(|(key, value)| Ok((key.clone(), resolver.value(value, key)?)))
         .collect()
 }

@@ -11,10 +11,13 @@ use serde_json::Value;
 
 use crate::event::NormalizedEvent;
 use crate::resume::{ResumeKey, ResumeWait};
+use crate::selector::analysis::Cost;
 use crate::selector::{CompiledExpr, EvalError, EventScope, LazyScope, SelectorCache};
 use predicate::{field, Arm, Field, Literal, Predicate};
+use recognize::{recognize, Recognized};
 
 pub mod predicate;
+pub mod recognize;
 use crate::subscription::Subscription;
 
 /// Why a subscription was left out of an index.
@@ -41,8 +44,12 @@ pub struct StartMatches {
 /// One distinct selector text of the index and the subscriptions that use it.
 #[derive(Debug)]
 struct Selector {
-    /// `None`: no selector, always true.
+    /// The CEL program, kept only when some arm has a residual condition.
     compiled: Option<Arc<CompiledExpr>>,
+    /// What the selector's comprehensions (`exists` included) may cost per event.
+    cost: Cost,
+    /// The arms: their predicates until the index is built (then only in `checks`), and
+    /// their residual conditions.
     arms: Vec<Arm>,
     /// Per arm: the predicates left to check once the arm is a candidate (all but the
     /// one it entered the index by), on interned paths.
@@ -288,45 +295,60 @@ pub struct StartIndex {
 }
 
 impl StartIndex {
-    /// Compiles (through the cache) and indexes the matchable subscriptions; ones whose
-    /// stored selector no longer compiles are skipped and reported, not fatal.
+    /// Indexes the matchable subscriptions. Each distinct selector text is read once:
+    /// recognized as indexable predicates when it is nothing else, otherwise compiled
+    /// (through the cache, on every core). Subscriptions whose stored selector no longer
+    /// compiles are skipped and reported, not fatal.
     pub fn build(
-        subscriptions: impl IntoIterator<Item = Subscription>,
+        subscriptions: impl IntoIterator<Item = impl Into<Arc<Subscription>>>,
         cache: &SelectorCache,
     ) -> Self {
-        let subscriptions: Vec<Subscription> = subscriptions
+        let subscriptions: Vec<Arc<Subscription>> = subscriptions
             .into_iter()
-            .filter(Subscription::is_matchable)
+            .map(Into::into)
+            .filter(|s| s.is_matchable())
             .collect();
-        precompile(&subscriptions, cache);
         let mut index = StartIndex::default();
-        let mut by_text: HashMap<String, usize> = HashMap::new();
-        for subscription in subscriptions {
-            let text = subscription
-                .selector
-                .as_deref()
-                .map(str::trim)
-                .unwrap_or_default()
-                .to_owned();
-            let selector = match by_text.get(&text) {
-                Some(&known) => known,
-                None => match index.add_selector(&text, cache) {
-                    Ok(added) => {
-                        by_text.insert(text, added);
-                        added
-                    }
-                    Err(reason) => {
-                        index.skipped.push(Skipped {
-                            subscription_id: subscription.subscription_id.to_string(),
-                            reason,
-                        });
-                        continue;
-                    }
-                },
-            };
-            let position = u32::try_from(index.subscriptions.len()).unwrap_or(u32::MAX);
-            index.selectors[selector].subscriptions.push(position);
-            index.subscriptions.push(Arc::new(subscription));
+        let mut texts: Vec<&str> = Vec::new();
+        let mut by_text: HashMap<&str, usize> = HashMap::new();
+        let text_of: Vec<usize> = subscriptions
+            .iter()
+            .map(|s| {
+                let text = s.selector.as_deref().map(str::trim).unwrap_or_default();
+                *by_text.entry(text).or_insert_with(|| {
+                    texts.push(text);
+                    texts.len() - 1
+                })
+            })
+            .collect();
+        let recognized: Vec<Option<Recognized>> = texts
+            .iter()
+            .map(|text| recognize(text).filter(|_| !text.is_empty()))
+            .collect();
+        let to_compile: Vec<&str> = texts
+            .iter()
+            .zip(&recognized)
+            .filter(|(text, r)| r.is_none() && !text.is_empty())
+            .map(|(text, _)| *text)
+            .collect();
+        precompile(&to_compile, cache);
+        let selectors: Vec<Result<usize, String>> = texts
+            .iter()
+            .zip(recognized)
+            .map(|(text, recognized)| index.add_selector(text, recognized, cache))
+            .collect();
+        for (subscription, text) in subscriptions.into_iter().zip(text_of) {
+            match &selectors[text] {
+                Ok(selector) => {
+                    let position = u32::try_from(index.subscriptions.len()).unwrap_or(u32::MAX);
+                    index.selectors[*selector].subscriptions.push(position);
+                    index.subscriptions.push(subscription);
+                }
+                Err(reason) => index.skipped.push(Skipped {
+                    subscription_id: subscription.subscription_id.to_string(),
+                    reason: reason.clone(),
+                }),
+            }
         }
         index.post_all();
         index
@@ -365,7 +387,7 @@ impl StartIndex {
         };
         for (id, selector) in self.selectors.iter_mut().enumerate() {
             selector.checks = Vec::with_capacity(selector.arms.len());
-            for (arm_id, arm) in selector.arms.iter().enumerate() {
+            for (arm_id, arm) in selector.arms.iter_mut().enumerate() {
                 let spread = |p: &Predicate| cardinality.get(p.path()).copied().unwrap_or(0);
                 let arm_ref = (
                     u32::try_from(id).unwrap_or(u32::MAX),
@@ -404,12 +426,13 @@ impl StartIndex {
                         access.map(|(position, _)| position).into_iter().collect()
                     }
                 };
+                // The arm's predicates live on only as its checks.
                 selector.checks.push(
-                    arm.exact
-                        .iter()
+                    std::mem::take(&mut arm.exact)
+                        .into_iter()
                         .enumerate()
                         .filter(|(position, _)| !entry.contains(position))
-                        .map(|(_, p)| (intern(p.path()), p.clone()))
+                        .map(|(_, p)| (intern(p.path()), p))
                         .collect(),
                 );
             }
@@ -422,17 +445,21 @@ impl StartIndex {
         }
     }
 
-    fn add_selector(&mut self, text: &str, cache: &SelectorCache) -> Result<usize, String> {
-        let compiled = match text {
-            "" => None,
-            text => Some(cache.shared_selector(text).map_err(|e| e.to_string())?),
-        };
-        let arms = match &compiled {
-            None => vec![Arm {
-                exact: Vec::new(),
-                residual: Vec::new(),
-            }],
-            Some(compiled) => predicate::arms(compiled.expression()),
+    fn add_selector(
+        &mut self,
+        text: &str,
+        recognized: Option<Recognized>,
+        cache: &SelectorCache,
+    ) -> Result<usize, String> {
+        let (compiled, arms, cost) = match (text, recognized) {
+            ("", _) => (None, vec![Arm::default()], Cost::default()),
+            (_, Some(recognized)) => (None, recognized.arms, recognized.cost),
+            (text, None) => {
+                let compiled = cache.shared_selector(text).map_err(|e| e.to_string())?;
+                let arms = predicate::arms(compiled.expression());
+                let cost = compiled.cost();
+                (Some(compiled), arms, cost)
+            }
         };
         let id = self.selectors.len();
         for part in arms.iter().flat_map(|a| &a.residual) {
@@ -445,6 +472,7 @@ impl StartIndex {
         }
         self.selectors.push(Selector {
             compiled,
+            cost,
             arms,
             checks: Vec::new(),
             subscriptions: Vec::new(),
@@ -471,6 +499,15 @@ impl StartIndex {
     /// Distinct selector texts (each compiled and evaluated once per event).
     pub fn distinct_selectors(&self) -> usize {
         self.selectors.len()
+    }
+
+    /// Distinct selector texts kept as CEL programs (some arm has a residual condition
+    /// or the text is outside what the index recognizes).
+    pub fn compiled_selectors(&self) -> usize {
+        self.selectors
+            .iter()
+            .filter(|s| s.compiled.is_some())
+            .count()
     }
 
     pub fn skipped(&self) -> &[Skipped] {
@@ -548,14 +585,14 @@ impl StartIndex {
         {
             return Ok(false);
         }
+        let residual = &selector.arms[arm_id].residual;
+        if residual.is_empty() && selector.cost.comprehensions == 0 {
+            return Ok(true);
+        }
+        selector.cost.check_at(scope.longest())?;
         let Some(compiled) = &selector.compiled else {
             return Ok(true);
         };
-        let residual = &selector.arms[arm_id].residual;
-        if residual.is_empty() && !compiled.has_comprehensions() {
-            return Ok(true);
-        }
-        compiled.check_cost_at(scope.longest())?;
         for part in residual {
             if !compiled.part_matches(part, scope.projected(self.projection()))? {
                 return Ok(false);
@@ -565,23 +602,16 @@ impl StartIndex {
     }
 }
 
-/// Below this many subscriptions an index compiles on one thread.
-const PARALLEL_COMPILE_FROM: usize = 512;
+/// Below this many texts to compile an index compiles on one thread.
+const PARALLEL_COMPILE_FROM: usize = 64;
 
-/// Compiles the distinct selector texts into the cache on every core first: parsing
-/// dominates a cold index build, and the texts are independent.
-fn precompile(subscriptions: &[Subscription], cache: &SelectorCache) {
+/// Compiles the selector texts the index could not recognize into the cache on every
+/// core first: parsing dominates a cold build, and the texts are independent.
+fn precompile(texts: &[&str], cache: &SelectorCache) {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if subscriptions.len() < PARALLEL_COMPILE_FROM || threads < 2 {
+    if texts.len() < PARALLEL_COMPILE_FROM || threads < 2 {
         return;
     }
-    let mut texts: Vec<&str> = subscriptions
-        .iter()
-        .filter_map(|s| s.selector.as_deref().map(str::trim))
-        .filter(|s| !s.is_empty())
-        .collect();
-    texts.sort_unstable();
-    texts.dedup();
     let chunk = texts.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         for part in texts.chunks(chunk) {

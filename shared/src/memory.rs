@@ -51,7 +51,7 @@ impl SubscriptionStore for MemorySubscriptionStore {
         &self,
         ws: &WorkspaceId,
         route: &Route,
-    ) -> Result<Vec<Subscription>, StoreError> {
+    ) -> Result<Vec<Arc<Subscription>>, StoreError> {
         Ok(lock(&self.all)
             .iter()
             .filter(|s| &s.workspace_id == ws && s.is_matchable())
@@ -59,7 +59,7 @@ impl SubscriptionStore for MemorySubscriptionStore {
                 Route::SourceType(t) => s.source_type == *t && s.connector_instance_id.is_none(),
                 Route::Connector(c) => s.connector_instance_id.as_deref() == Some(c.as_str()),
             })
-            .cloned()
+            .map(|s| Arc::new(s.clone()))
             .collect())
     }
 

@@ -300,10 +300,10 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         workflow_id: body.workflow_id,
         target_workflow_version_id: body.target_workflow_version_id.filter(|v| !v.is_empty()),
         selector,
-        input_mapping: body.input_mapping,
+        input_mapping: body.input_mapping.into(),
         state: SubscriptionState::Active,
         connector_instance_id: body.connector_instance_id,
-        schedule,
+        schedule: schedule.map(Box::new),
         created_at: created,
         updated_at: created,
         version: 1,
@@ -408,7 +408,7 @@ fn apply_patch(
     if let Some(value) = patch.get("inputMapping").filter(|v| !v.is_null()) {
         let mapping: Map<String, Value> = field("inputMapping", value)?;
         check_mapping(&mapping)?;
-        subscription.input_mapping = mapping;
+        subscription.input_mapping = mapping.into();
     }
     if let Some(value) = patch.get("state").filter(|v| !v.is_null()) {
         subscription.state = field("state", value)?;

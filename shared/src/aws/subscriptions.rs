@@ -2,6 +2,8 @@
 //! queries need. Every operation is keyed by workspace, so one tenant can never read
 //! another's subscriptions.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
@@ -164,7 +166,7 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         &self,
         workspace: &WorkspaceId,
         route: &Route,
-    ) -> Result<Vec<Subscription>, StoreError> {
+    ) -> Result<Vec<Arc<Subscription>>, StoreError> {
         let query = self
             .client
             .query()
@@ -177,7 +179,8 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             let subscription: Subscription = doc(&item)?;
             // The index is eventually consistent: re-check what it claims.
             if &subscription.workspace_id == workspace && subscription.is_matchable() {
-                found.push(subscription);
+                // Shared as they are with the match index (no copy while it is built).
+                found.push(Arc::new(subscription));
             }
         }
         Ok(found)

@@ -61,7 +61,7 @@ pub enum Predicate {
 }
 
 /// One arm of a selector: all of `exact` and all of `residual` must hold.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Arm {
     pub exact: Vec<Predicate>,
     pub residual: Vec<IdedExpr>,
@@ -192,7 +192,7 @@ fn comparison(op: &str) -> Option<CmpOp> {
 }
 
 /// `5 < x` is `x > 5`.
-fn flipped(op: CmpOp) -> CmpOp {
+pub(crate) fn flipped(op: CmpOp) -> CmpOp {
     match op {
         CmpOp::Gt => CmpOp::Lt,
         CmpOp::Ge => CmpOp::Le,

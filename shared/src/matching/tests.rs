@@ -434,3 +434,85 @@ fn selectors_made_of_indexed_predicates_match_without_converting_the_event() {
     assert_eq!(ids(&index.match_event(&e, &scope)), ["residual"]);
     assert!(scope.is_built(), "the residual ran in CEL");
 }
+
+/// What the CEL route makes of a text: its arms when every conjunct is a predicate.
+fn cel_arms(text: &str) -> Option<(Vec<Vec<Predicate>>, Cost)> {
+    let compiled = CompiledExpr::selector(text).ok()?;
+    let arms = predicate::arms(compiled.expression());
+    arms.iter()
+        .all(|a| a.residual.is_empty())
+        .then(|| (arms.into_iter().map(|a| a.exact).collect(), compiled.cost()))
+}
+
+fn recognized_arms(text: &str) -> Option<(Vec<Vec<Predicate>>, Cost)> {
+    recognize(text).map(|r| (r.arms.into_iter().map(|a| a.exact).collect(), r.cost))
+}
+
+/// A recognized text is one CEL compiles to exactly the same arms, predicates and cost
+/// (so skipping the CEL parse changes nothing); most generated indexable texts are.
+#[test]
+fn recognized_selectors_have_exactly_the_arms_cel_gives_them() {
+    let mut g = Gen(0x0dd5_eed5_0000_0013);
+    let mut recognized = 0;
+    for _ in 0..3000 {
+        let text = selector(&mut g);
+        if let Some(arms) = recognized_arms(&text) {
+            assert_eq!(Some(arms), cel_arms(&text), "{text}");
+            recognized += 1;
+        }
+    }
+    assert!(recognized > 300, "only {recognized} recognized");
+}
+
+#[test]
+fn the_recognizer_leaves_everything_outside_its_grammar_to_cel() {
+    let deep = format!("{}event.kind == \"a\"{}", "(".repeat(9), ")".repeat(9));
+    let long = vec![r#"event.data.n > 1"#; 17].join(" && ");
+    let refused = [
+        r#"event.data.in == "x""#,
+        r#"event.data.x == "a\"b""#,
+        r#"event.data.x == """a""""#,
+        r#"event.data.x == r"a""#,
+        r#"event.data.n >= 5u"#,
+        r#"event.data.n >= 05"#,
+        r#"event.data.n >= 5.0"#,
+        r#"event.data.n >= -1"#,
+        r#"event.data.n >= 0x10"#,
+        r#"event.data.n >= 99999999999999999999"#,
+        r#"event.data.tags.exists(event, event == "x")"#,
+        r#"event.data.tags.exists(t, u == "x")"#,
+        r#"event.data.tags.exists(t, t == "x", 1)"#,
+        r#"event.source.type == "internal""#,
+        r#"event.data.x == "a" // note"#,
+        r#"(event.data.x == "a" || event.kind == "b") && event.data.y == "c""#,
+        r#"event.data.x == "a" == true"#,
+        r#"event.data.x in []"#,
+        r#"event.data.x in ["a",]"#,
+        r#"event.data.x in ["a", 1]"#,
+        r#"!has(event.data.x)"#,
+        r#"has(event)"#,
+        r#"event == "a""#,
+        r#"event["data"] == "a""#,
+        r#"event.data.x.size() == "a""#,
+        r#"event.data.é == "a""#,
+        "event.data.x == \"a\nb\"",
+        &deep,
+        &long,
+    ];
+    for text in refused {
+        assert!(recognize(text).is_none(), "{text}");
+    }
+    let accepted = [
+        r#"event.kind == 'pr.opened' && event.data.title == "it's""#,
+        r#"(event.data.a == "1" && (event.data.b == "2")) || true == event.data.ok"#,
+        r#"5 <= event.data.n && event.data.n < 10 && event.depth > 0"#,
+        r#"has(event.data.vendor) && "x" in event.data.tags"#,
+        "event.data.tags.exists(t,\n\t\"x\" == t) || event.data.repo.startsWith(\"acme/\")",
+        r#"event.kind in ["a", "b"] && event.data.env in ["prod"]"#,
+    ];
+    for text in accepted {
+        let arms = recognized_arms(text);
+        assert!(arms.is_some(), "{text}");
+        assert_eq!(arms, cel_arms(text), "{text}");
+    }
+}

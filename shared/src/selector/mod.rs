@@ -165,15 +165,12 @@ impl CompiledExpr {
 
     /// [`Self::check_cost`] for an event whose longest list or map has `longest` items.
     pub fn check_cost_at(&self, longest: u64) -> Result<(), EvalError> {
-        if self.cost.comprehensions > 0 {
-            let nested = u32::try_from(self.cost.nesting).unwrap_or(u32::MAX);
-            let estimate = (self.cost.comprehensions as u64)
-                .saturating_mul(longest.max(1).saturating_pow(nested));
-            if estimate > MAX_EVALUATION_COST {
-                return Err(EvalError::TooExpensive { estimate });
-            }
-        }
-        Ok(())
+        self.cost.check_at(longest)
+    }
+
+    /// What the expression's comprehensions can cost per event.
+    pub fn cost(&self) -> analysis::Cost {
+        self.cost
     }
 
     /// Runs one part of this expression (a conjunct of [`Self::expression`]) as a
@@ -209,6 +206,22 @@ impl CompiledExpr {
                 result_type: other.type_of().to_string(),
             }),
         }
+    }
+}
+
+impl analysis::Cost {
+    /// Refuses an expression whose estimated work on an event whose longest list or map
+    /// has `longest` items is too large.
+    pub fn check_at(&self, longest: u64) -> Result<(), EvalError> {
+        if self.comprehensions > 0 {
+            let nested = u32::try_from(self.nesting).unwrap_or(u32::MAX);
+            let estimate =
+                (self.comprehensions as u64).saturating_mul(longest.max(1).saturating_pow(nested));
+            if estimate > MAX_EVALUATION_COST {
+                return Err(EvalError::TooExpensive { estimate });
+            }
+        }
+        Ok(())
     }
 }
 
