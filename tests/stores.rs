@@ -397,3 +397,57 @@ async fn the_due_index_serves_active_schedules_and_moves_on_exactly_once() {
         "never again"
     );
 }
+
+/// Items written before the listing indexes existed lack `stateKey`/`sourceKey`, so a
+/// filtered listing misses them; the upgrade step gives them their keys, once.
+#[tokio::test]
+async fn the_backfill_gives_items_of_an_older_release_their_index_keys() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let client = dynamodb();
+    let t = tables(&client).await;
+    let store = DynamoSubscriptionStore::new(client.clone(), t.subscriptions.clone());
+    let ws = WorkspaceId::new("ws-old").unwrap();
+    let mut old = sub("ws-old", "old", "manual", None);
+    old.state = SubscriptionState::Paused;
+    store.put(&old).await.unwrap();
+    store
+        .put(&sub("ws-old", "current", "internal", None))
+        .await
+        .unwrap();
+    // As an older release wrote it: no listing keys.
+    client
+        .update_item()
+        .table_name(&t.subscriptions)
+        .key("workspaceId", AttributeValue::S("ws-old".into()))
+        .key("subscriptionId", AttributeValue::S("old".into()))
+        .update_expression("REMOVE stateKey, sourceKey")
+        .send()
+        .await
+        .unwrap();
+    let paused = ListQuery {
+        state: Some(SubscriptionState::Paused),
+        source_type: None,
+        limit: 10,
+        cursor: None,
+    };
+    let manual = ListQuery {
+        state: None,
+        source_type: Some(SourceType::Manual),
+        limit: 10,
+        cursor: None,
+    };
+    assert!(store.list(&ws, &paused).await.unwrap().items.is_empty());
+    assert!(store.list(&ws, &manual).await.unwrap().items.is_empty());
+
+    let report = store.backfill_index_keys().await.unwrap();
+    assert_eq!((report.rewritten, report.changed_meanwhile), (1, 0));
+    assert_eq!(store.list(&ws, &paused).await.unwrap().items, [old.clone()]);
+    assert_eq!(store.list(&ws, &manual).await.unwrap().items, [old.clone()]);
+    let again = store.backfill_index_keys().await.unwrap();
+    assert_eq!(again.rewritten, 0, "only items without keys are rewritten");
+    let back = store
+        .get(&ws, &SubscriptionId::new("old").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(back, Some(old), "the document is unchanged");
+}

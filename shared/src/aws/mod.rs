@@ -22,7 +22,7 @@ pub use parked::DynamoParkStore;
 pub use resume::DynamoResumeStore;
 pub use secrets::AwsSecrets;
 pub use sqs::SqsQueue;
-pub use subscriptions::DynamoSubscriptionStore;
+pub use subscriptions::{Backfill, DynamoSubscriptionStore};
 
 /// The shared SDK configuration (region, credentials, endpoint) of this process.
 pub async fn sdk_config() -> aws_config::SdkConfig {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
-use super::attrs::{doc, n, s, Item};
+use super::attrs::{doc, n, require_s, s, Item};
 use super::describe;
 use super::documents::{get_item, put_document, query_all};
 use super::tables::{
@@ -33,6 +33,64 @@ impl DynamoSubscriptionStore {
             table: table.into(),
         }
     }
+
+    /// The upgrade step for items stored before the listing and schedule indexes
+    /// existed: rewrites every item lacking `stateKey` or `sourceKey` with all of its
+    /// derived attributes, so filtered listings (and the scheduler) see it. Idempotent;
+    /// each rewrite is conditional on the document being unchanged since the scan read
+    /// it, so a concurrent writer always wins (it writes the attributes itself).
+    pub async fn backfill_index_keys(&self) -> Result<Backfill, StoreError> {
+        let mut report = Backfill::default();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(
+                    "attribute_not_exists(stateKey) OR attribute_not_exists(sourceKey)",
+                )
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            report.scanned += usize::try_from(page.scanned_count()).unwrap_or(0);
+            for item in page.items() {
+                let written = require_s(item, "doc")?.to_owned();
+                let subscription: Subscription = doc(item)?;
+                let unchanged = ("doc = :expected", s(written));
+                match put_document(
+                    &self.client,
+                    &self.table,
+                    attributes(&subscription),
+                    &subscription,
+                    Some(unchanged),
+                )
+                .await
+                {
+                    Ok(()) => report.rewritten += 1,
+                    Err(StoreError::Conflict(_)) => report.changed_meanwhile += 1,
+                    Err(other) => return Err(other),
+                }
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(report);
+            }
+        }
+    }
+}
+
+/// What [`DynamoSubscriptionStore::backfill_index_keys`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backfill {
+    /// Items the scan read (the whole table).
+    pub scanned: usize,
+    /// Items rewritten with their index attributes.
+    pub rewritten: usize,
+    /// Items a writer changed between the scan and the rewrite (they have the keys).
+    pub changed_meanwhile: usize,
 }
 
 /// The sparse index key of an active start subscription.

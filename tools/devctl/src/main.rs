@@ -11,6 +11,7 @@
 //! devctl put-connector <connectors-table> <connector-json>
 //! devctl webhook <api-url> <connectorInstanceId> <whsec_secret> <body-json>
 //! devctl create-tables <subscriptions> <resumes> <ledger>
+//! devctl backfill-subscriptions <table>     # upgrade step: index keys on older items
 //! ```
 
 use std::process::ExitCode;
@@ -99,6 +100,12 @@ async fn run(args: &[String]) -> Result<(), Failure> {
             let queued = custos_trigger::stage::ingest::lifecycle_envelope(&serde_json::from_str(envelope)?)?;
             println!("{}", queued.event.event_id);
         }
+        ["backfill-subscriptions", table] => {
+            let report = DynamoSubscriptionStore::new(dynamodb, *table)
+                .backfill_index_keys()
+                .await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
         ["put-connector", table, json] => {
             let connector: ConnectorInstance = serde_json::from_str(json)?;
             connector.validate()?;
@@ -112,7 +119,7 @@ async fn run(args: &[String]) -> Result<(), Failure> {
         ["create-tables", subscriptions, resumes, ledger] => {
             aws::tables::create_all(&dynamodb, subscriptions, resumes, ledger).await?;
         }
-        _ => return Err("usage: see the module documentation (devctl put-subscription|resume-wait|event-status|send|event-id|put-connector|webhook|create-tables ...)".into()),
+        _ => return Err("usage: see the module documentation (devctl put-subscription|resume-wait|event-status|send|event-id|put-connector|webhook|create-tables|backfill-subscriptions ...)".into()),
     }
     Ok(())
 }
