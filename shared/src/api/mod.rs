@@ -598,6 +598,47 @@ mod tests {
         );
         let (status, _) = call("GET", &format!("{path}?count=0"), serde_json::Value::Null).await;
         assert_eq!(status, 400);
+
+        // A schedule is replaced by PATCH, validated as at create.
+        let one = format!("/v1/workspaces/ws1/triggers/{id}");
+        let patch = |schedule| serde_json::json!({ "schedule": schedule });
+        for bad in [
+            serde_json::json!({"cron": "61 * * * *"}),
+            serde_json::Value::Null,
+        ] {
+            let (status, body) = call("PATCH", &one, patch(bad)).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (422, Some("trigger.schedule_invalid")),
+                "{body}"
+            );
+        }
+        let (status, patched) =
+            call("PATCH", &one, patch(serde_json::json!({"rate": "2 hours"}))).await;
+        assert_eq!(status, 200, "{patched}");
+        assert_eq!(patched["schedule"]["rate"], "2 hours");
+        assert!(patched["schedule"].get("cron").is_none());
+        let (_, preview) = call("GET", &format!("{path}?count=1"), serde_json::Value::Null).await;
+        assert_eq!(preview["timezone"], "UTC");
+        assert_eq!(preview["fireTimes"].as_array().map(Vec::len), Some(1));
+        let (status, manual) = call(
+            "POST",
+            "/v1/workspaces/ws1/triggers",
+            serde_json::json!({"sourceType": "manual", "workflowId": "wf"}),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let manual = format!(
+            "/v1/workspaces/ws1/triggers/{}",
+            manual["subscriptionId"].as_str().unwrap()
+        );
+        let (status, body) = call(
+            "PATCH",
+            &manual,
+            patch(serde_json::json!({"rate": "1 hour"})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
     }
 
     #[test]

@@ -374,6 +374,7 @@ const PATCHABLE: &[&str] = &[
     "selector",
     "inputMapping",
     "targetWorkflowVersionId",
+    "schedule",
 ];
 
 fn field<T: serde::de::DeserializeOwned>(name: &str, value: &Value) -> Result<T, Problem> {
@@ -383,7 +384,9 @@ fn field<T: serde::de::DeserializeOwned>(name: &str, value: &Value) -> Result<T,
 
 /// Applies a patch: a present key changes its field, an omitted key leaves it alone;
 /// `null` clears `selector` and `targetWorkflowVersionId` and is ignored for
-/// `inputMapping` (which cannot be cleared that way) and `state`.
+/// `inputMapping` (which cannot be cleared that way) and `state`; `schedule` replaces a
+/// scheduled subscription's schedule (never `null`: it needs one) and is refused for
+/// other sources, as at create.
 fn apply_patch(
     subscription: &mut Subscription,
     patch: &Map<String, Value>,
@@ -412,6 +415,11 @@ fn apply_patch(
     }
     if let Some(value) = patch.get("state").filter(|v| !v.is_null()) {
         subscription.state = field("state", value)?;
+    }
+    if let Some(value) = patch.get("schedule") {
+        // Replaced whole; the next fire time counts from the change (`updatedAt`).
+        let spec = field::<Option<ScheduleSpec>>("schedule", value)?;
+        subscription.schedule = check_schedule(subscription.source_type, spec)?.map(Box::new);
     }
     Ok(*subscription != before)
 }
