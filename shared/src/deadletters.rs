@@ -14,6 +14,8 @@ use crate::queue::{Queue, QueueError};
 
 /// The most dead letters one bulk replay takes.
 pub const MAX_BULK_REPLAY: usize = 1000;
+/// Dead letters a bulk replay reopens at once.
+const REPLAY_CONCURRENCY: usize = 16;
 
 /// Which dead letters to list (newest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,19 +152,33 @@ impl Replayer<'_> {
     }
 
     /// Replays every listed dead letter that is still one; returns how many were sent.
+    /// Reopens run side by side; whatever was reopened is sent (or restored) even when
+    /// another reopen failed, so a failure never strands a reopened dead letter.
     pub async fn many(
         &self,
         workspace: &WorkspaceId,
         entries: &[LedgerEntry],
         now_ms: i64,
     ) -> Result<usize, ReplayError> {
-        let mut reopened = Vec::with_capacity(entries.len());
-        let mut bodies = Vec::with_capacity(entries.len());
-        for candidate in entries.iter().filter(|e| e.message.is_some()) {
-            let Transition::Done(entry) =
-                self.store.reopen(workspace, &candidate.key, now_ms).await?
-            else {
-                continue; // replayed or discarded meanwhile
+        use futures::stream::{self, StreamExt};
+        let reopens: Vec<Result<Transition, LedgerError>> =
+            stream::iter(entries.iter().filter(|e| e.message.is_some()))
+                .map(|candidate| self.store.reopen(workspace, &candidate.key, now_ms))
+                .buffered(REPLAY_CONCURRENCY)
+                .collect()
+                .await;
+        let mut reopened = Vec::with_capacity(reopens.len());
+        let mut bodies = Vec::with_capacity(reopens.len());
+        let mut failed = None;
+        for reopen in reopens {
+            let entry = match reopen {
+                Ok(Transition::Done(entry)) => entry,
+                // Replayed or discarded meanwhile.
+                Ok(_) => continue,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
             };
             match replay_body(&entry) {
                 Ok(body) => {
@@ -173,7 +189,10 @@ impl Replayer<'_> {
             }
         }
         self.send(&reopened, &bodies).await?;
-        Ok(bodies.len())
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(bodies.len()),
+        }
     }
 
     async fn send(&self, entries: &[LedgerEntry], bodies: &[String]) -> Result<(), ReplayError> {
@@ -303,6 +322,79 @@ mod tests {
         assert_eq!(still.items.len(), 2);
         queue.fail_sends(false);
         assert_eq!(replayer.many(&ws(), &still.items, 3_000).await, Ok(2));
+    }
+
+    /// A ledger whose reopen fails for one dead letter (a throttled write).
+    struct FailingReopen<'a> {
+        ledger: &'a MemoryLedger,
+        fails: DedupKey,
+    }
+
+    #[async_trait]
+    impl DeadLetterStore for FailingReopen<'_> {
+        async fn list(
+            &self,
+            workspace: &WorkspaceId,
+            query: &DeadLetterQuery,
+        ) -> Result<DeadLetterPage, LedgerError> {
+            self.ledger.list(workspace, query).await
+        }
+        async fn reopen(
+            &self,
+            workspace: &WorkspaceId,
+            key: &DedupKey,
+            now_ms: i64,
+        ) -> Result<Transition, LedgerError> {
+            if *key == self.fails {
+                return Err(LedgerError::Unavailable("throttled".into()));
+            }
+            self.ledger.reopen(workspace, key, now_ms).await
+        }
+        async fn restore(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
+            self.ledger.restore(entry).await
+        }
+        async fn discard(
+            &self,
+            workspace: &WorkspaceId,
+            key: &DedupKey,
+            now_ms: i64,
+        ) -> Result<Transition, LedgerError> {
+            self.ledger.discard(workspace, key, now_ms).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_reopen_in_a_bulk_replay_strands_none_of_the_others() {
+        let (ledger, queue) = (MemoryLedger::default(), MemoryQueue::default());
+        let keys = [
+            dead_lettered(&ledger, "sub1").await,
+            dead_lettered(&ledger, "sub2").await,
+            dead_lettered(&ledger, "sub3").await,
+        ];
+        let store = FailingReopen {
+            ledger: &ledger,
+            fails: keys[1].clone(),
+        };
+        let replayer = Replayer {
+            store: &store,
+            dispatch_queue: &queue,
+        };
+        let query = DeadLetterQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        let listed = ledger.list(&ws(), &query).await.unwrap();
+        assert!(matches!(
+            replayer.many(&ws(), &listed.items, 2_000).await,
+            Err(ReplayError::Ledger(_))
+        ));
+        assert_eq!(queue.sent().len(), 2, "the two reopened ones were sent");
+        let left = ledger.list(&ws(), &query).await.unwrap();
+        assert_eq!(
+            left.items.iter().map(|e| &e.key).collect::<Vec<_>>(),
+            [&keys[1]],
+            "the one that failed is still a dead letter"
+        );
     }
 
     #[tokio::test]
