@@ -509,6 +509,8 @@ fn the_recognizer_leaves_everything_outside_its_grammar_to_cel() {
         r#"has(event.data.vendor) && "x" in event.data.tags"#,
         "event.data.tags.exists(t,\n\t\"x\" == t) || event.data.repo.startsWith(\"acme/\")",
         r#"event.kind in ["a", "b"] && event.data.env in ["prod"]"#,
+        "event.data.title == \"tab\there, ünïcödé, 🚀\" && event.data._x1 == 'x'",
+        r#"event.eventId == "e1" || event.subject.startsWith("run-")"#,
     ];
     for text in accepted {
         let arms = recognized_arms(text);
