@@ -308,35 +308,9 @@ impl StartIndex {
             .map(Into::into)
             .filter(|s| s.is_matchable())
             .collect();
+        let (texts, text_of) = distinct_texts(&subscriptions);
         let mut index = StartIndex::default();
-        let mut texts: Vec<&str> = Vec::new();
-        let mut by_text: HashMap<&str, usize> = HashMap::new();
-        let text_of: Vec<usize> = subscriptions
-            .iter()
-            .map(|s| {
-                let text = s.selector.as_deref().map(str::trim).unwrap_or_default();
-                *by_text.entry(text).or_insert_with(|| {
-                    texts.push(text);
-                    texts.len() - 1
-                })
-            })
-            .collect();
-        let recognized: Vec<Option<Recognized>> = texts
-            .iter()
-            .map(|text| recognize(text).filter(|_| !text.is_empty()))
-            .collect();
-        let to_compile: Vec<&str> = texts
-            .iter()
-            .zip(&recognized)
-            .filter(|(text, r)| r.is_none() && !text.is_empty())
-            .map(|(text, _)| *text)
-            .collect();
-        precompile(&to_compile, cache);
-        let selectors: Vec<Result<usize, String>> = texts
-            .iter()
-            .zip(recognized)
-            .map(|(text, recognized)| index.add_selector(text, recognized, cache))
-            .collect();
+        let selectors = index.add_selectors(&texts, cache);
         for (subscription, text) in subscriptions.into_iter().zip(text_of) {
             match &selectors[text] {
                 Ok(selector) => {
@@ -443,6 +417,28 @@ impl StartIndex {
             paths.sort();
             paths.dedup();
         }
+    }
+
+    /// Adds each distinct text once: recognized, or else compiled (all unrecognized
+    /// texts first, on every core). Per text: its selector, or why it does not compile.
+    fn add_selectors(
+        &mut self,
+        texts: &[&str],
+        cache: &SelectorCache,
+    ) -> Vec<Result<usize, String>> {
+        let recognized: Vec<Option<Recognized>> = texts.iter().map(|t| recognize(t)).collect();
+        let to_compile: Vec<&str> = texts
+            .iter()
+            .zip(&recognized)
+            .filter(|(text, r)| r.is_none() && !text.is_empty())
+            .map(|(text, _)| *text)
+            .collect();
+        precompile(&to_compile, cache);
+        texts
+            .iter()
+            .zip(recognized)
+            .map(|(text, recognized)| self.add_selector(text, recognized, cache))
+            .collect()
     }
 
     fn add_selector(
@@ -600,6 +596,24 @@ impl StartIndex {
         }
         Ok(true)
     }
+}
+
+/// The distinct (trimmed) selector texts in order of first use, and each
+/// subscription's position among them.
+fn distinct_texts(subscriptions: &[Arc<Subscription>]) -> (Vec<&str>, Vec<usize>) {
+    let mut texts: Vec<&str> = Vec::new();
+    let mut by_text: HashMap<&str, usize> = HashMap::new();
+    let text_of = subscriptions
+        .iter()
+        .map(|s| {
+            let text = s.selector.as_deref().map(str::trim).unwrap_or_default();
+            *by_text.entry(text).or_insert_with(|| {
+                texts.push(text);
+                texts.len() - 1
+            })
+        })
+        .collect();
+    (texts, text_of)
 }
 
 /// Below this many texts to compile an index compiles on one thread.
