@@ -62,6 +62,26 @@ pub(crate) async fn get_item(
 /// Every item `query` returns, following `LastEvaluatedKey` to the end.
 pub(crate) async fn query_all(query: QueryFluentBuilder) -> Result<Vec<Item>, String> {
     let mut items = Vec::new();
+    query_each(
+        query,
+        |e| e,
+        |item| {
+            items.push(item.clone());
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(items)
+}
+
+/// Runs `visit` on every item of every page of `query`, holding one page (≤ 1 MB) at a
+/// time: a reader that keeps less than whole items (a decoded document) never holds
+/// all the raw items at once.
+pub(crate) async fn query_each<E>(
+    query: QueryFluentBuilder,
+    unavailable: impl Fn(String) -> E,
+    mut visit: impl FnMut(&Item) -> Result<(), E>,
+) -> Result<(), E> {
     let mut start = None;
     loop {
         let output = query
@@ -69,11 +89,11 @@ pub(crate) async fn query_all(query: QueryFluentBuilder) -> Result<Vec<Item>, St
             .set_exclusive_start_key(start)
             .send()
             .await
-            .map_err(|e| describe(&e))?;
-        items.extend(output.items().iter().cloned());
+            .map_err(|e| unavailable(describe(&e)))?;
+        output.items().iter().try_for_each(&mut visit)?;
         start = output.last_evaluated_key().cloned();
         if start.is_none() {
-            return Ok(items);
+            return Ok(());
         }
     }
 }

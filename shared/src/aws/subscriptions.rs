@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, n, require_s, s, Item};
 use super::describe;
-use super::documents::{get_item, put_document, query_all};
+use super::documents::{get_item, put_document, query_each};
 use super::tables::{
     SUBSCRIPTIONS_BY_DUE, SUBSCRIPTIONS_BY_ROUTE, SUBSCRIPTIONS_BY_SOURCE, SUBSCRIPTIONS_BY_STATE,
 };
@@ -233,14 +233,17 @@ impl SubscriptionStore for DynamoSubscriptionStore {
             .key_condition_expression("routeKey = :rk")
             .expression_attribute_values(":rk", s(route_key(workspace, route)));
         let mut found = Vec::new();
-        for item in query_all(query).await.map_err(StoreError::Unavailable)? {
-            let subscription: Subscription = doc(&item)?;
+        // Decoded page by page: a large workspace's raw items are never all in memory.
+        query_each(query, StoreError::Unavailable, |item| {
+            let subscription: Subscription = doc(item)?;
             // The index is eventually consistent: re-check what it claims.
             if &subscription.workspace_id == workspace && subscription.is_matchable() {
                 // Shared as they are with the match index (no copy while it is built).
                 found.push(Arc::new(subscription));
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(found)
     }
 
