@@ -468,6 +468,8 @@ fn recognized_selectors_have_exactly_the_arms_cel_gives_them() {
 fn the_recognizer_leaves_everything_outside_its_grammar_to_cel() {
     let deep = format!("{}event.kind == \"a\"{}", "(".repeat(9), ")".repeat(9));
     let long = vec![r#"event.data.n > 1"#; 17].join(" && ");
+    // Found by the selector_index fuzz target: CEL counts brackets inside literals too.
+    let bracketed = format!("(event.data.env == \"{}\")", "[".repeat(60));
     let refused = [
         r#"event.data.in == "x""#,
         r#"event.data.x == "a\"b""#,
@@ -498,6 +500,7 @@ fn the_recognizer_leaves_everything_outside_its_grammar_to_cel() {
         "event.data.x == \"a\nb\"",
         &deep,
         &long,
+        &bracketed,
     ];
     for text in refused {
         assert!(recognize(text).is_none(), "{text}");

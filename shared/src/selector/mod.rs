@@ -244,7 +244,9 @@ fn longest_in(value: &Value) -> u64 {
     longest
 }
 
-fn bracket_depth(source: &str) -> usize {
+/// The deepest nesting of brackets in `source`, counted on the raw text (string
+/// literals included): a bound checked before the parser recurses.
+pub(crate) fn bracket_depth(source: &str) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     for c in source.bytes() {
         match c {
