@@ -9,7 +9,7 @@
 
 use super::predicate::{flipped, Arm, CmpOp, Literal, Number, Predicate};
 use crate::selector::analysis::Cost;
-use crate::selector::{bracket_depth, MAX_COMPREHENSIONS, MAX_SELECTOR_DEPTH, MAX_SELECTOR_LEN};
+use crate::selector::{check_source, MAX_COMPREHENSIONS};
 
 /// Predicates a recognized selector may hold: keeps the CEL tree (a chain of binary
 /// `&&` / `||` calls) far below the compiler's depth limit, so nothing CEL refuses is
@@ -30,11 +30,8 @@ pub struct Recognized {
 
 /// The arms of `text` when it is nothing but indexable predicates; `None` otherwise.
 pub fn recognize(text: &str) -> Option<Recognized> {
-    // The same guards CEL compilation applies before parsing (the bracket count
-    // includes brackets inside string literals, as there).
-    if text.len() > MAX_SELECTOR_LEN || bracket_depth(text) > MAX_SELECTOR_DEPTH {
-        return None;
-    }
+    // The guards compilation applies before parsing (brackets inside literals count).
+    check_source(text).ok()?;
     let mut parser = Parser {
         tokens: tokens(text)?,
         at: 0,

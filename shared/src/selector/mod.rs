@@ -89,21 +89,7 @@ impl CompiledExpr {
 
     fn compile(source: &str, roots: &[&str]) -> Result<Self, SelectorError> {
         let invalid = |m: String| SelectorError::Invalid(m);
-        if source.trim().is_empty() {
-            return Err(invalid("expression is empty".into()));
-        }
-        if source.len() > MAX_SELECTOR_LEN {
-            return Err(invalid(format!(
-                "expression is {} bytes, the limit is {MAX_SELECTOR_LEN}",
-                source.len()
-            )));
-        }
-        // Bound nesting before the parser recurses into it.
-        if bracket_depth(source) > MAX_SELECTOR_DEPTH {
-            return Err(invalid(format!(
-                "expression nests deeper than {MAX_SELECTOR_DEPTH} levels"
-            )));
-        }
+        check_source(source)?;
         let program = ENV
             .compile(source)
             .map_err(|e| invalid(format!("syntax error: {e}")))?;
@@ -244,9 +230,31 @@ fn longest_in(value: &Value) -> u64 {
     longest
 }
 
+/// The checks on the raw text that come before parsing (the match index's recognizer
+/// applies them too, so it never accepts a text compilation refuses).
+pub(crate) fn check_source(source: &str) -> Result<(), SelectorError> {
+    let invalid = |m: String| Err(SelectorError::Invalid(m));
+    if source.trim().is_empty() {
+        return invalid("expression is empty".into());
+    }
+    if source.len() > MAX_SELECTOR_LEN {
+        return invalid(format!(
+            "expression is {} bytes, the limit is {MAX_SELECTOR_LEN}",
+            source.len()
+        ));
+    }
+    // Bound nesting before the parser recurses into it.
+    if bracket_depth(source) > MAX_SELECTOR_DEPTH {
+        return invalid(format!(
+            "expression nests deeper than {MAX_SELECTOR_DEPTH} levels"
+        ));
+    }
+    Ok(())
+}
+
 /// The deepest nesting of brackets in `source`, counted on the raw text (string
 /// literals included): a bound checked before the parser recurses.
-pub(crate) fn bracket_depth(source: &str) -> usize {
+fn bracket_depth(source: &str) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     for c in source.bytes() {
         match c {
