@@ -1297,6 +1297,11 @@ fn bad_configuration_fails_at_cold_start_naming_the_variable() {
     let cases: &[(&str, &str)] = &[
         ("TRIGGER_DEDUP_TTL_SECONDS", "-1"),
         ("TRIGGER_DEDUP_TTL_SECONDS", "59"),
+        // Shorter than the archive (7 days): a replayed event would run twice.
+        ("TRIGGER_DEDUP_TTL_SECONDS", "86400"),
+        ("TRIGGER_RESUME_DEFAULT_TTL_SECONDS", "0"),
+        ("TRIGGER_FANOUT_MAX_DEPTH_OVERRIDES", "ws1=4,ws1=100"),
+        ("WORKFLOW_SERVICE_URL", "http://"),
         ("TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS", "0"),
         ("TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS", "a day"),
         ("TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS", "0"),

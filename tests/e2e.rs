@@ -850,6 +850,55 @@ async fn an_event_before_its_registration_is_delivered_once_and_not_after_the_pa
     );
 }
 
+/// The early-arrival race from outside: for each of 200 triples the step's event is
+/// published first and its wait registered 0–100 ms later, all at once, so parks and
+/// registrations interleave at every offset. Each wait is resumed exactly once.
+#[tokio::test]
+async fn two_hundred_events_racing_their_registrations_are_each_delivered_exactly_once() {
+    let stack = std::sync::Arc::new(Stack::new());
+    let runs: Vec<String> = (0..200)
+        .map(|i| format!("{}-{i}", unique("run-race")))
+        .collect();
+    let mut racers = tokio::task::JoinSet::new();
+    for (i, run) in runs.iter().enumerate() {
+        let (stack, run) = (stack.clone(), run.clone());
+        // Spread deterministically over 0–100 ms (uuid-free: the test must be repeatable).
+        let delay_ms = u64::try_from((i * 37) % 101).unwrap();
+        racers.spawn(async move {
+            let ids = stack
+                .publish_all(&[stack.step_event(&run, "wait", 1, 0)])
+                .await;
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let (status, body) = stack.register(&run, "wait", "workflow.completed").await;
+            assert_eq!(status, 200, "{body}");
+            ids[0].clone()
+        });
+    }
+    let mut event_ids = Vec::new();
+    while let Some(joined) = racers.join_next().await {
+        event_ids.push(joined.unwrap());
+    }
+    for event_id in &event_ids {
+        stack
+            .event_status_until(event_id, |b| b["matches"][0]["status"] == "dispatched")
+            .await;
+    }
+    stack.drained().await;
+    // Per run, the distinct deliveries (an RPC retried with its idempotency key is one).
+    let mut per_run: HashMap<String, HashSet<String>> = HashMap::new();
+    for call in stack.calls("raise").await {
+        per_run
+            .entry(call.run_id.clone().unwrap())
+            .or_default()
+            .insert(call.idempotency_key.clone().unwrap_or_default());
+    }
+    assert_eq!(per_run.len(), 200, "every wait resumed");
+    assert!(
+        per_run.values().all(|keys| keys.len() == 1),
+        "each exactly once: {per_run:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_event_of_another_workspace_never_resumes_a_wait() {
     const SECRET: &str = "whsec_ZTJlLXdlYmhvb2stc2lnbmluZy1zZWNyZXQ=";

@@ -335,6 +335,7 @@ async fn a_message_redriven_to_the_dlq_ends_dead_lettered_with_a_reason() {
     assert_eq!(receives, 2, "the redrive policy's maxReceiveCount");
     let recorder = custos_trigger::stage::DeadLetterRecorder {
         ledger: Arc::new(p.ledger.clone()),
+        resumes: Arc::new(custos_trigger::memory::MemoryResumeStore::default()),
         archive: Arc::new(custos_trigger::memory::MemoryArchive::default()),
         audit: Arc::new(NoopAuditSink),
         clock: Arc::new(SystemClock),

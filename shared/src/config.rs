@@ -85,7 +85,7 @@ impl Settings {
                 .filter(|v| !v.is_empty())
         };
         let settings = Self {
-            dedup_ttl_secs: number(&lookup, "TRIGGER_DEDUP_TTL_SECONDS", 86_400)?,
+            dedup_ttl_secs: number(&lookup, "TRIGGER_DEDUP_TTL_SECONDS", 604_800)?,
             resume_default_ttl_secs: number(
                 &lookup,
                 "TRIGGER_RESUME_DEFAULT_TTL_SECONDS",
@@ -130,6 +130,14 @@ impl Settings {
             environment: environment(text("ENVIRONMENT"))?,
         };
         settings.check_retry_budget()?;
+        settings.check_dedup_horizon()?;
+        if settings.resume_default_ttl_secs == 0 {
+            return Err(ConfigError {
+                variable: "TRIGGER_RESUME_DEFAULT_TTL_SECONDS",
+                reason: "must be at least 1 (a wait that lapses at once is never resumed)"
+                    .to_owned(),
+            });
+        }
         Ok(settings)
     }
 
@@ -174,6 +182,35 @@ impl Settings {
                 ),
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// The dedup ledger must remember a dispatch for as long as anything can bring its
+    /// event back: an event replay or a re-posted webhook (both as long as the archive
+    /// keeps the event), a redelivery within the retry window, a parked event's
+    /// registration. Otherwise a pair the README calls a duplicate would run twice.
+    fn check_dedup_horizon(&self) -> Result<(), ConfigError> {
+        let horizons = [
+            ("TRIGGER_ARCHIVE_TTL_SECONDS", self.archive_ttl_secs),
+            (
+                "TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS (+ the backoff cap)",
+                self.dispatch_retry_window_secs
+                    .saturating_add(u64::from(self.dispatch_backoff_cap_secs)),
+            ),
+            ("TRIGGER_RESUME_PARK_SECONDS", self.resume_park_secs),
+        ];
+        match horizons
+            .into_iter()
+            .find(|(_, horizon)| *horizon > self.dedup_ttl_secs)
+        {
+            Some((name, horizon)) => Err(ConfigError {
+                variable: "TRIGGER_DEDUP_TTL_SECONDS",
+                reason: format!(
+                    "{} s is shorter than {name} ({horizon} s): an event brought back after the ledger forgot it would be dispatched twice",
+                    self.dedup_ttl_secs
+                ),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -240,13 +277,18 @@ fn overrides(raw: Option<String>) -> Result<HashMap<WorkspaceId, u32>, ConfigErr
     raw.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
-        .map(|entry| {
+        .try_fold(HashMap::new(), |mut all, entry| {
             let (ws, depth) = entry.split_once('=').ok_or_else(|| bad(entry))?;
             let ws = WorkspaceId::new(ws.trim()).map_err(|_| bad(entry))?;
             let depth = depth.trim().parse().map_err(|_| bad(entry))?;
-            Ok((ws, depth))
+            if all.insert(ws.clone(), depth).is_some() {
+                return Err(ConfigError {
+                    variable,
+                    reason: format!("workspace {ws} is listed more than once"),
+                });
+            }
+            Ok(all)
         })
-        .collect()
 }
 
 /// Environments where local-only conveniences (the call-context shim) are on.
@@ -269,9 +311,18 @@ fn environment(raw: Option<String>) -> Result<String, ConfigError> {
     }
 }
 
+/// `http(s)://` followed by a host (not `http://` alone, nor `http:///path`).
+fn has_host(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.and_then(|r| r.split(['/', '?', '#']).next())
+        .is_some_and(|authority| !authority.is_empty() && !authority.starts_with(':'))
+}
+
 fn url(raw: Option<String>) -> Result<Option<String>, ConfigError> {
     match raw {
-        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(ConfigError {
+        Some(u) if !has_host(&u) => Err(ConfigError {
             variable: "WORKFLOW_SERVICE_URL",
             reason: format!("expected an http(s) URL, got {u:?}"),
         }),
@@ -294,7 +345,8 @@ mod tests {
     #[test]
     fn defaults_follow_the_design() {
         let s = settings(&[]).unwrap();
-        assert_eq!(s.dedup_ttl_secs, 86_400);
+        assert_eq!(s.dedup_ttl_secs, 604_800);
+        assert!(s.dedup_ttl_secs >= s.archive_ttl_secs);
         assert_eq!(s.resume_default_ttl_secs, 604_800);
         assert_eq!(s.dispatch_retry_window_secs, 86_400);
         assert_eq!(s.dispatch_backoff_cap_secs, 300);
@@ -335,6 +387,11 @@ mod tests {
             ("TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS", "0"),
             ("TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS", "86400"),
             ("TRIGGER_DEDUP_TTL_SECONDS", "59"),
+            ("TRIGGER_DEDUP_TTL_SECONDS", "86400"),
+            ("TRIGGER_RESUME_DEFAULT_TTL_SECONDS", "0"),
+            ("TRIGGER_FANOUT_MAX_DEPTH_OVERRIDES", "ws1=4,ws1=100"),
+            ("WORKFLOW_SERVICE_URL", "http://"),
+            ("WORKFLOW_SERVICE_URL", "https:///path"),
             ("TRIGGER_FANOUT_MAX_DEPTH", "1.5"),
             ("TRIGGER_FANOUT_MAX_DEPTH_OVERRIDES", "ws1:3"),
             ("WORKFLOW_SERVICE_URL", "ftp://x"),

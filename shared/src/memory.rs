@@ -15,8 +15,8 @@ use crate::dedup::{
 use crate::ids::{EventId, ResumeId, SubscriptionId, WorkspaceId};
 use crate::queue::{Queue, QueueError};
 use crate::resume::{
-    ParkOutcome, ParkStore, ParkedEvent, ResumeStore, ResumeWait, Take, TakeOutcome, TakeRequest,
-    MAX_PARKED_PER_WAIT,
+    Holder, ParkOutcome, ParkStore, ParkedEvent, ResumeStore, ResumeWait, Take, TakeOutcome,
+    TakeRequest, MAX_PARKED_PER_WAIT,
 };
 use crate::store::StoreError;
 use crate::subscription::{ListQuery, Page, Route, Subscription, SubscriptionStore};
@@ -244,16 +244,20 @@ impl ResumeStore for MemoryResumeStore {
         &self,
         id: &ResumeId,
         generation: &str,
-        token: &str,
+        holder: Holder<'_>,
     ) -> Result<bool, StoreError> {
         let mut waits = lock(&self.0);
-        let Some(wait) = waits
-            .get_mut(id)
-            .filter(|w| w.generation == generation)
-            .filter(|w| w.taken.as_ref().is_some_and(|t| t.token == token))
-        else {
+        let Some(wait) = waits.get_mut(id).filter(|w| w.generation == generation) else {
             return Ok(false);
         };
+        if let Holder::Event(event) = holder {
+            if wait.consumed_by.as_ref() == Some(event) {
+                return Ok(true);
+            }
+        }
+        if wait.consumed_by.is_some() || !holds(wait.taken.as_ref(), holder) {
+            return Ok(false);
+        }
         wait.consumed_by = wait.taken.take().map(|t| t.event_id);
         Ok(true)
     }
@@ -262,13 +266,13 @@ impl ResumeStore for MemoryResumeStore {
         &self,
         id: &ResumeId,
         generation: &str,
-        token: &str,
+        holder: Holder<'_>,
     ) -> Result<(), StoreError> {
         let mut waits = lock(&self.0);
         if let Some(wait) = waits
             .get_mut(id)
-            .filter(|w| w.generation == generation)
-            .filter(|w| w.taken.as_ref().is_some_and(|t| t.token == token))
+            .filter(|w| w.generation == generation && w.consumed_by.is_none())
+            .filter(|w| holds(w.taken.as_ref(), holder))
         {
             wait.taken = None;
         }
@@ -282,6 +286,13 @@ impl ResumeStore for MemoryResumeStore {
             .is_some_and(|w| generation.is_none_or(|g| w.generation == g));
         Ok(matches && waits.remove(id).is_some())
     }
+}
+
+fn holds(taken: Option<&Take>, holder: Holder<'_>) -> bool {
+    taken.is_some_and(|t| match holder {
+        Holder::Token(token) => t.token == token,
+        Holder::Event(event) => &t.event_id == event,
+    })
 }
 
 /// Parked events over a map.
@@ -300,15 +311,17 @@ impl ParkStore for MemoryParkStore {
         let slot = all
             .entry((workspace.clone(), resume_id.clone()))
             .or_default();
-        if slot
-            .iter()
-            .any(|p| p.event.event_id == parked.event.event_id)
-        {
+        // Expired rows count for nothing (TTL deletion may come days late): they are
+        // neither "already parked" nor part of the cap, and a new park replaces them.
+        let now_ms = parked.parked_at_ms;
+        let same = |p: &ParkedEvent| p.event.event_id == parked.event.event_id;
+        if slot.iter().any(|p| same(p) && p.until_ms > now_ms) {
             return Ok(ParkOutcome::AlreadyParked);
         }
-        if slot.len() >= MAX_PARKED_PER_WAIT {
+        if slot.iter().filter(|p| p.until_ms > now_ms).count() >= MAX_PARKED_PER_WAIT {
             return Ok(ParkOutcome::Full);
         }
+        slot.retain(|p| !same(p));
         slot.push(parked.clone());
         Ok(ParkOutcome::Parked)
     }
@@ -368,6 +381,8 @@ impl Ledger for MemoryLedger {
                 },
             });
         }
+        // An expired item is as good as absent: a new window and a new attempt count.
+        let previous = previous.filter(|e| e.expires_at * 1000 > req.now_ms);
         let attempts = previous.as_ref().map_or(0, |e| e.attempts) + 1;
         // A dead letter claimed again (its event replayed) starts a new retry window.
         let first_attempt_ms = previous

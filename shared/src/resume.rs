@@ -95,6 +95,15 @@ pub enum TakeOutcome {
     Gone,
 }
 
+/// Who may finish a hold: the delivery that took it (its claim token), or whoever
+/// finishes for the event that holds it (a redelivery after a crash, the dead-letter
+/// recorder), which never knew the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder<'a> {
+    Token(&'a str),
+    Event(&'a EventId),
+}
+
 /// One `take` request.
 #[derive(Debug, Clone)]
 pub struct TakeRequest<'a> {
@@ -174,21 +183,63 @@ pub trait ResumeStore: Send + Sync {
     /// not held for another event unless that hold has lapsed).
     async fn take(&self, request: &TakeRequest<'_>) -> Result<TakeOutcome, StoreError>;
 
-    /// Marks the generation consumed by the event that holds it; `false` when it was
-    /// not held by that token any more.
+    /// Marks the generation consumed by the event that holds it; `false` when `holder`
+    /// does not hold it (a lapsed hold, a newer generation). Idempotent for an event:
+    /// a generation that event already consumed answers `true`.
     async fn consume(
         &self,
         id: &ResumeId,
         generation: &str,
-        token: &str,
+        holder: Holder<'_>,
     ) -> Result<bool, StoreError>;
 
     /// Gives a hold back (delivery failed for good): the wait is live again.
-    async fn release(&self, id: &ResumeId, generation: &str, token: &str)
-        -> Result<(), StoreError>;
+    async fn release(
+        &self,
+        id: &ResumeId,
+        generation: &str,
+        holder: Holder<'_>,
+    ) -> Result<(), StoreError>;
 
     /// Deletes the wait (of `generation` only, when given); `false` when there was none.
     async fn delete(&self, id: &ResumeId, generation: Option<&str>) -> Result<bool, StoreError>;
+}
+
+/// What to do with a hold whose claim token is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The event was delivered (the ledger says committed): mark the wait consumed.
+    Consume,
+    /// The event will not be delivered (dead-lettered): give the wait back.
+    Release,
+}
+
+/// Finishes the hold `event` has on whichever generation of the wait it holds (a
+/// redelivered or dead-lettered message may name an older generation than the one its
+/// event was re-targeted to). `false` when the event holds no generation.
+pub async fn finish_hold(
+    store: &dyn ResumeStore,
+    resume_id: &ResumeId,
+    event: &EventId,
+    finish: Finish,
+) -> Result<bool, StoreError> {
+    let Some(wait) = store.get(resume_id).await? else {
+        return Ok(false);
+    };
+    let held = wait.taken.as_ref().is_some_and(|t| &t.event_id == event);
+    let consumed = wait.consumed_by.as_ref() == Some(event);
+    match finish {
+        Finish::Consume if held || consumed => {
+            store
+                .consume(resume_id, &wait.generation, Holder::Event(event))
+                .await
+        }
+        Finish::Release if held => store
+            .release(resume_id, &wait.generation, Holder::Event(event))
+            .await
+            .map(|()| true),
+        _ => Ok(false),
+    }
 }
 
 /// An event waiting for a registration of its triple.

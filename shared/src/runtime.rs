@@ -123,6 +123,13 @@ impl Wiring {
         )))
     }
 
+    fn resumes(&self) -> Result<Arc<DynamoResumeStore>, ConfigError> {
+        Ok(Arc::new(DynamoResumeStore::new(
+            self.dynamodb.clone(),
+            self.table(&self.settings.resume_table, "RESUME_TABLE")?,
+        )))
+    }
+
     fn parked(&self) -> Result<Arc<DynamoParkStore>, ConfigError> {
         Ok(Arc::new(DynamoParkStore::new(
             self.dynamodb.clone(),
@@ -164,6 +171,7 @@ impl Wiring {
     pub fn dead_letter_recorder(&self) -> Result<DeadLetterRecorder, ConfigError> {
         Ok(DeadLetterRecorder {
             ledger: self.ledger()?,
+            resumes: self.resumes()?,
             archive: self.archive()?,
             audit: Arc::clone(&self.audit),
             clock: Arc::clone(&self.clock),
@@ -178,10 +186,7 @@ impl Wiring {
                 self.dynamodb.clone(),
                 self.table(&s.subscriptions_table, "SUBSCRIPTIONS_TABLE")?,
             )),
-            Arc::new(DynamoResumeStore::new(
-                self.dynamodb.clone(),
-                self.table(&s.resume_table, "RESUME_TABLE")?,
-            )),
+            self.resumes()?,
             self.dispatch_queue()?,
             self.ledger()?,
             Arc::clone(&self.audit),
@@ -200,10 +205,7 @@ impl Wiring {
                 self.dynamodb.clone(),
                 self.table(&s.subscriptions_table, "SUBSCRIPTIONS_TABLE")?,
             )),
-            resumes: Arc::new(DynamoResumeStore::new(
-                self.dynamodb.clone(),
-                self.table(&s.resume_table, "RESUME_TABLE")?,
-            )),
+            resumes: self.resumes()?,
             ledger: ledger.clone(),
             dead_letters: ledger,
             archive: self.archive()?,
@@ -243,10 +245,7 @@ impl Wiring {
         let dispatcher = Dispatcher::new(
             self.ledger()?,
             Arc::new(workflow),
-            Arc::new(DynamoResumeStore::new(
-                self.dynamodb.clone(),
-                self.table(&s.resume_table, "RESUME_TABLE")?,
-            )),
+            self.resumes()?,
             self.parked()?,
             Arc::clone(&self.audit),
             Arc::clone(&self.clock),

@@ -11,6 +11,7 @@ use super::problem::{Code, Problem};
 use super::request::ApiRequest;
 use super::{Api, Reply};
 use crate::audit::{AuditEvent, AuditName};
+use crate::dedup::{DedupKey, LedgerStatus};
 use crate::dispatch::{DispatchMessage, DispatchTarget};
 use crate::ids::{EventId, WorkspaceId};
 use crate::resume::{parse_ttl, ResumeKey, ResumeWait};
@@ -141,10 +142,20 @@ pub async fn register(api: &Api, request: &ApiRequest) -> Result<Reply, Problem>
                         .with("replaySelector", body.selector.clone()),
                 );
             }
-            return Ok(Reply::json(
-                200,
-                json!({ "subscriptionId": resume_id, "generation": live.generation }),
-            ));
+            let mut answer = json!({ "subscriptionId": resume_id, "generation": live.generation });
+            // A retry of a registration that failed after writing its generation (or a
+            // parked event the first call could not hand over) finishes the delivery.
+            let held = live
+                .taken
+                .as_ref()
+                .is_some_and(|t| t.until_ms > api.clock.now_ms());
+            if !held {
+                let traceparent = request.header("traceparent");
+                if let Some(event_id) = deliver_parked(api, live, traceparent).await? {
+                    answer["deliveredEventId"] = event_id.as_str().into();
+                }
+            }
+            return Ok(Reply::json(200, answer));
         }
         let wait = ResumeWait {
             resume_id: resume_id.clone(),
@@ -197,7 +208,7 @@ async fn deliver_parked(
         let satisfied = selector
             .as_ref()
             .is_none_or(|s| s.matches(&EventScope::new(&candidate.event)) == Ok(true));
-        if !satisfied {
+        if !satisfied || !deliverable(api, wait, workspace, &candidate.event.event_id).await? {
             continue;
         }
         let event_id = candidate.event.event_id.clone();
@@ -229,6 +240,43 @@ async fn deliver_parked(
     Ok(None)
 }
 
+/// Whether a parked event can still resume this wait: not the event that consumed it,
+/// not one already delivered to the triple (its parked copy is dropped), not one being
+/// delivered right now (it takes the wait itself, whichever generation it named).
+async fn deliverable(
+    api: &Api,
+    wait: &ResumeWait,
+    workspace: &WorkspaceId,
+    event_id: &EventId,
+) -> Result<bool, Problem> {
+    if wait.consumed_by.as_ref() == Some(event_id) {
+        return Ok(false);
+    }
+    let key = DedupKey::new(wait.resume_id.as_str(), event_id.as_str());
+    let Some(entry) = api
+        .ledger
+        .get(workspace, &key)
+        .await
+        .map_err(Problem::from)?
+    else {
+        return Ok(true);
+    };
+    let now_ms = api.clock.now_ms();
+    if entry.expires_at * 1000 <= now_ms {
+        return Ok(true);
+    }
+    match entry.status {
+        LedgerStatus::Committed | LedgerStatus::Discarded => {
+            api.parked
+                .remove(workspace, &wait.resume_id, event_id)
+                .await?;
+            Ok(false)
+        }
+        LedgerStatus::Claimed => Ok(entry.lease_until_ms <= now_ms),
+        _ => Ok(true),
+    }
+}
+
 pub async fn cancel(api: &Api, request: &ApiRequest) -> Result<Reply, Problem> {
     api.authorize_internal(request)?;
     let body: CancelBody = request.json()?;
@@ -237,4 +285,171 @@ pub async fn cancel(api: &Api, request: &ApiRequest) -> Result<Reply, Problem> {
         .delete(&key.resume_id(), body.generation.as_deref())
         .await?;
     Ok(Reply::empty(204))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use aws_lambda_events::encodings::Body;
+    use serde_json::{json, Value};
+
+    use crate::clock::{Clock, ManualClock};
+    use crate::dedup::{ClaimOutcome, ClaimRequest, Ledger, MatchKind};
+    use crate::dispatch::DispatchMessage;
+    use crate::event::NormalizedEvent;
+    use crate::ids::{EventId, WorkspaceId};
+    use crate::memory::{MemoryLedger, MemoryParkStore, MemoryQueue, RecordingAuditSink};
+    use crate::resume::{ParkStore, ParkedEvent, ResumeKey};
+
+    struct Setup {
+        api: super::Api,
+        queue: Arc<MemoryQueue>,
+        parked: Arc<MemoryParkStore>,
+        ledger: Arc<MemoryLedger>,
+        clock: Arc<ManualClock>,
+    }
+
+    fn setup() -> Setup {
+        let clock = Arc::new(ManualClock::at_ms(1_800_000_000_000));
+        let mut api =
+            crate::memory::api(Arc::new(RecordingAuditSink::default()), clock.clone(), []).unwrap();
+        let queue = Arc::new(MemoryQueue::default());
+        let parked = Arc::new(MemoryParkStore::default());
+        let ledger = Arc::new(MemoryLedger::default());
+        api.dispatch_queue = queue.clone();
+        api.parked = parked.clone();
+        api.ledger = ledger.clone();
+        Setup {
+            api,
+            queue,
+            parked,
+            ledger,
+            clock,
+        }
+    }
+
+    fn key() -> ResumeKey {
+        ResumeKey {
+            run_id: "r1".into(),
+            step_id: "s1".into(),
+            event_key: "workflow.completed".into(),
+        }
+    }
+
+    fn ws() -> WorkspaceId {
+        WorkspaceId::new("ws1").unwrap()
+    }
+
+    async fn park(s: &Setup, event_id: &str, at_ms: i64) {
+        let event: NormalizedEvent = serde_json::from_value(json!({
+            "eventId": event_id, "kind": "workflow.completed", "depth": 0,
+            "source": {"type": "internal", "occurredAt": "t"},
+            "data": {"runId": "r1", "stepId": "s1"}
+        }))
+        .unwrap();
+        let parked = ParkedEvent {
+            event,
+            parked_at_ms: at_ms,
+            until_ms: at_ms + 300_000,
+        };
+        s.parked
+            .park(&ws(), &key().resume_id(), &parked)
+            .await
+            .unwrap();
+    }
+
+    async fn register(s: &Setup) -> (i64, Value) {
+        let body = json!({"runId": "r1", "stepId": "s1", "eventKey": "workflow.completed",
+                          "workspaceId": "ws1"});
+        let headers = json!({"x-custos-callctx": "{}"});
+        let request = crate::memory::gateway_request(
+            "POST",
+            "/RegisterResumeSubscription",
+            headers,
+            &body.to_string(),
+        )
+        .unwrap();
+        let response = s.api.handle(request).await;
+        let body = match response.body {
+            Some(Body::Text(text)) => serde_json::from_str(&text).unwrap(),
+            _ => Value::Null,
+        };
+        (response.status_code, body)
+    }
+
+    fn delivered(queue: &MemoryQueue) -> Vec<(String, String)> {
+        queue
+            .sent()
+            .iter()
+            .map(|b| serde_json::from_str::<DispatchMessage>(b).unwrap())
+            .map(|m| match m.target {
+                crate::dispatch::DispatchTarget::Resume { generation, .. } => {
+                    (m.event.event_id.to_string(), generation)
+                }
+                crate::dispatch::DispatchTarget::Start { .. } => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_retried_registration_delivers_what_the_failed_one_could_not() {
+        let s = setup();
+        park(&s, "early", s.clock.now_ms()).await;
+        // The generation is written, then handing the parked event over fails.
+        s.queue.fail_sends(true);
+        let (status, body) = register(&s).await;
+        assert_eq!(status, 503, "{body}");
+        s.queue.fail_sends(false);
+        let (status, body) = register(&s).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["deliveredEventId"], "early");
+        let generation = body["generation"].as_str().unwrap().to_owned();
+        assert_eq!(delivered(&s.queue), [("early".to_owned(), generation)]);
+    }
+
+    #[tokio::test]
+    async fn a_registration_skips_parked_events_already_delivered_or_in_flight() {
+        let s = setup();
+        let now = s.clock.now_ms();
+        park(&s, "delivered", now).await;
+        park(&s, "in-flight", now + 1).await;
+        park(&s, "waiting", now + 2).await;
+        let resume_id = key().resume_id();
+        for (event, commit) in [("delivered", true), ("in-flight", false)] {
+            let request = ClaimRequest {
+                workspace_id: ws(),
+                key: crate::dedup::DedupKey::new(resume_id.as_str(), event),
+                event_id: EventId::new(event).unwrap(),
+                target_id: resume_id.to_string(),
+                match_kind: MatchKind::Resume,
+                token: format!("t-{event}"),
+                now_ms: now,
+                lease_until_ms: now + 60_000,
+                expires_at: now / 1000 + 86_400,
+            };
+            let ClaimOutcome::Claimed(claim) = s.ledger.claim(&request).await.unwrap() else {
+                panic!("claim");
+            };
+            if commit {
+                s.ledger
+                    .commit(&claim, None, now / 1000 + 86_400, now)
+                    .await
+                    .unwrap();
+            }
+        }
+        let (status, body) = register(&s).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["deliveredEventId"], "waiting");
+        let left: Vec<String> = s
+            .parked
+            .parked(&ws(), &resume_id, now)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.event.event_id.to_string())
+            .collect();
+        // The delivered copy is dropped; the handed-over one leaves with its message.
+        assert_eq!(left, ["in-flight"]);
+    }
 }

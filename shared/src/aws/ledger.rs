@@ -52,27 +52,38 @@ impl DynamoLedger {
             .expression_attribute_names("#status", "status")
     }
 
-    /// One conditional claim. `fresh_window` claims only a dead letter, restarting its
-    /// retry window; otherwise a dead letter blocks (so the caller can retry fresh).
-    /// `Err` carries the blocking item.
+    /// One conditional claim in one `window` mode. `Err` carries the blocking item.
     async fn claim_once(
         &self,
         req: &ClaimRequest,
-        fresh_window: bool,
+        window: Window,
     ) -> Result<Result<ClaimOutcome, Item>, LedgerError> {
-        let (first_attempt, condition) = if fresh_window {
-            (":nowMs", format!("({CLAIMABLE}) AND #status = :dead"))
-        } else {
-            (
+        let live = "(attribute_not_exists(expiresAt) OR expiresAt > :nowS)";
+        let (attempts, first_attempt, condition) = match window {
+            Window::Continue => (
+                "if_not_exists(attempts, :zero) + :one",
                 "if_not_exists(firstAttemptMs, :nowMs)",
-                format!("({CLAIMABLE}) AND (attribute_not_exists(#status) OR #status <> :dead)"),
-            )
+                format!(
+                    "({CLAIMABLE}) AND {live} AND (attribute_not_exists(#status) OR #status <> :dead)"
+                ),
+            ),
+            Window::Replay => (
+                "if_not_exists(attempts, :zero) + :one",
+                ":nowMs",
+                format!("({CLAIMABLE}) AND {live} AND #status = :dead"),
+            ),
+            // (CLAIMABLE only so that every value the request names is used.)
+            Window::Expired => (
+                ":one",
+                ":nowMs",
+                format!("({CLAIMABLE}) AND expiresAt <= :nowS"),
+            ),
         };
         let request = self
             .update(&req.workspace_id, &req.key)
             .update_expression(format!(
                 "SET #status = :claimed, claimToken = :token, leaseUntilMs = :lease, \
-                 attempts = if_not_exists(attempts, :zero) + :one, firstAttemptMs = {first_attempt}, \
+                 attempts = {attempts}, firstAttemptMs = {first_attempt}, \
                  workspaceId = :ws, dedupKey = :key, eventId = :event, targetId = :target, \
                  matchKind = :kind, expiresAt = :expires, updatedAtMs = :nowMs, workspaceEvent = :we \
                  REMOVE runId, reason, supersededBy, {DEAD_LETTER_ONLY}"
@@ -82,7 +93,6 @@ impl DynamoLedger {
             .expression_attribute_values(":ws", s(req.workspace_id.as_str()))
             .expression_attribute_values(":key", s(req.key.as_str()))
             .expression_attribute_values(":lease", n(req.lease_until_ms))
-            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":event", s(req.event_id.as_str()))
             .expression_attribute_values(":target", s(req.target_id.as_str()))
@@ -91,6 +101,10 @@ impl DynamoLedger {
             .expression_attribute_values(":we", s(format!("{}#{}", req.workspace_id, req.event_id)))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let request = match window {
+            Window::Expired => request,
+            _ => request.expression_attribute_values(":zero", n(0)),
+        };
         match claimable_values(request, req.now_ms).send().await {
             Ok(output) => Ok(Ok(ClaimOutcome::Claimed(Claim {
                 workspace_id: req.workspace_id.clone(),
@@ -146,6 +160,17 @@ impl DynamoLedger {
             Err(e) => Err(LedgerError::Unavailable(describe(&e))),
         }
     }
+}
+
+/// How a claim treats the retry window an item already carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Window {
+    /// A live item: keep its first attempt and count on.
+    Continue,
+    /// A live dead letter replayed: a new window, the count goes on.
+    Replay,
+    /// An expired item: it starts over as if absent.
+    Expired,
 }
 
 /// Puts a dead letter in its workspace's index (`dlWorkspace` / `dlSort`), with the
@@ -253,17 +278,24 @@ pub fn entry_from_item(item: &Item) -> Option<LedgerEntry> {
 #[async_trait]
 impl Ledger for DynamoLedger {
     async fn claim(&self, req: &ClaimRequest) -> Result<ClaimOutcome, LedgerError> {
-        match self.claim_once(req, false).await? {
-            // A dead letter claimed again (its event replayed) starts a new retry window.
-            Err(old) if get_s(&old, "status") == Some(LedgerStatus::DeadLettered.as_str()) => {
-                Ok(self
-                    .claim_once(req, true)
-                    .await?
-                    .unwrap_or_else(|old| blocked(&old)))
-            }
-            Err(old) => Ok(blocked(&old)),
-            Ok(claimed) => Ok(claimed),
-        }
+        let old = match self.claim_once(req, Window::Continue).await? {
+            Ok(claimed) => return Ok(claimed),
+            Err(old) => old,
+        };
+        // An expired item is as good as absent: a new window and a new attempt count.
+        // A dead letter claimed again (its event replayed) starts a new retry window.
+        let window =
+            if get_n::<i64>(&old, "expiresAt").is_some_and(|e| e <= req.now_ms.div_euclid(1000)) {
+                Window::Expired
+            } else if get_s(&old, "status") == Some(LedgerStatus::DeadLettered.as_str()) {
+                Window::Replay
+            } else {
+                return Ok(blocked(&old));
+            };
+        Ok(self
+            .claim_once(req, window)
+            .await?
+            .unwrap_or_else(|old| blocked(&old)))
     }
 
     async fn commit(

@@ -30,6 +30,36 @@ impl DynamoParkStore {
     }
 }
 
+impl DynamoParkStore {
+    /// The triple's rows still within their window, over every page (expired rows
+    /// linger until TTL deletion, up to two days late, and must not fill the cap).
+    async fn live_count(&self, key: &str, now_ms: i64) -> Result<usize, StoreError> {
+        let mut total = 0usize;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("parkKey = :pk")
+                .filter_expression("untilMs > :now")
+                .expression_attribute_values(":pk", s(key))
+                .expression_attribute_values(":now", n(now_ms))
+                .select(Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+            total += usize::try_from(page.count()).unwrap_or(usize::MAX);
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() || total >= MAX_PARKED_PER_WAIT {
+                return Ok(total);
+            }
+        }
+    }
+}
+
 fn park_key(workspace: &WorkspaceId, resume_id: &ResumeId) -> String {
     format!("{workspace}#{resume_id}")
 }
@@ -43,18 +73,8 @@ impl ParkStore for DynamoParkStore {
         parked: &ParkedEvent,
     ) -> Result<ParkOutcome, StoreError> {
         let key = park_key(workspace, resume_id);
-        let count = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("parkKey = :pk")
-            .expression_attribute_values(":pk", s(key.as_str()))
-            .select(Select::Count)
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?
-            .count();
-        if usize::try_from(count).unwrap_or(usize::MAX) >= MAX_PARKED_PER_WAIT {
+        let now_ms = parked.parked_at_ms;
+        if self.live_count(&key, now_ms).await? >= MAX_PARKED_PER_WAIT {
             return Ok(ParkOutcome::Full);
         }
         let attributes = Item::from([
@@ -69,9 +89,10 @@ impl ParkStore for DynamoParkStore {
             &self.table,
             attributes,
             &parked.event,
+            // An expired row (TTL deletion may come days late) is replaced.
             Some((
-                "attribute_not_exists(eventId) OR eventId <> :expected",
-                s(parked.event.event_id.as_str()),
+                "attribute_not_exists(eventId) OR untilMs <= :expected",
+                n(now_ms),
             )),
         )
         .await;

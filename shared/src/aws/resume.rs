@@ -13,7 +13,7 @@ use super::attrs::{doc, get_n, get_s, n, s, Item};
 use super::describe;
 use super::documents::{get_item, put_document};
 use crate::ids::{EventId, ResumeId};
-use crate::resume::{ResumeStore, ResumeWait, Take, TakeOutcome, TakeRequest};
+use crate::resume::{Holder, ResumeStore, ResumeWait, Take, TakeOutcome, TakeRequest};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
@@ -32,24 +32,33 @@ impl DynamoResumeStore {
 }
 
 impl DynamoResumeStore {
-    /// Applies `update` only while `token` holds this generation; `false` when it no
-    /// longer does (a lapsed hold, a newer generation).
+    /// Applies `update` only while `holder` holds this generation (`also` widens the
+    /// condition); `false` when it no longer does (a lapsed hold, a newer generation).
     async fn held_update(
         &self,
         id: &ResumeId,
         generation: &str,
-        token: &str,
+        holder: Holder<'_>,
         update: &str,
+        also: Option<&str>,
     ) -> Result<bool, StoreError> {
+        let (held, value) = match holder {
+            Holder::Token(token) => ("takenToken = :holder", token),
+            Holder::Event(event) => ("takenEventId = :holder", event.as_str()),
+        };
+        let condition = match also {
+            Some(also) => format!("generation = :gen AND ({held} OR {also})"),
+            None => format!("generation = :gen AND {held} AND attribute_not_exists(consumedBy)"),
+        };
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("resumeId", s(id.as_str()))
             .update_expression(update)
-            .condition_expression("generation = :gen AND takenToken = :token")
+            .condition_expression(condition)
             .expression_attribute_values(":gen", s(generation))
-            .expression_attribute_values(":token", s(token))
+            .expression_attribute_values(":holder", s(value))
             .send()
             .await;
         match result {
@@ -183,13 +192,16 @@ impl ResumeStore for DynamoResumeStore {
         &self,
         id: &ResumeId,
         generation: &str,
-        token: &str,
+        holder: Holder<'_>,
     ) -> Result<bool, StoreError> {
+        // For an event, a second consume (a redelivery finishing it) succeeds too.
+        let also = matches!(holder, Holder::Event(_)).then_some("consumedBy = :holder");
         self.held_update(
             id,
             generation,
-            token,
+            holder,
             "SET consumedBy = takenEventId REMOVE takenToken, takenUntilMs",
+            also,
         )
         .await
     }
@@ -198,13 +210,14 @@ impl ResumeStore for DynamoResumeStore {
         &self,
         id: &ResumeId,
         generation: &str,
-        token: &str,
+        holder: Holder<'_>,
     ) -> Result<(), StoreError> {
         self.held_update(
             id,
             generation,
-            token,
+            holder,
             "REMOVE takenEventId, takenToken, takenUntilMs",
+            None,
         )
         .await
         .map(|_| ())

@@ -22,7 +22,11 @@ use crate::dedup::{
 };
 use crate::ids::{EventId, ResumeId};
 use crate::metrics::{Measurement, MetricName};
-use crate::resume::{ParkOutcome, ParkStore, ParkedEvent, ResumeStore, TakeOutcome, TakeRequest};
+use crate::resume::{
+    finish_hold, Finish, Holder, ParkOutcome, ParkStore, ParkedEvent, ResumeStore, TakeOutcome,
+    TakeRequest,
+};
+use crate::selector::SelectorCache;
 use crate::store::StoreError;
 use crate::workflow::{RaiseEventRequest, StartRunRequest, WorkflowClient, WorkflowError};
 pub use backoff::Backoff;
@@ -109,6 +113,22 @@ impl Attempt {
     }
 }
 
+/// How a resume match got its wait (start matches have none to get).
+enum Taken {
+    NotResume,
+    Held,
+    /// Held, but a newer generation than the match named: dispatch this message.
+    Retargeted(Box<DispatchMessage>),
+    /// Not held: parked, with this outcome.
+    Parked(DispatchOutcome),
+}
+
+/// How often a resume event that lost its generation tries a newer one.
+const RETARGET_ATTEMPTS: usize = 3;
+
+/// Resume selectors compiled by one dispatcher (only re-targeted events need them).
+const SELECTOR_CACHE_CAPACITY: usize = 1_024;
+
 /// Consecutive transient failures in one instance that engage the outage back-off.
 pub const OUTAGE_THRESHOLD: u32 = 5;
 
@@ -169,6 +189,7 @@ pub struct Dispatcher {
     pub jitter: Jitter,
     /// Shared by every message this instance handles.
     pub breaker: OutageBreaker,
+    selectors: SelectorCache,
 }
 
 impl Dispatcher {
@@ -191,6 +212,7 @@ impl Dispatcher {
             breaker: settings.breaker(),
             settings,
             jitter: random_jitter,
+            selectors: SelectorCache::with_capacity(SELECTOR_CACHE_CAPACITY),
         }
     }
 
@@ -235,6 +257,9 @@ impl Dispatcher {
         {
             ClaimOutcome::Claimed(claim) => claim,
             ClaimOutcome::Duplicate { run_id } => {
+                // A worker stopped between commit and consume leaves the generation
+                // held; this redelivery finishes what it started.
+                self.finish_resume(message, None).await?;
                 self.emit(AuditName::Deduped, message, |e| e);
                 return Ok(DispatchOutcome::Duplicate { run_id });
             }
@@ -246,17 +271,15 @@ impl Dispatcher {
                 });
             }
         };
-        if let DispatchTarget::Resume {
-            resume_id,
-            generation,
-            ..
-        } = &message.target
-        {
-            let taken = self.take(message, resume_id, generation, &claim).await?;
-            if taken != TakeOutcome::Taken {
-                return self.park(message, resume_id, &claim, taken).await;
+        let retargeted;
+        let message = match self.take_wait(message, &claim).await? {
+            Taken::NotResume | Taken::Held => message,
+            Taken::Retargeted(to) => {
+                retargeted = *to;
+                &retargeted
             }
-        }
+            Taken::Parked(outcome) => return Ok(outcome),
+        };
         match self.call(message, &key).await {
             Ok(run_id) => {
                 self.breaker.record_success();
@@ -274,6 +297,121 @@ impl Dispatcher {
                 self.fail(message, &claim, error, attempt).await
             }
         }
+    }
+
+    /// For a resume match: holds the wait for this event before the RPC (only one event
+    /// per registration ever gets past here). An event that does not get it is parked
+    /// first and then looks again (a consistent read): a registration that lands after
+    /// the park finds the parked event, one that landed before is found here and taken
+    /// (the match may have named an older generation). Either way nothing is dropped.
+    async fn take_wait(
+        &self,
+        message: &DispatchMessage,
+        claim: &Claim,
+    ) -> Result<Taken, DispatchError> {
+        let DispatchTarget::Resume {
+            resume_id,
+            generation,
+            ..
+        } = &message.target
+        else {
+            return Ok(Taken::NotResume);
+        };
+        let mut outcome = self.take(message, resume_id, generation, claim).await?;
+        if outcome == TakeOutcome::Taken {
+            return Ok(Taken::Held);
+        }
+        self.park_event(message, resume_id).await?;
+        let mut tried = generation.clone();
+        for _ in 0..RETARGET_ATTEMPTS {
+            let Some(newer) = self.newer_generation(message, resume_id, &tried).await? else {
+                break;
+            };
+            outcome = self.take(message, resume_id, &newer, claim).await?;
+            if outcome == TakeOutcome::Taken {
+                let mut to = message.clone();
+                if let DispatchTarget::Resume { generation, .. } = &mut to.target {
+                    generation.clone_from(&newer);
+                }
+                return Ok(Taken::Retargeted(Box::new(to)));
+            }
+            tried = newer;
+        }
+        let parked = self
+            .record_parked(message, resume_id, claim, outcome)
+            .await?;
+        Ok(Taken::Parked(parked))
+    }
+
+    /// The live generation of the event's wait other than `tried`, if it would take
+    /// this event (same triple and workspace, selector true).
+    async fn newer_generation(
+        &self,
+        message: &DispatchMessage,
+        resume_id: &ResumeId,
+        tried: &str,
+    ) -> Result<Option<String>, DispatchError> {
+        let Some(wait) = self.resumes.get(resume_id).await? else {
+            return Ok(None);
+        };
+        if wait.generation == tried {
+            return Ok(None);
+        }
+        let Some(key) = crate::matching::resume_key(&message.event) else {
+            return Ok(None);
+        };
+        let decision = crate::matching::match_resume(
+            &wait,
+            &key,
+            &message.workspace_id,
+            &crate::selector::EventScope::new(&message.event),
+            self.clock.now_secs(),
+            &self.selectors,
+        );
+        Ok((decision == crate::matching::ResumeDecision::Matched).then_some(wait.generation))
+    }
+
+    /// After a confirmed delivery (`claim`) or a duplicate of one (`None`): the wait is
+    /// marked consumed by this event and its parked copy removed. A consume that fails
+    /// fails the message, so its redelivery (a duplicate) finishes it.
+    async fn finish_resume(
+        &self,
+        message: &DispatchMessage,
+        claim: Option<&Claim>,
+    ) -> Result<(), DispatchError> {
+        let DispatchTarget::Resume {
+            resume_id,
+            generation,
+            ..
+        } = &message.target
+        else {
+            return Ok(());
+        };
+        let consumed = match claim {
+            Some(claim) => {
+                self.resumes
+                    .consume(resume_id, generation, Holder::Token(&claim.token))
+                    .await?
+            }
+            // A duplicate: most find nothing held (the first delivery finished).
+            None => {
+                let event = &message.event.event_id;
+                finish_hold(self.resumes.as_ref(), resume_id, event, Finish::Consume).await?;
+                true
+            }
+        };
+        if !consumed {
+            tracing::warn!(resume_id = %resume_id, "resume wait was no longer held by this delivery when consumed");
+        }
+        if let Err(e) = self
+            .parked
+            .remove(&message.workspace_id, resume_id, &message.event.event_id)
+            .await
+        {
+            // Harmless: a registration skips parked events the ledger calls delivered.
+            tracing::warn!(resume_id = %resume_id, error = %e, "delivered event left parked");
+        }
+        Ok(())
     }
 
     /// Holds the resume wait for this event before the RPC: only one event per
@@ -300,9 +438,34 @@ impl Dispatcher {
         Ok(self.resumes.take(&request).await?)
     }
 
+    /// Keeps the event for the next registration of its triple (when parking is on).
+    async fn park_event(
+        &self,
+        message: &DispatchMessage,
+        resume_id: &ResumeId,
+    ) -> Result<(), DispatchError> {
+        if self.settings.park_ms <= 0 {
+            return Ok(());
+        }
+        let now_ms = self.clock.now_ms();
+        let parked = ParkedEvent {
+            event: message.event.clone(),
+            parked_at_ms: now_ms,
+            until_ms: now_ms.saturating_add(self.settings.park_ms),
+        };
+        let outcome = self
+            .parked
+            .park(&message.workspace_id, resume_id, &parked)
+            .await?;
+        if outcome == ParkOutcome::Full {
+            tracing::warn!(workspace_id = %message.workspace_id, event_id = %message.event.event_id, resume_id = %resume_id, "park full; event not kept for a later registration");
+        }
+        Ok(())
+    }
+
     /// The event did not get the wait: it is recorded (`parked`, or `superseded` with
-    /// the winning event) and parked for the next registration of its triple.
-    async fn park(
+    /// the winning event) until the park window ends.
+    async fn record_parked(
         &self,
         message: &DispatchMessage,
         resume_id: &ResumeId,
@@ -315,20 +478,6 @@ impl Dispatcher {
         };
         let now_ms = self.clock.now_ms();
         let until_ms = now_ms.saturating_add(self.settings.park_ms);
-        if self.settings.park_ms > 0 {
-            let parked = ParkedEvent {
-                event: message.event.clone(),
-                parked_at_ms: now_ms,
-                until_ms,
-            };
-            let outcome = self
-                .parked
-                .park(&message.workspace_id, resume_id, &parked)
-                .await?;
-            if outcome == ParkOutcome::Full {
-                tracing::warn!(workspace_id = %message.workspace_id, event_id = %message.event.event_id, resume_id = %resume_id, "park full; event not kept for a later registration");
-            }
-        }
         let release = Release::Parked {
             winner: winner.clone(),
             until_ms,
@@ -475,26 +624,9 @@ impl Dispatcher {
             Ok(()) | Err(LedgerError::ClaimLost(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        if let DispatchTarget::Resume {
-            resume_id,
-            generation,
-            ..
-        } = &message.target
-        {
+        if let DispatchTarget::Resume { .. } = &message.target {
             self.emit(AuditName::ResumeDelivered, message, |e| e);
-            match self
-                .resumes
-                .consume(resume_id, generation, &claim.token)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(resume_id = %resume_id, "resume wait was no longer held by this delivery when consumed")
-                }
-                Err(e) => {
-                    tracing::warn!(resume_id = %resume_id, error = %e, "resume wait not marked consumed; its hold lapses")
-                }
-            }
+            self.finish_resume(message, Some(claim)).await?;
         } else {
             let run = run_id.clone().map_or(Value::Null, Value::String);
             self.emit(AuditName::Dispatched, message, |e| e.with("runId", run));
@@ -579,7 +711,7 @@ impl Dispatcher {
             // Not fatal: an unreleased hold lapses by itself at the end of the window.
             if let Err(e) = self
                 .resumes
-                .release(resume_id, generation, &claim.token)
+                .release(resume_id, generation, Holder::Token(&claim.token))
                 .await
             {
                 tracing::warn!(resume_id = %resume_id, error = %e, "resume wait not given back; its hold lapses");

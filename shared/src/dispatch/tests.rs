@@ -14,6 +14,7 @@ use crate::resume::{ResumeKey, ResumeStore, ResumeWait};
 
 struct Harness {
     ledger: Arc<MemoryLedger>,
+    parked: Arc<crate::memory::MemoryParkStore>,
     workflow: Arc<ScriptedWorkflow>,
     resumes: Arc<MemoryResumeStore>,
     audit: Arc<RecordingAuditSink>,
@@ -25,13 +26,14 @@ fn harness_with(settings: Settings) -> Harness {
     let ledger = Arc::new(MemoryLedger::default());
     let workflow = Arc::new(ScriptedWorkflow::default());
     let resumes = Arc::new(MemoryResumeStore::default());
+    let parked = Arc::new(crate::memory::MemoryParkStore::default());
     let audit = Arc::new(RecordingAuditSink::default());
     let clock = Arc::new(ManualClock::at_ms(1_700_000_000_000));
     let mut dispatcher = Dispatcher::new(
         ledger.clone(),
         workflow.clone(),
         resumes.clone(),
-        Arc::new(crate::memory::MemoryParkStore::default()),
+        parked.clone(),
         audit.clone(),
         clock.clone(),
         DispatchSettings::from_settings(Arc::new(settings)),
@@ -39,6 +41,7 @@ fn harness_with(settings: Settings) -> Harness {
     dispatcher.jitter = || 0.0;
     Harness {
         ledger,
+        parked,
         workflow,
         resumes,
         audit,
@@ -158,7 +161,7 @@ async fn start_success_sends_dedup_key_and_depth_then_commits() {
     assert_eq!(entry.status, LedgerStatus::Committed);
     assert_eq!(entry.run_id.as_deref(), Some(run_id.as_str()));
     assert_eq!(entry.match_kind, MatchKind::Start);
-    assert_eq!(entry.expires_at, 1_700_000_000 + 86_400);
+    assert_eq!(entry.expires_at, 1_700_000_000 + 604_800);
     let dispatched = &h.audit.events()[1];
     assert_eq!(dispatched.attrs["subscriptionId"], "sub1");
     assert_eq!(dispatched.attrs["workflowVersionId"], "wv1");
@@ -187,7 +190,7 @@ async fn committed_key_is_claimable_again_after_the_dedup_ttl() {
     let h = harness();
     let msg = start(Some("wv1"), 0);
     h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
-    h.clock.advance_ms(86_400 * 1000);
+    h.clock.advance_ms(604_800 * 1000);
     let again = h.dispatcher.dispatch(&msg, attempt(1)).await.unwrap();
     assert!(matches!(again, DispatchOutcome::Dispatched { .. }));
     assert_eq!(h.workflow.starts().len(), 2);
@@ -592,10 +595,33 @@ async fn a_permanently_failed_delivery_leaves_the_wait_live_for_the_next_event()
 }
 
 #[tokio::test]
-async fn a_match_for_an_older_generation_never_touches_the_newer_one() {
+async fn a_match_for_an_older_generation_goes_to_the_newer_one_that_takes_it() {
     let h = harness();
     h.resumes.put(&live_wait("g2")).await.unwrap();
-    // The dispatch message was made for generation g1, since replaced.
+    // The dispatch message was made for generation g1, replaced since by g2 (whose
+    // registration looked for parked events before this one was parked).
+    let outcome = h.dispatcher.dispatch(&resume(), attempt(1)).await.unwrap();
+    assert_eq!(outcome, DispatchOutcome::Dispatched { run_id: None });
+    assert_eq!(h.workflow.raises().len(), 1);
+    let DispatchTarget::Resume { resume_id, .. } = resume().target else {
+        unreachable!()
+    };
+    let wait = h.resumes.get(&resume_id).await.unwrap().unwrap();
+    assert_eq!(wait.generation, "g2");
+    assert_eq!(wait.consumed_by, Some(resume().event.event_id));
+    assert!(
+        !h.resumes.delete(&resume_id, Some("g1")).await.unwrap(),
+        "a stale delete is a no-op"
+    );
+    assert!(h.resumes.get(&resume_id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_match_for_an_older_generation_never_touches_a_newer_one_it_does_not_satisfy() {
+    let h = harness();
+    let mut g2 = live_wait("g2");
+    g2.selector = Some("event.data.out == 2".into());
+    h.resumes.put(&g2).await.unwrap();
     let outcome = h.dispatcher.dispatch(&resume(), attempt(1)).await.unwrap();
     assert_eq!(
         outcome,
@@ -604,19 +630,158 @@ async fn a_match_for_an_older_generation_never_touches_the_newer_one() {
         }
     );
     assert!(h.workflow.raises().is_empty());
-    let DispatchTarget::Resume { resume_id, .. } = resume().target else {
-        unreachable!()
-    };
-    let wait = h.resumes.get(&resume_id).await.unwrap().unwrap();
+    let wait = h.resumes.get(&g2.resume_id).await.unwrap().unwrap();
     assert_eq!(
         (wait.generation.as_str(), wait.consumed_by, wait.taken),
         ("g2", None, None)
     );
-    assert!(
-        !h.resumes.delete(&resume_id, Some("g1")).await.unwrap(),
-        "a stale delete is a no-op"
+    let parked = h
+        .parked
+        .parked(&resume().workspace_id, &g2.resume_id, h.clock.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 1, "kept for the next registration");
+}
+
+/// A resume store whose next `take` first lets a new registration land (the worst
+/// moment: after the dispatch message was made for the old generation).
+struct RegisterDuringTake {
+    inner: Arc<MemoryResumeStore>,
+    next: std::sync::Mutex<Option<ResumeWait>>,
+}
+
+#[async_trait::async_trait]
+impl ResumeStore for RegisterDuringTake {
+    async fn get(&self, id: &ResumeId) -> Result<Option<ResumeWait>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn put(&self, wait: &ResumeWait) -> Result<(), StoreError> {
+        self.inner.put(wait).await
+    }
+    async fn register(&self, w: &ResumeWait, r: Option<&str>) -> Result<bool, StoreError> {
+        self.inner.register(w, r).await
+    }
+    async fn take(&self, request: &TakeRequest<'_>) -> Result<TakeOutcome, StoreError> {
+        let next = self.next.lock().unwrap().take();
+        if let Some(wait) = next {
+            self.inner.put(&wait).await?;
+        }
+        self.inner.take(request).await
+    }
+    async fn consume(&self, id: &ResumeId, g: &str, h: Holder<'_>) -> Result<bool, StoreError> {
+        self.inner.consume(id, g, h).await
+    }
+    async fn release(&self, id: &ResumeId, g: &str, h: Holder<'_>) -> Result<(), StoreError> {
+        self.inner.release(id, g, h).await
+    }
+    async fn delete(&self, id: &ResumeId, g: Option<&str>) -> Result<bool, StoreError> {
+        self.inner.delete(id, g).await
+    }
+}
+
+#[tokio::test]
+async fn an_event_that_finds_a_new_generation_at_take_time_resumes_it() {
+    let mut h = harness();
+    h.resumes.put(&live_wait("g1")).await.unwrap();
+    let store = Arc::new(RegisterDuringTake {
+        inner: h.resumes.clone(),
+        next: std::sync::Mutex::new(Some(live_wait("g2"))),
+    });
+    h.dispatcher.resumes = store;
+    let outcome = h.dispatcher.dispatch(&resume(), attempt(1)).await.unwrap();
+    assert_eq!(outcome, DispatchOutcome::Dispatched { run_id: None });
+    let wait = h
+        .resumes
+        .get(&live_wait("g2").resume_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (wait.generation.as_str(), wait.consumed_by),
+        ("g2", Some(resume().event.event_id))
     );
-    assert!(h.resumes.get(&resume_id).await.unwrap().is_some());
+}
+
+/// A resume store whose `consume` fails `failures` times.
+struct FailingConsume {
+    inner: Arc<MemoryResumeStore>,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl ResumeStore for FailingConsume {
+    async fn get(&self, id: &ResumeId) -> Result<Option<ResumeWait>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn put(&self, wait: &ResumeWait) -> Result<(), StoreError> {
+        self.inner.put(wait).await
+    }
+    async fn register(&self, w: &ResumeWait, r: Option<&str>) -> Result<bool, StoreError> {
+        self.inner.register(w, r).await
+    }
+    async fn take(&self, request: &TakeRequest<'_>) -> Result<TakeOutcome, StoreError> {
+        self.inner.take(request).await
+    }
+    async fn consume(&self, id: &ResumeId, g: &str, h: Holder<'_>) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        self.inner.consume(id, g, h).await
+    }
+    async fn release(&self, id: &ResumeId, g: &str, h: Holder<'_>) -> Result<(), StoreError> {
+        self.inner.release(id, g, h).await
+    }
+    async fn delete(&self, id: &ResumeId, g: Option<&str>) -> Result<bool, StoreError> {
+        self.inner.delete(id, g).await
+    }
+}
+
+#[tokio::test]
+async fn a_consume_that_fails_after_the_commit_is_finished_by_the_redelivery() {
+    let mut h = harness();
+    h.resumes.put(&live_wait("g1")).await.unwrap();
+    h.dispatcher.resumes = Arc::new(FailingConsume {
+        inner: h.resumes.clone(),
+        failures: 1.into(),
+    });
+    // The RPC succeeded and the ledger committed, then marking the wait consumed
+    // failed (as when the worker is killed there): the message must come back.
+    let first = h.dispatcher.dispatch(&resume(), attempt(1)).await;
+    assert!(first.is_err(), "{first:?}");
+    let wait = h
+        .resumes
+        .get(&live_wait("g1").resume_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(wait.consumed_by, None, "still only held");
+    let again = h.dispatcher.dispatch(&resume(), attempt(2)).await.unwrap();
+    assert!(matches!(again, DispatchOutcome::Duplicate { .. }));
+    let wait = h
+        .resumes
+        .get(&live_wait("g1").resume_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(wait.consumed_by, Some(resume().event.event_id));
+    assert_eq!(h.workflow.raises().len(), 1, "delivered once");
+    // The next event finds the generation consumed, not merely held until it lapses.
+    let other = h
+        .dispatcher
+        .dispatch(&resume_of("evt-2"), attempt(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        other,
+        DispatchOutcome::Parked {
+            superseded_by: Some(resume().event.event_id)
+        }
+    );
 }
 
 #[tokio::test]

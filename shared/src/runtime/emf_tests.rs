@@ -314,6 +314,7 @@ async fn the_recorder_counts_dead_letters_by_reason_and_rolls_the_reason_up() {
     let (telemetry, buffer) = telemetry("deadletter");
     let recorder = DeadLetterRecorder {
         ledger: Arc::new(MemoryLedger::default()),
+        resumes: Arc::new(crate::memory::MemoryResumeStore::default()),
         archive: Arc::new(MemoryArchive::default()),
         audit: telemetry.clone(),
         clock: clock(),

@@ -13,10 +13,11 @@ use thiserror::Error;
 use crate::archive::{EventArchive, EventFate, Retention};
 use crate::audit::{AuditEvent, AuditName, AuditSink};
 use crate::clock::Clock;
-use crate::dedup::{DeadLetterReason, Ledger, LedgerError};
-use crate::dispatch::DispatchMessage;
+use crate::dedup::{DeadLetterReason, Ledger, LedgerError, LedgerStatus};
+use crate::dispatch::{DispatchMessage, DispatchTarget};
 use crate::event::QueuedEvent;
 use crate::ids::{EventId, WorkspaceId};
+use crate::resume::{finish_hold, Finish, ResumeStore};
 use crate::stage::ingest;
 use crate::store::StoreError;
 
@@ -47,6 +48,7 @@ pub enum Recorded {
 
 pub struct DeadLetterRecorder {
     pub ledger: Arc<dyn Ledger>,
+    pub resumes: Arc<dyn ResumeStore>,
     pub archive: Arc<dyn EventArchive>,
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
@@ -113,6 +115,7 @@ impl DeadLetterRecorder {
         let entry = message.dead_letter_entry(reason, detail, self.clock.now_ms());
         // A committed item (the dispatch did happen) or a live claim wins.
         self.ledger.record_unclaimed(&entry).await?;
+        self.finish_resume_hold(message).await?;
         self.audit.emit(
             message
                 .audit(AuditName::DeadLetterRecorded)
@@ -122,6 +125,32 @@ impl DeadLetterRecorder {
             workspace_id: message.workspace_id.clone(),
             event_id: message.event.event_id.clone(),
         })
+    }
+
+    /// A resume match the queue gave up on may still hold its wait (its worker was
+    /// stopped mid-delivery): given back when it was dead-lettered, so the next event
+    /// can resume the step; marked consumed when the ledger says it was delivered.
+    async fn finish_resume_hold(&self, message: &DispatchMessage) -> Result<(), RecordError> {
+        let DispatchTarget::Resume { resume_id, .. } = &message.target else {
+            return Ok(());
+        };
+        let stored = self
+            .ledger
+            .get(&message.workspace_id, &message.dedup_key())
+            .await?;
+        let finish = match stored.map(|e| e.status) {
+            Some(LedgerStatus::Committed) => Finish::Consume,
+            Some(LedgerStatus::DeadLettered) => Finish::Release,
+            _ => return Ok(()),
+        };
+        finish_hold(
+            self.resumes.as_ref(),
+            resume_id,
+            &message.event.event_id,
+            finish,
+        )
+        .await?;
+        Ok(())
     }
 
     async fn record_event(
@@ -179,6 +208,7 @@ mod tests {
         let audit = Arc::new(RecordingAuditSink::default());
         let recorder = DeadLetterRecorder {
             ledger: ledger.clone(),
+            resumes: Arc::new(crate::memory::MemoryResumeStore::default()),
             archive: archive.clone(),
             audit: audit.clone(),
             clock: Arc::new(crate::clock::ManualClock::at_ms(1_800_000_000_000)),
@@ -207,6 +237,57 @@ mod tests {
         assert_eq!(entries[0].reason, Some(DeadLetterReason::RetriesExhausted));
         assert_eq!(entries[0].target_id, "s1");
         assert_eq!(audit.names(), [AuditName::DeadLetterRecorded]);
+    }
+
+    #[tokio::test]
+    async fn a_dead_resume_match_gives_back_the_wait_its_event_still_holds() {
+        use crate::resume::{ResumeKey, ResumeStore, ResumeWait, TakeOutcome, TakeRequest};
+        let (mut recorder, ledger, _, _) = recorder();
+        let resumes = Arc::new(crate::memory::MemoryResumeStore::default());
+        recorder.resumes = resumes.clone();
+        let queued = ingest::lifecycle_envelope(&envelope()).unwrap();
+        let key = ResumeKey {
+            run_id: "r1".into(),
+            step_id: "s1".into(),
+            event_key: "workflow.completed".into(),
+        };
+        let wait = ResumeWait {
+            resume_id: key.resume_id(),
+            run_id: key.run_id.clone(),
+            step_id: key.step_id.clone(),
+            event_key: key.event_key.clone(),
+            selector: None,
+            workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
+            expires_at: i64::MAX / 2000,
+            generation: "g1".into(),
+            taken: None,
+            consumed_by: None,
+        };
+        resumes.put(&wait).await.unwrap();
+        // The worker took the wait for this event, then was stopped every time.
+        let taken = resumes
+            .take(&TakeRequest {
+                resume_id: &wait.resume_id,
+                generation: "g1",
+                event_id: &queued.event.event_id,
+                token: "tok",
+                until_ms: i64::MAX / 2,
+                now_ms: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(taken, TakeOutcome::Taken);
+        let message = json!({"workspaceId": "ws1", "event": queued.event,
+            "target": {"type": "resume", "resumeId": wait.resume_id, "runId": "r1",
+                       "stepId": "s1", "eventKey": "workflow.completed", "generation": "g1"}});
+        recorder.record("m1", &message.to_string()).await.unwrap();
+        assert_eq!(ledger.entries()[0].status, LedgerStatus::DeadLettered);
+        let stored = resumes.get(&wait.resume_id).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.taken, stored.consumed_by),
+            (None, None),
+            "live again for the next event"
+        );
     }
 
     #[tokio::test]

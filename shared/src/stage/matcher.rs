@@ -381,47 +381,86 @@ impl MatchStage {
             trace: None,
             received_ms: None,
         };
-        let Some(wait) = self.resumes.get(&resume_id).await? else {
-            self.park_early(&message(String::new()), &resume_id, None)
-                .await?;
+        let first = self.resumes.get(&resume_id).await?;
+        match self.decide(first.as_ref(), &key, workspace, scope) {
+            Decided::Live(generation) => return Ok(Some(message(generation))),
+            Decided::Refused(decision) => {
+                self.refused(workspace, event, &resume_id, &decision);
+                return Ok(None);
+            }
+            // A redelivery of the event that resumed it: nothing left to do.
+            Decided::Consumed(winner) if winner == event.event_id => return Ok(None),
+            Decided::Early | Decided::Consumed(_) => {}
+        }
+        let Some(receipt) = self.park(workspace, event, &resume_id).await? else {
             return Ok(None);
+        };
+        // Parked before this second look (a consistent read), so a registration either
+        // landed before it and is seen here, or lands after the park and finds the
+        // parked event itself: an early event never falls between the two.
+        let again = self.resumes.get(&resume_id).await?;
+        let winner = match self.decide(again.as_ref(), &key, workspace, scope) {
+            Decided::Live(generation) => return Ok(Some(message(generation))),
+            Decided::Consumed(winner) if winner == event.event_id => return Ok(None),
+            Decided::Consumed(winner) => Some(winner),
+            Decided::Early | Decided::Refused(_) => None,
+        };
+        self.record_park(&message(String::new()), receipt, winner)
+            .await?;
+        Ok(None)
+    }
+
+    /// What the stored wait (if any) means for this event.
+    fn decide(
+        &self,
+        wait: Option<&crate::resume::ResumeWait>,
+        key: &crate::resume::ResumeKey,
+        workspace: &WorkspaceId,
+        scope: &LazyScope<'_>,
+    ) -> Decided {
+        let Some(wait) = wait else {
+            return Decided::Early;
         };
         // Another event of this workspace already resumed this registration: this one
         // lost the race; recorded with the winner, and kept for a re-registration.
         if let Some(winner) = wait.consumed_by.clone().filter(|_| {
             wait.workspace_id.as_ref() == Some(workspace) && wait.expires_at > self.clock.now_secs()
         }) {
-            self.park_early(&message(String::new()), &resume_id, Some(winner))
-                .await?;
-            return Ok(None);
+            return Decided::Consumed(winner);
         }
         let decision = matching::match_resume(
-            &wait,
-            &key,
+            wait,
+            key,
             workspace,
             scope.get(),
             self.clock.now_secs(),
             &self.cache,
         );
-        match &decision {
-            ResumeDecision::Matched => return Ok(Some(message(wait.generation))),
+        match decision {
+            ResumeDecision::Matched => Decided::Live(wait.generation.clone()),
             // No live wait of this workspace: the event may have come early.
-            ResumeDecision::Lapsed | ResumeDecision::OtherWorkspace => {
-                self.park_early(&message(String::new()), &resume_id, None)
-                    .await?;
-            }
-            ResumeDecision::SelectorFailed(EvalError::NotBoolean { result_type }) => {
-                self.audit.emit(
-                    AuditEvent::new(
-                        AuditName::SelectorTypeError,
-                        workspace.as_str(),
-                        Some(event.event_id.as_str()),
-                    )
-                    .with("resumeId", resume_id.as_str())
-                    .with("resultType", result_type.as_str()),
-                );
-            }
-            _ => {}
+            ResumeDecision::Lapsed | ResumeDecision::OtherWorkspace => Decided::Early,
+            other => Decided::Refused(other),
+        }
+    }
+
+    fn refused(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+        resume_id: &ResumeId,
+        decision: &ResumeDecision,
+    ) {
+        if let ResumeDecision::SelectorFailed(EvalError::NotBoolean { result_type }) = decision {
+            self.audit.emit(
+                AuditEvent::new(
+                    AuditName::SelectorTypeError,
+                    workspace.as_str(),
+                    Some(event.event_id.as_str()),
+                )
+                .with("resumeId", resume_id.as_str())
+                .with("resultType", result_type.as_str()),
+            );
         }
         tracing::info!(
             workspace_id = %workspace,
@@ -430,52 +469,85 @@ impl MatchStage {
             decision = ?decision,
             "resume wait not taken"
         );
-        Ok(None)
     }
 
     /// Keeps a resume event that found no live wait for the next registration of its
-    /// triple, and records it (`parked` until the window ends, or `superseded` by the
-    /// event that consumed the wait) so its status says so.
-    async fn park_early(
+    /// triple; `None` when parking is off.
+    async fn park(
         &self,
-        message: &DispatchMessage,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
         resume_id: &ResumeId,
-        winner: Option<EventId>,
-    ) -> Result<(), MatchError> {
+    ) -> Result<Option<ParkReceipt>, MatchError> {
         let Some((parked, park_ms)) = &self.parking else {
-            return Ok(());
+            return Ok(None);
         };
         let now_ms = self.clock.now_ms();
         let until_ms = now_ms.saturating_add(*park_ms);
-        let event = ParkedEvent {
-            event: message.event.clone(),
+        let entry = ParkedEvent {
+            event: event.clone(),
             parked_at_ms: now_ms,
             until_ms,
         };
-        let outcome = parked
-            .park(&message.workspace_id, resume_id, &event)
-            .await?;
+        let outcome = parked.park(workspace, resume_id, &entry).await?;
+        Ok(Some(ParkReceipt {
+            now_ms,
+            until_ms,
+            kept: outcome != ParkOutcome::Full,
+        }))
+    }
+
+    /// Records a parked event (`parked` until the window ends, or `superseded` by the
+    /// event that consumed the wait) so its status says so.
+    async fn record_park(
+        &self,
+        message: &DispatchMessage,
+        receipt: ParkReceipt,
+        winner: Option<EventId>,
+    ) -> Result<(), MatchError> {
         let status = match winner {
             Some(_) => LedgerStatus::Superseded,
             None => LedgerStatus::Parked,
         };
+        let ParkReceipt {
+            now_ms,
+            until_ms,
+            kept,
+        } = receipt;
         let mut entry = message.unclaimed_entry(
             status,
             None,
-            (outcome == ParkOutcome::Full)
-                .then(|| "the triple already holds the most parked events; not kept".to_owned()),
+            (!kept).then(|| "the triple already holds the most parked events; not kept".to_owned()),
             0,
             now_ms,
             until_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
         );
-        entry.lease_until_ms = if outcome == ParkOutcome::Full {
-            now_ms
-        } else {
-            until_ms
-        };
+        entry.superseded_by = winner;
+        entry.lease_until_ms = if kept { until_ms } else { now_ms };
         self.ledger.record_unclaimed(&entry).await?;
         Ok(())
     }
+}
+
+/// What parking an event did.
+#[derive(Debug, Clone, Copy)]
+struct ParkReceipt {
+    now_ms: i64,
+    until_ms: i64,
+    /// `false`: the triple was full and the event was not kept.
+    kept: bool,
+}
+
+/// What a stored wait means for a resume event.
+enum Decided {
+    /// A live wait of this workspace that takes the event: this generation.
+    Live(String),
+    /// The registration was already resumed by this event of the workspace.
+    Consumed(EventId),
+    /// No live wait of this workspace (yet).
+    Early,
+    /// A live wait that does not take the event (selector false or failing).
+    Refused(ResumeDecision),
 }
 
 /// The dispatch message of one start match, with its `inputMapping` resolved (or why

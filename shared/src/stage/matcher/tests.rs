@@ -373,3 +373,107 @@ async fn queue_failures_surface_so_the_event_is_retried() {
         Err(MatchError::Queue(_))
     ));
 }
+
+/// A park store that lets a whole registration happen just before the park lands:
+/// the new generation is written and its look for parked events finds none. This is
+/// the worst moment for an early event (after the match stage found no wait).
+struct RegisterBeforePark {
+    inner: crate::memory::MemoryParkStore,
+    resumes: Arc<MemoryResumeStore>,
+    wait: std::sync::Mutex<Option<ResumeWait>>,
+    found_by_registration: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl ParkStore for RegisterBeforePark {
+    async fn park(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        parked: &ParkedEvent,
+    ) -> Result<ParkOutcome, crate::store::StoreError> {
+        let registration = self.wait.lock().unwrap().take();
+        if let Some(wait) = registration {
+            self.resumes.register(&wait, None).await?;
+            let seen = self
+                .inner
+                .parked(workspace, resume_id, parked.parked_at_ms)
+                .await?;
+            self.found_by_registration
+                .fetch_add(seen.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.park(workspace, resume_id, parked).await
+    }
+
+    async fn parked(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        now_ms: i64,
+    ) -> Result<Vec<ParkedEvent>, crate::store::StoreError> {
+        self.inner.parked(workspace, resume_id, now_ms).await
+    }
+
+    async fn remove(
+        &self,
+        workspace: &WorkspaceId,
+        resume_id: &ResumeId,
+        event_id: &EventId,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.remove(workspace, resume_id, event_id).await
+    }
+}
+
+#[tokio::test]
+async fn an_early_event_whose_wait_registers_just_before_the_park_is_still_dispatched() {
+    let h = harness(0);
+    let key = ResumeKey {
+        run_id: "r1".into(),
+        step_id: "s1".into(),
+        event_key: "workflow.completed".into(),
+    };
+    let parking = Arc::new(RegisterBeforePark {
+        inner: crate::memory::MemoryParkStore::default(),
+        resumes: h.resumes.clone(),
+        wait: std::sync::Mutex::new(Some(ResumeWait {
+            resume_id: key.resume_id(),
+            run_id: "r1".into(),
+            step_id: "s1".into(),
+            event_key: "workflow.completed".into(),
+            selector: None,
+            workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
+            expires_at: 2_000,
+            generation: "g1".into(),
+            taken: None,
+            consumed_by: None,
+        })),
+        found_by_registration: 0.into(),
+    });
+    let stage = MatchStage::new(
+        h.subs.clone(),
+        h.resumes.clone(),
+        h.queue.clone(),
+        Arc::new(crate::memory::MemoryLedger::default()),
+        h.audit.clone(),
+        h.clock.clone(),
+        0,
+    )
+    .with_parking(parking.clone(), 60);
+    let report = stage
+        .handle(&lifecycle("ws1", json!({"runId": "r1", "stepId": "s1"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        parking
+            .found_by_registration
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the registration came before the park and saw nothing"
+    );
+    assert_eq!(report.resume_matches, 1, "so the match stage must see it");
+    let messages = sent(&h.queue);
+    assert!(
+        matches!(&messages[0].target, DispatchTarget::Resume { generation, .. } if generation == "g1"),
+        "{messages:?}"
+    );
+}
