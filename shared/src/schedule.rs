@@ -1,5 +1,5 @@
 //! Schedules: when a `scheduled` subscription fires. A cron expression in an IANA time
-//! zone (croner and chrono-tz, no hand-written calendar arithmetic) or a fixed rate, the
+//! zone (`cron`: our own rules, chrono-tz for the zones) or a fixed rate, the
 //! catch-up policy for ticks the scheduler missed, and the `cron.tick` event of one
 //! (subscription, scheduled instant), whose id is derived from both so every duplicate
 //! tick dedups to one run.
@@ -9,8 +9,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use croner::parser::{CronParser, Seconds, Year};
-use croner::Cron;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
@@ -85,7 +83,7 @@ pub enum ScheduleError {
 #[derive(Debug, Clone)]
 pub enum Schedule {
     Cron {
-        cron: Box<Cron>,
+        cron: CronExpr,
         zone: Tz,
     },
     /// Instants at whole multiples of the period since the Unix epoch (UTC).
@@ -104,11 +102,11 @@ impl Schedule {
                         Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_owned()))?
                     }
                 };
-                let cron = parse_cron(expression)?;
-                let schedule = Schedule::Cron {
-                    cron: Box::new(cron),
-                    zone,
-                };
+                let cron = CronExpr::parse(expression).map_err(|reason| ScheduleError::Cron {
+                    expression: expression.clone(),
+                    reason,
+                })?;
+                let schedule = Schedule::Cron { cron, zone };
                 // A pattern such as `0 0 31 2 *` parses but has no instant at all.
                 schedule
                     .next_after(0)
@@ -129,11 +127,7 @@ impl Schedule {
                 .div_euclid(*period_ms)
                 .checked_add(1)?
                 .checked_mul(*period_ms),
-            Schedule::Cron { cron, zone } => {
-                let start = zone.timestamp_millis_opt(after_ms).single()?;
-                let next = cron.find_next_occurrence(&start, false).ok()?;
-                Some(next.timestamp_millis())
-            }
+            Schedule::Cron { cron, zone } => cron.next_after(after_ms, *zone),
         }
     }
 
@@ -163,11 +157,7 @@ impl Schedule {
     fn latest_at_or_before(&self, at_ms: i64) -> Option<i64> {
         match self {
             Schedule::Rate { period_ms } => at_ms.div_euclid(*period_ms).checked_mul(*period_ms),
-            Schedule::Cron { cron, zone } => {
-                let start = zone.timestamp_millis_opt(at_ms).single()?;
-                let previous = cron.find_previous_occurrence(&start, true).ok()?;
-                Some(previous.timestamp_millis())
-            }
+            Schedule::Cron { cron, zone } => cron.latest_at_or_before(at_ms, *zone),
         }
     }
 
@@ -224,18 +214,6 @@ pub struct Due {
     /// `catchUp: "all"` left older missed instants out (more than
     /// [`MAX_CATCH_UP_TICKS`] were missed).
     pub truncated: bool,
-}
-
-fn parse_cron(expression: &str) -> Result<Cron, ScheduleError> {
-    CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build()
-        .parse(expression)
-        .map_err(|e| ScheduleError::Cron {
-            expression: expression.to_owned(),
-            reason: e.to_string(),
-        })
 }
 
 /// `"5 minutes"`, `"1 hour"`, `"2 days"` (EventBridge's rate units, singular or plural).
@@ -330,8 +308,11 @@ pub fn preview(schedule: &Schedule, after_ms: i64, count: usize) -> Value {
     json!({ "timezone": zone.name(), "fireTimes": items })
 }
 
+pub mod cron;
 #[cfg(test)]
 mod tests;
+
+pub use cron::CronExpr;
 
 /// Shards of the due index: one workspace with many schedules spreads over all of them,
 /// so no partition key gets hot.

@@ -543,6 +543,16 @@ mod tests {
             ),
             (serde_json::json!({"rate": "30 seconds"}), "schedule.rate"),
             (
+                serde_json::json!({"cron": "0 0 * * JAN"}),
+                "day of week field",
+            ),
+            (serde_json::json!({"cron": "0 0 * MON *"}), "month field"),
+            (
+                serde_json::json!({"cron": "0 0 ,1 * *"}),
+                "day of month field",
+            ),
+            (serde_json::json!({"cron": "@reboot"}), "nickname"),
+            (
                 serde_json::json!({"rate": "1 minute", "cron": "* * * * *"}),
                 "exactly one",
             ),
@@ -598,6 +608,31 @@ mod tests {
         );
         let (status, _) = call("GET", &format!("{path}?count=0"), serde_json::Value::Null).await;
         assert_eq!(status, 400);
+        // `from`: the autumn change of 2027, seen months before it happens.
+        let (status, autumn) = call(
+            "GET",
+            &format!("{path}?count=2&from=2027-10-30T12:00:00Z"),
+            serde_json::Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "{autumn}");
+        assert_eq!(
+            autumn["fireTimes"],
+            serde_json::json!([
+                {"utc": "2027-10-31T00:30:00.000Z", "local": "2027-10-31T02:30:00.000+02:00"},
+                {"utc": "2027-11-01T01:30:00.000Z", "local": "2027-11-01T02:30:00.000+01:00"}
+            ]),
+            "02:30 happens twice on the 31st: once, at the first"
+        );
+        for bad in ["yesterday", ""] {
+            let (status, body) = call(
+                "GET",
+                &format!("{path}?from={bad}"),
+                serde_json::Value::Null,
+            )
+            .await;
+            assert_eq!(status, 400, "{bad:?}: {body}");
+        }
 
         // A schedule is replaced by PATCH, validated as at create.
         let one = format!("/v1/workspaces/ws1/triggers/{id}");

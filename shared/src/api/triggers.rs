@@ -338,7 +338,9 @@ pub async fn preview_schedule(
     };
     let schedule =
         Schedule::compile(spec).map_err(|e| Problem::new(Code::ScheduleInvalid, e.to_string()))?;
-    let mut body = crate::schedule::preview(&schedule, api.clock.now_ms(), count);
+    // `from`: see a schedule across a given date (a daylight-saving change) beforehand.
+    let from_ms = request.query_time_ms("from")?.unwrap_or(api.clock.now_ms());
+    let mut body = crate::schedule::preview(&schedule, from_ms, count);
     body["subscriptionId"] = subscription.subscription_id.as_str().into();
     body["state"] = subscription.state.as_str().into();
     Ok(Reply::json(200, body))
