@@ -875,8 +875,9 @@ async fn test_route_evaluates_without_dispatching() {
             Some(json!({"selector": "event.kind", "event": event})),
         )
         .await;
-    assert_eq!(type_error.body["matched"], false);
-    assert!(type_error.body["error"]
+    // Checked as at create: a selector that can only be a string is refused up front.
+    assert_problem(&type_error, 422, "trigger.selector_type_error");
+    assert!(type_error.body["detail"]
         .as_str()
         .unwrap()
         .contains("not bool"));

@@ -452,6 +452,55 @@ fn http_cases(stack: &Stack) -> Vec<Case> {
             invalid,
         ),
         case(
+            "create: selector that is not boolean",
+            "POST",
+            &triggers,
+            manual(json!({"selector": "event.kind"})),
+            422,
+            "trigger.selector_type_error",
+        ),
+        case(
+            "create: selector of arithmetic",
+            "POST",
+            &triggers,
+            manual(json!({"selector": "event.data.n + 1"})),
+            422,
+            "trigger.selector_type_error",
+        ),
+        case(
+            "create: regex literal that does not compile",
+            "POST",
+            &triggers,
+            manual(json!({"selector": "event.data.x.matches('(')"})),
+            422,
+            invalid,
+        ),
+        case(
+            "list: a cursor the service never issued",
+            "GET",
+            format!("{triggers}?cursor={}", "c".repeat(2_000)),
+            Value::Null,
+            400,
+            bad,
+        ),
+        case(
+            "events: a cursor the service never issued",
+            "GET",
+            format!("/v1/workspaces/{ws}/events?cursor=not-a-cursor"),
+            Value::Null,
+            400,
+            bad,
+        ),
+        case(
+            "dead letters: a cursor the service never issued",
+            "GET",
+            format!("/v1/workspaces/{ws}/dead-letters?cursor=12%23abc"),
+            Value::Null,
+            400,
+            bad,
+        )
+        .by(Who::With(&["trigger:deadletters:read"])),
+        case(
             "create: legacy jsonpath",
             "POST",
             &triggers,
@@ -897,6 +946,24 @@ fn http_cases(stack: &Stack) -> Vec<Case> {
             "webhook-route-not-found",
         ),
         signed(
+            "webhook: a 2,100-byte connector id",
+            &"c".repeat(2_100),
+            b"{}",
+            |_| {},
+            404,
+            "webhook-route-not-found",
+        ),
+        signed(
+            "webhook: empty webhook-timestamp",
+            &stack.std_connector(),
+            b"{}",
+            |h| {
+                h.insert("webhook-timestamp".into(), "".into());
+            },
+            401,
+            "trigger.webhook.signature_missing",
+        ),
+        signed(
             "webhook: body over 96 KiB",
             &stack.std_connector(),
             &vec![b'x'; 100 * 1024],
@@ -1319,4 +1386,38 @@ fn bad_configuration_fails_at_cold_start_naming_the_variable() {
             .expect_err(variable);
         assert_eq!(error.variable, *variable, "{value}");
     }
+}
+
+/// Mid-rotation, one of a connector's two secret references is already gone: a delivery
+/// signed with the other is accepted (it used to be 503 for every delivery).
+#[tokio::test]
+async fn a_connector_with_one_of_two_secrets_gone_verifies_with_the_other() {
+    let stack = Stack::new();
+    let id = format!("{}-rotating", stack.ws);
+    let existing = integration_tests::put_secret(SECRET).await;
+    let connector = serde_json::from_value(json!({
+        "connectorInstanceId": id, "workspaceId": stack.ws, "scheme": "standard-webhooks",
+        "secretRefs": [existing, "secretsmanager:custos/webhooks/deleted-during-rotation"]
+    }))
+    .unwrap();
+    DynamoConnectorStore::new(stack.dynamodb.clone(), stack.output("ConnectorsTableName"))
+        .put(&connector)
+        .await
+        .unwrap();
+    let body = br#"{"type":"invoice.paid"}"#;
+    let headers =
+        integration_tests::standard_webhook_headers(SECRET, &unique("msg"), now_secs(), body);
+    let mut request = stack
+        .http
+        .post(format!("{}/v1/webhooks/{id}", stack.output("LocalApiUrl")))
+        .body(body.to_vec());
+    for (name, value) in headers.as_object().unwrap() {
+        request = request.header(name.as_str(), value.as_str().unwrap());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer["eventId"].is_string(), "{answer}");
+    stack.drained().await;
 }

@@ -585,7 +585,7 @@ impl StartIndex {
         if residual.is_empty() && selector.cost.comprehensions == 0 {
             return Ok(true);
         }
-        selector.cost.check_at(scope.longest())?;
+        selector.cost.check_at(scope.extent())?;
         let Some(compiled) = &selector.compiled else {
             return Ok(true);
         };

@@ -89,7 +89,7 @@ pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         since_ms: request.query_time_ms("since")?,
         until_ms: request.query_time_ms("until")?,
         limit: request.query_limit(DEFAULT_PAGE, MAX_PAGE)?,
-        cursor: request.query_str("cursor").map(str::to_owned),
+        cursor: request.query_cursor(|c| crate::deadletters::parse_cursor(c).is_some())?,
     };
     let page = api.dead_letters.list(&ws, &query).await?;
     let mut body = json!({ "items": page.items.iter().map(summary).collect::<Vec<_>>() });

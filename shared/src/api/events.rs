@@ -145,7 +145,7 @@ pub fn event_query(request: &ApiRequest, limit: usize) -> Result<EventQuery, Pro
         kind: request.query_str("kind").map(str::to_owned),
         source_type: request.query_enum("sourceType")?,
         limit,
-        cursor: request.query_str("cursor").map(str::to_owned),
+        cursor: request.query_cursor(|c| crate::archive::parse_cursor(c).is_some())?,
     })
 }
 

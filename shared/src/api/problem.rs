@@ -354,6 +354,7 @@ impl From<crate::selector::SelectorError> for Problem {
         let code = match error {
             crate::selector::SelectorError::Invalid(_) => Code::SelectorInvalid,
             crate::selector::SelectorError::TooExpensive(_) => Code::SelectorTooExpensive,
+            crate::selector::SelectorError::NotBoolean(_) => Code::SelectorTypeError,
         };
         Problem::new(code, error.to_string())
     }

@@ -102,6 +102,19 @@ impl ApiRequest {
             })
     }
 
+    /// The `cursor` of a listing, when `issued` recognizes it as one this service
+    /// handed out (anything else is 400, never a guess or a malformed store key).
+    pub fn query_cursor(&self, issued: impl Fn(&str) -> bool) -> Result<Option<String>, Problem> {
+        match self.query_str("cursor") {
+            None => Ok(None),
+            Some(cursor) if issued(cursor) => Ok(Some(cursor.to_owned())),
+            Some(_) => Err(Problem::new(
+                Code::BadRequest,
+                "cursor: not a cursor this listing handed out (pass nextCursor as it came)",
+            )),
+        }
+    }
+
     /// A non-empty query parameter.
     pub fn query_str(&self, name: &str) -> Option<&str> {
         self.query

@@ -102,7 +102,7 @@ pub async fn register(api: &Api, request: &ApiRequest) -> Result<Reply, Problem>
     let body: RegisterBody = request.json()?;
     // Compiled on every path, replays included: an invalid selector is always a 422.
     if let Some(expr) = body.selector.as_deref().filter(|s| !s.trim().is_empty()) {
-        CompiledExpr::selector(expr)?;
+        CompiledExpr::authored_selector(expr)?;
     }
     let key = key(body.run_id, body.step_id, body.event_key)?;
     let workspace = body

@@ -44,7 +44,7 @@ pub fn compile_selector(input: &SelectorInput) -> Result<Option<String>, Problem
         SelectorInput::Cel(text) => text.clone(),
         SelectorInput::Legacy(l) => desugar(&l.field, l.match_type, &l.value)?,
     };
-    CompiledExpr::selector(&expr)?;
+    CompiledExpr::authored_selector(&expr)?;
     Ok(Some(expr))
 }
 
@@ -356,11 +356,10 @@ pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         state: request.query_enum("state")?,
         source_type: request.query_enum("sourceType")?,
         limit,
-        cursor: request
-            .query
-            .get("cursor")
-            .filter(|c| !c.is_empty())
-            .cloned(),
+        // The cursor is the last subscription id of the page before.
+        cursor: request.query_cursor(|c| {
+            c.len() <= super::MAX_PATH_ID_BYTES && !c.chars().any(char::is_control)
+        })?,
     };
     let page = api.subscriptions.list(&ws, &query).await?;
     let items: Vec<Value> = page.items.iter().map(to_json).collect();

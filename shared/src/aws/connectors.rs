@@ -31,7 +31,8 @@ impl DynamoConnectorStore {
 #[async_trait]
 impl ConnectorStore for DynamoConnectorStore {
     async fn get(&self, id: &str) -> Result<Option<ConnectorInstance>, StoreError> {
-        if id.is_empty() {
+        // DynamoDB refuses keys over 2,048 bytes; no connector has such an id.
+        if id.is_empty() || id.len() > 2_048 {
             return Ok(None);
         }
         let key = Item::from([("connectorInstanceId".to_owned(), s(id))]);

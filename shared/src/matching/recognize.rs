@@ -47,6 +47,8 @@ pub fn recognize(text: &str) -> Option<Recognized> {
     let cost = Cost {
         comprehensions: parser.comprehensions,
         nesting: usize::from(parser.comprehensions > 0),
+        // Recognized comprehensions only compare elements (`t == "x"`).
+        scans_strings: false,
     };
     (done && parser.comprehensions <= MAX_COMPREHENSIONS).then_some(Recognized { arms, cost })
 }

@@ -38,7 +38,33 @@ pub struct Cost {
     pub comprehensions: usize,
     /// The deepest nesting of comprehensions inside one another.
     pub nesting: usize,
+    /// A string function (`contains`, `matches`, ...) runs inside a comprehension: each
+    /// step may scan the event's longest string.
+    pub scans_strings: bool,
 }
+
+/// Functions whose work grows with the length of a string operand.
+const STRING_FUNCTIONS: &[&str] = &[
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "size",
+    "_+_",
+    "lowerAscii",
+    "upperAscii",
+    "replace",
+    "split",
+    "trim",
+    "indexOf",
+    "lastIndexOf",
+    "substring",
+    "charAt",
+    "join",
+    "format",
+    "string",
+    "bytes",
+];
 
 /// Envelope fields whose type is known to be a string (never a bool).
 const STRING_FIELDS: &[&[&str]] = &[
@@ -100,6 +126,9 @@ impl Walker<'_> {
             Expr::Ident(name) => self.check_name(name),
             Expr::Select(select) => self.walk(&select.operand, next),
             Expr::Call(call) => {
+                if self.nesting > 0 && STRING_FUNCTIONS.contains(&call.func_name.as_str()) {
+                    self.cost.scans_strings = true;
+                }
                 if is_boolean_operator(&call.func_name) {
                     if let Some(bad) = call.args.iter().find(|a| is_known_non_bool(a)) {
                         return Err(AnalysisError::TypeMismatch(format!(
@@ -162,6 +191,123 @@ impl Walker<'_> {
             Err(AnalysisError::UnboundName(name.to_owned()))
         }
     }
+}
+
+/// What a selector written by a client must also pass (stored selectors of older
+/// releases are not held to it: they are evaluated and audited as before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthoringError {
+    /// The expression can only ever produce this non-boolean type.
+    NotBoolean(&'static str),
+    /// A regular-expression literal that does not compile.
+    Regex(String),
+}
+
+/// Authoring checks: the result is not statically a non-boolean, and every literal
+/// pattern handed to `matches` compiles.
+pub fn check_authored_selector(expr: &IdedExpr) -> Result<(), AuthoringError> {
+    if let Some(kind) = known_type(expr) {
+        return Err(AuthoringError::NotBoolean(kind));
+    }
+    check_patterns(expr)
+}
+
+/// The result type of `expr` when it is certain and not bool.
+fn known_type(expr: &IdedExpr) -> Option<&'static str> {
+    match &expr.expr {
+        Expr::Literal(literal) => match literal {
+            LiteralValue::Boolean(_) => None,
+            LiteralValue::String(_) => Some("string"),
+            LiteralValue::Int(_) => Some("int"),
+            LiteralValue::UInt(_) => Some("uint"),
+            LiteralValue::Double(_) => Some("double"),
+            LiteralValue::Bytes(_) => Some("bytes"),
+            LiteralValue::Null => Some("null"),
+        },
+        Expr::List(_) => Some("list"),
+        Expr::Map(_) => Some("map"),
+        Expr::Ident(name) if name == "event" => Some("map"),
+        Expr::Select(_) => event_path(expr).and_then(|path| envelope_type(&path)),
+        Expr::Call(call) => match call.func_name.as_str() {
+            // CEL has no arithmetic on bools: whatever the operands, not a bool.
+            "_+_" | "_-_" | "_*_" | "_/_" | "_%_" | "-_" => Some("a number, string or list"),
+            "size" => Some("int"),
+            "string" => Some("string"),
+            "int" => Some("int"),
+            "uint" => Some("uint"),
+            "double" => Some("double"),
+            "bytes" => Some("bytes"),
+            "timestamp" => Some("timestamp"),
+            "duration" => Some("duration"),
+            "_?_:_" => match call.args.as_slice() {
+                [_, yes, no] => known_type(yes).and(known_type(no)),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The type of an envelope field, when the envelope fixes it.
+fn envelope_type(path: &[String]) -> Option<&'static str> {
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    if STRING_FIELDS.contains(&path.as_slice()) {
+        return Some("string");
+    }
+    match path.as_slice() {
+        ["depth"] => Some("int"),
+        ["data"] | ["source"] | ["raw"] | ["raw", "headers"] => Some("map"),
+        _ => None,
+    }
+}
+
+/// Every `x.matches("literal")` / `matches(x, "literal")` pattern compiles.
+fn check_patterns(expr: &IdedExpr) -> Result<(), AuthoringError> {
+    let mut pending = vec![expr];
+    while let Some(node) = pending.pop() {
+        match &node.expr {
+            Expr::Call(call) => {
+                if call.func_name == "matches" {
+                    let pattern = match (&call.target, call.args.as_slice()) {
+                        (Some(_), [pattern]) | (None, [_, pattern]) => Some(pattern),
+                        _ => None,
+                    };
+                    if let Some(Expr::Literal(LiteralValue::String(text))) =
+                        pattern.map(|p| &p.expr)
+                    {
+                        regex::Regex::new(text.inner()).map_err(|e| {
+                            AuthoringError::Regex(format!(
+                                "regex {:?} does not compile: {e}",
+                                text.inner()
+                            ))
+                        })?;
+                    }
+                }
+                pending.extend(call.target.as_deref());
+                pending.extend(call.args.iter());
+            }
+            Expr::Select(select) => pending.push(&select.operand),
+            Expr::List(list) => pending.extend(list.elements.iter()),
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(e) = &entry.expr {
+                        pending.push(&e.key);
+                        pending.push(&e.value);
+                    }
+                }
+            }
+            Expr::Comprehension(comp) => pending.extend([
+                &comp.iter_range,
+                &comp.accu_init,
+                &comp.loop_cond,
+                &comp.loop_step,
+                &comp.result,
+            ]),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn is_boolean_operator(name: &str) -> bool {

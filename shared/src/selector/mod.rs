@@ -33,6 +33,9 @@ pub enum SelectorError {
     /// The expression could do too much work per event (see `MAX_COMPREHENSION_*`).
     #[error("selector is too expensive: {0}")]
     TooExpensive(String),
+    /// The expression can only produce a non-boolean (refused when authored).
+    #[error("selector evaluates to {0}, not bool")]
+    NotBoolean(&'static str),
 }
 
 /// Comprehensions (`all`, `exists`, `exists_one`, `map`, `filter`) an expression may hold.
@@ -43,6 +46,18 @@ pub const MAX_COMPREHENSION_NESTING: usize = 2;
 /// event ^ nesting`) exceeds this is not run: it counts as a failed evaluation (no
 /// match) for that event, so it can never stall other subscriptions or tenants.
 pub const MAX_EVALUATION_COST: u64 = 1_000_000;
+/// Per event, the bytes string functions inside comprehensions may scan at most
+/// (`steps × longest string in the event`): about 64 MB, tens of milliseconds.
+pub const MAX_STRING_SCAN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How large an event is where a selector's cost depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// Elements of the longest list or map.
+    pub items: u64,
+    /// Bytes of the longest string.
+    pub string_bytes: u64,
+}
 
 /// Why evaluating a compiled selector did not produce a boolean.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -57,6 +72,9 @@ pub enum EvalError {
     /// Not run: on this event the expression would cost about `estimate` steps.
     #[error("selector not evaluated: about {estimate} steps on this event exceed the limit of {MAX_EVALUATION_COST}")]
     TooExpensive { estimate: u64 },
+    /// Not run: its string functions would scan about `bytes` bytes on this event.
+    #[error("selector not evaluated: its string functions would scan about {bytes} bytes on this event, over the limit of {MAX_STRING_SCAN_BYTES}")]
+    TooMuchScanning { bytes: u64 },
 }
 
 /// The shared CEL environment (standard library, macros), built once per process.
@@ -80,6 +98,17 @@ impl CompiledExpr {
     /// Compiles a selector (root `event`).
     pub fn selector(source: &str) -> Result<Self, SelectorError> {
         Self::compile(source, &["event"])
+    }
+
+    /// Compiles a selector a client authored: also refused when it can only produce a
+    /// non-boolean or holds a regex literal that does not compile.
+    pub fn authored_selector(source: &str) -> Result<Self, SelectorError> {
+        let compiled = Self::selector(source)?;
+        analysis::check_authored_selector(compiled.expression()).map_err(|e| match e {
+            analysis::AuthoringError::NotBoolean(kind) => SelectorError::NotBoolean(kind),
+            analysis::AuthoringError::Regex(detail) => SelectorError::Invalid(detail),
+        })?;
+        Ok(compiled)
     }
 
     /// Compiles an input-mapping expression (roots `event` and `inputs`).
@@ -142,16 +171,10 @@ impl CompiledExpr {
 
     /// Refuses to run an expression whose estimated work on this event is too large.
     pub fn check_cost(&self, scope: &EventScope) -> Result<(), EvalError> {
-        self.check_cost_at(if self.cost.comprehensions > 0 {
-            scope.longest_collection()
-        } else {
-            0
-        })
-    }
-
-    /// [`Self::check_cost`] for an event whose longest list or map has `longest` items.
-    pub fn check_cost_at(&self, longest: u64) -> Result<(), EvalError> {
-        self.cost.check_at(longest)
+        if self.cost.comprehensions == 0 {
+            return Ok(());
+        }
+        self.cost.check_at(scope.extent())
     }
 
     /// What the expression's comprehensions can cost per event.
@@ -196,38 +219,51 @@ impl CompiledExpr {
 }
 
 impl analysis::Cost {
-    /// Refuses an expression whose estimated work on an event whose longest list or map
-    /// has `longest` items is too large.
-    pub fn check_at(&self, longest: u64) -> Result<(), EvalError> {
-        if self.comprehensions > 0 {
-            let nested = u32::try_from(self.nesting).unwrap_or(u32::MAX);
-            let estimate =
-                (self.comprehensions as u64).saturating_mul(longest.max(1).saturating_pow(nested));
-            if estimate > MAX_EVALUATION_COST {
-                return Err(EvalError::TooExpensive { estimate });
-            }
+    /// Refuses an expression whose estimated work on an event of this `extent` is too
+    /// large: too many comprehension steps, or string functions in them that would scan
+    /// too many bytes (each step may scan the longest string).
+    pub fn check_at(&self, extent: Extent) -> Result<(), EvalError> {
+        if self.comprehensions == 0 {
+            return Ok(());
+        }
+        let nested = u32::try_from(self.nesting).unwrap_or(u32::MAX);
+        let estimate =
+            (self.comprehensions as u64).saturating_mul(extent.items.max(1).saturating_pow(nested));
+        if estimate > MAX_EVALUATION_COST {
+            return Err(EvalError::TooExpensive { estimate });
+        }
+        let bytes = estimate.saturating_mul(extent.string_bytes);
+        if self.scans_strings && bytes > MAX_STRING_SCAN_BYTES {
+            return Err(EvalError::TooMuchScanning { bytes });
         }
         Ok(())
     }
 }
 
-fn longest_in(value: &Value) -> u64 {
-    let mut longest = 0u64;
+/// The longest list or map and the longest string in `value`.
+fn extent_of(value: &Value) -> Extent {
+    let mut extent = Extent::default();
     let mut stack = vec![value];
     while let Some(next) = stack.pop() {
         match next {
             Value::Array(items) => {
-                longest = longest.max(items.len() as u64);
+                extent.items = extent.items.max(items.len() as u64);
                 stack.extend(items);
             }
             Value::Object(fields) => {
-                longest = longest.max(fields.len() as u64);
-                stack.extend(fields.values());
+                extent.items = extent.items.max(fields.len() as u64);
+                for (key, value) in fields {
+                    extent.string_bytes = extent.string_bytes.max(key.len() as u64);
+                    stack.push(value);
+                }
+            }
+            Value::String(text) => {
+                extent.string_bytes = extent.string_bytes.max(text.len() as u64);
             }
             _ => {}
         }
     }
-    longest
+    extent
 }
 
 /// The checks on the raw text that come before parsing (the match index's recognizer
@@ -276,7 +312,7 @@ pub struct LazyScope<'a> {
     event: &'a NormalizedEvent,
     scope: std::sync::OnceLock<EventScope>,
     projected: std::sync::OnceLock<EventScope>,
-    longest: std::sync::OnceLock<u64>,
+    longest: std::sync::OnceLock<Extent>,
 }
 
 impl<'a> LazyScope<'a> {
@@ -303,19 +339,31 @@ impl<'a> LazyScope<'a> {
     /// The element count of the event's longest list or map, without converting it
     /// (the same bound [`EventScope::longest_collection`] gives the cost guard; the
     /// envelope's own small maps never reach the guard's limits).
-    pub fn longest(&self) -> u64 {
+    pub fn extent(&self) -> Extent {
         *self.longest.get_or_init(|| {
-            let data = &self.event.data;
-            let nested = data.values().map(longest_in).max().unwrap_or(0);
-            [
-                data.len() as u64,
-                self.event.raw.headers.len() as u64,
-                nested,
-                8,
-            ]
-            .into_iter()
-            .max()
-            .unwrap_or(0)
+            let event = self.event;
+            let nested = event.data.values().map(extent_of);
+            let headers = event.raw.headers.iter().map(|(k, v)| k.len().max(v.len()));
+            let envelope = [
+                event.raw.body.len(),
+                event.kind.as_str().len(),
+                event.subject.len(),
+                event.event_id.as_str().len(),
+            ];
+            Extent {
+                items: nested
+                    .clone()
+                    .map(|e| e.items)
+                    .chain([event.data.len() as u64, event.raw.headers.len() as u64, 8])
+                    .max()
+                    .unwrap_or(0),
+                string_bytes: nested
+                    .map(|e| e.string_bytes)
+                    .chain(event.data.keys().map(|k| k.len() as u64))
+                    .chain(headers.chain(envelope).map(|n| n as u64))
+                    .max()
+                    .unwrap_or(0),
+            }
         })
     }
 
@@ -340,7 +388,7 @@ pub struct EventScope {
     context: Context<'static, 'static>,
     json: Value,
     /// The longest list or map anywhere in the scope, computed on first need.
-    longest: std::sync::OnceLock<u64>,
+    longest: std::sync::OnceLock<Extent>,
 }
 
 impl EventScope {
@@ -368,10 +416,10 @@ impl EventScope {
     }
 
     /// The event as JSON (the pre-filter reads pinned fields from it).
-    /// The element count of the longest list or map in the event (what a comprehension
-    /// can iterate over).
-    pub fn longest_collection(&self) -> u64 {
-        *self.longest.get_or_init(|| longest_in(&self.json))
+    /// The longest list or map and the longest string in the event (what a
+    /// comprehension's and its string functions' cost depend on), computed on first need.
+    pub fn extent(&self) -> Extent {
+        *self.longest.get_or_init(|| extent_of(&self.json))
     }
 
     pub fn json(&self) -> &Value {

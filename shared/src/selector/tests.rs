@@ -297,3 +297,75 @@ fn a_nested_comprehension_over_a_huge_list_is_not_run_for_that_event() {
     let flat = CompiledExpr::selector("event.data.xs.exists(x, x == 4999)").unwrap();
     assert_eq!(flat.matches(&event(5_000)), Ok(true));
 }
+
+#[test]
+fn string_functions_in_nested_comprehensions_are_bounded_by_the_bytes_they_scan() {
+    // 2 × 100² steps, each scanning an 80,000-character string: 1.6 GB of scanning
+    // (4.3 s when it used to run) is refused before it starts.
+    let compiled = CompiledExpr::selector(
+        "event.data.xs.all(a, event.data.xs.all(b, !event.data.s.contains('zz')))",
+    )
+    .unwrap();
+    let event = |items: usize, chars: usize| {
+        let xs: Vec<usize> = (0..items).collect();
+        EventScope::from_json(
+            json!({"kind": "x.y", "data": {"xs": xs, "s": "a".repeat(chars)}}),
+            None,
+        )
+    };
+    assert!(matches!(
+        compiled.matches(&event(100, 80_000)),
+        Err(EvalError::TooMuchScanning { .. })
+    ));
+    assert_eq!(
+        compiled.matches(&event(100, 100)),
+        Ok(true),
+        "short strings run"
+    );
+    // Comprehensions that compare but call no string function are not charged for it.
+    let compare = CompiledExpr::selector("event.data.xs.all(a, a >= 0)").unwrap();
+    assert_eq!(compare.matches(&event(100, 80_000)), Ok(true));
+}
+
+#[test]
+fn authored_selectors_must_be_able_to_be_boolean_and_their_regex_literals_compile() {
+    for (expr, kind) in [
+        ("event.kind", "string"),
+        ("event.depth", "int"),
+        ("event.data", "map"),
+        ("'x'", "string"),
+        ("[true]", "list"),
+        ("size(event.data.labels)", "int"),
+        ("event.data.n + 1", "a number, string or list"),
+        ("event.data.ok ? 'a' : 'b'", "string"),
+    ] {
+        assert_eq!(
+            CompiledExpr::authored_selector(expr).err(),
+            Some(SelectorError::NotBoolean(kind)),
+            "{expr}"
+        );
+        assert!(
+            CompiledExpr::selector(expr).is_ok(),
+            "stored ones still load: {expr}"
+        );
+    }
+    for expr in [
+        "event.data.x.matches('(')",
+        "matches(event.data.x, '[')",
+        "event.data.xs.exists(x, x.matches('a{2,1}'))",
+    ] {
+        assert!(
+            matches!(CompiledExpr::authored_selector(expr), Err(SelectorError::Invalid(m)) if m.contains("regex")),
+            "{expr}"
+        );
+    }
+    for expr in [
+        "event.data.ok",
+        "event.data.ok ? true : false",
+        "event.data.x.matches('^a+$')",
+        "event.kind == 'a' && event.data.n > 1",
+        "true",
+    ] {
+        assert!(CompiledExpr::authored_selector(expr).is_ok(), "{expr}");
+    }
+}

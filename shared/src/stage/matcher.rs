@@ -303,7 +303,7 @@ impl MatchStage {
     ) {
         let kind = match &failure.error {
             EvalError::NotBoolean { .. } => "not_boolean",
-            EvalError::TooExpensive { .. } => "too_expensive",
+            EvalError::TooExpensive { .. } | EvalError::TooMuchScanning { .. } => "too_expensive",
             EvalError::Execution(_) => "execution",
         };
         self.audit.measure(
@@ -321,11 +321,11 @@ impl MatchStage {
                 .with("subscriptionId", failure.owner_id.as_str())
                 .with("resultType", result_type.as_str()),
             ),
-            EvalError::TooExpensive { estimate } => tracing::warn!(
+            EvalError::TooExpensive { .. } | EvalError::TooMuchScanning { .. } => tracing::warn!(
                 workspace_id = %workspace,
                 event_id = %event.event_id,
                 subscription_id = failure.owner_id,
-                estimate,
+                error = %failure.error,
                 "selector too expensive for this event; not evaluated, treated as no match"
             ),
             EvalError::Execution(reason) => tracing::debug!(

@@ -32,6 +32,10 @@ pub use verify::Rejection;
 /// parsed `data`, and must stay under the SQS message limit.
 pub const MAX_BODY_BYTES: usize = 96 * 1024;
 
+/// The longest connector id looked up (issued ids are `con_` + 32 hex digits; ids seeded
+/// by hand stay well under this).
+pub const MAX_CONNECTOR_ID_BYTES: usize = 256;
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IntakeError {
     #[error("unknown connector instance {0:?}")]
@@ -77,6 +81,10 @@ impl WebhookIntake {
         // Size first: an oversized anonymous request costs no I/O.
         if body.len() > MAX_BODY_BYTES {
             return Err(IntakeError::TooLarge(body.len()));
+        }
+        // An id longer than any issued one names nothing (and is no valid store key).
+        if connector_id.len() > MAX_CONNECTOR_ID_BYTES {
+            return Err(IntakeError::UnknownConnector(connector_id.to_owned()));
         }
         let connector = self
             .connectors
@@ -183,9 +191,21 @@ impl WebhookIntake {
         body: &[u8],
     ) -> Result<verify::Verified, IntakeError> {
         connector.validate().map_err(IntakeError::Misconfigured)?;
+        // During a rotation one of two references may already be gone: the other still
+        // verifies. Only when none can be read is the delivery refused for now (503).
         let mut secrets = Vec::with_capacity(connector.secret_refs.len());
+        let mut unreadable = None;
         for reference in &connector.secret_refs {
-            secrets.push(self.secrets.resolve(reference).await?);
+            match self.secrets.resolve(reference).await {
+                Ok(secret) => secrets.push(secret),
+                Err(error) => {
+                    tracing::warn!(connector_instance_id = connector.connector_instance_id, %error, "a signing secret could not be read; verifying with the others");
+                    unreadable = Some(error);
+                }
+            }
+        }
+        if let (true, Some(error)) = (secrets.is_empty(), unreadable) {
+            return Err(error.into());
         }
         let usable = match connector.scheme {
             SignatureScheme::StandardWebhooks => {
