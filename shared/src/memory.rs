@@ -784,9 +784,32 @@ impl crate::webhook::ConnectorStore for MemoryConnectorStore {
         Ok(found)
     }
 
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        lock(&self.0).remove(id);
-        Ok(())
+    async fn replace(
+        &self,
+        connector: &crate::webhook::ConnectorInstance,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        let mut all = lock(&self.0);
+        match all.get(&connector.connector_instance_id) {
+            Some(current) if current.version == expected => {
+                all.insert(connector.connector_instance_id.clone(), connector.clone());
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict("connector changed or gone".into())),
+        }
+    }
+
+    async fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), StoreError> {
+        let mut all = lock(&self.0);
+        match (all.get(id), expected) {
+            (Some(current), Some(version)) if current.version != version => {
+                Err(StoreError::Conflict("connector changed".into()))
+            }
+            _ => {
+                all.remove(id);
+                Ok(())
+            }
+        }
     }
 }
 

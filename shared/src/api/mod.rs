@@ -7,6 +7,7 @@ pub mod auth;
 pub mod connectors;
 pub mod deadletters;
 pub mod events;
+pub mod preconditions;
 pub mod problem;
 pub mod request;
 pub mod resume_rpc;

@@ -39,6 +39,7 @@ pub enum Code {
     WebhookTimestampOutOfTolerance,
     WebhookReplayed,
     ConnectorNotFound,
+    ConnectorConflict,
     ConnectorInvalid,
     ConnectorNotUsable,
     ConnectorSecretInvalid,
@@ -81,6 +82,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::WebhookTimestampOutOfTolerance,
     Code::WebhookReplayed,
     Code::ConnectorNotFound,
+    Code::ConnectorConflict,
     Code::ConnectorInvalid,
     Code::ConnectorNotUsable,
     Code::ConnectorSecretInvalid,
@@ -224,6 +226,11 @@ impl Code {
                 "trigger.connector_not_found",
                 404,
                 "Connector instance not found",
+            ),
+            Code::ConnectorConflict => (
+                "trigger.connector_conflict",
+                412,
+                "Connector instance changed since it was read",
             ),
             Code::ConnectorInvalid => (
                 "trigger.connector_invalid",

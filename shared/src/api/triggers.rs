@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth;
+use super::preconditions::{etag, if_match};
 use super::problem::{Code, Problem};
 use super::request::ApiRequest;
 use super::{Api, Params, Reply};
@@ -104,34 +105,6 @@ fn to_json(subscription: &Subscription) -> Value {
 /// The subscription as JSON with its version as a strong `ETag`.
 fn versioned(status: u16, subscription: &Subscription) -> Reply {
     Reply::json(status, to_json(subscription)).with_header("etag", etag(subscription.version))
-}
-
-fn etag(version: u64) -> String {
-    format!("\"{version}\"")
-}
-
-/// The versions an `If-Match` header accepts (`None` when absent or `*`). RFC 9110: a
-/// list of entity tags compared strongly, so a weak tag, a tag this API never issued or
-/// a value that is no entity tag at all matches nothing: the change is refused (412),
-/// never applied on a guess.
-fn if_match(request: &ApiRequest) -> Option<Vec<u64>> {
-    let raw = request.header("if-match")?.trim();
-    if raw == "*" {
-        return None;
-    }
-    let mut versions = Vec::new();
-    let mut rest = raw;
-    while let Some(open) = rest.find('"') {
-        let weak = rest[..open].trim_end().ends_with("W/");
-        let Some((tag, after)) = rest[open + 1..].split_once('"') else {
-            break;
-        };
-        if let (false, Ok(version)) = (weak, tag.parse::<u64>()) {
-            versions.push(version);
-        }
-        rest = after;
-    }
-    Some(versions)
 }
 
 /// How often a change without `If-Match` is re-applied on fresh state after losing a

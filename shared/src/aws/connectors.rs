@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 
-use super::attrs::{doc, s, Item};
+use super::attrs::{doc, n, s, Item};
 use super::describe;
 use super::documents::{get_item, put_document, query_all};
 use super::tables::CONNECTORS_BY_WORKSPACE;
@@ -43,14 +43,35 @@ impl ConnectorStore for DynamoConnectorStore {
     }
 
     async fn put(&self, connector: &ConnectorInstance) -> Result<(), StoreError> {
-        let attributes = Item::from([
-            (
-                "connectorInstanceId".to_owned(),
-                s(connector.connector_instance_id.as_str()),
-            ),
-            ("workspaceId".to_owned(), s(connector.workspace_id.as_str())),
-        ]);
-        put_document(&self.client, &self.table, attributes, connector, None).await
+        put_document(
+            &self.client,
+            &self.table,
+            attributes(connector),
+            connector,
+            None,
+        )
+        .await
+    }
+
+    async fn replace(
+        &self,
+        connector: &ConnectorInstance,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        // Items of older releases carry no version: they count as version 0.
+        let condition = if expected == 0 {
+            "attribute_exists(connectorInstanceId) AND (attribute_not_exists(version) OR version = :expected)"
+        } else {
+            "version = :expected"
+        };
+        put_document(
+            &self.client,
+            &self.table,
+            attributes(connector),
+            connector,
+            Some((condition, n(expected))),
+        )
+        .await
     }
 
     async fn list(&self, workspace: &WorkspaceId) -> Result<Vec<ConnectorInstance>, StoreError> {
@@ -70,14 +91,45 @@ impl ConnectorStore for DynamoConnectorStore {
             .collect())
     }
 
-    async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.client
+    async fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), StoreError> {
+        let mut request = self
+            .client
             .delete_item()
             .table_name(&self.table)
-            .key("connectorInstanceId", s(id))
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(describe(&e)))?;
-        Ok(())
+            .key("connectorInstanceId", s(id));
+        if let Some(version) = expected {
+            let condition = if version == 0 {
+                "attribute_not_exists(connectorInstanceId) OR attribute_not_exists(version) OR version = :expected"
+            } else {
+                "attribute_not_exists(connectorInstanceId) OR version = :expected"
+            };
+            request = request
+                .condition_expression(condition)
+                .expression_attribute_values(":expected", n(version));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "{id}: changed since it was read"
+                )))
+            }
+            Err(e) => Err(StoreError::Unavailable(describe(&e))),
+        }
     }
+}
+
+/// The key, the listing index's partition and the version beside the document.
+fn attributes(connector: &ConnectorInstance) -> Item {
+    Item::from([
+        (
+            "connectorInstanceId".to_owned(),
+            s(connector.connector_instance_id.as_str()),
+        ),
+        ("workspaceId".to_owned(), s(connector.workspace_id.as_str())),
+        ("version".to_owned(), n(connector.version)),
+    ])
 }

@@ -39,6 +39,9 @@ pub struct ConnectorInstance {
     pub kind_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor: Option<String>,
+    /// Bumped by every change; changes and deletes can be conditioned on it (`ETag`).
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// Most secrets active at once.
@@ -68,8 +71,19 @@ pub trait ConnectorStore: Send + Sync {
         &self,
         connector_instance_id: &str,
     ) -> Result<Option<ConnectorInstance>, StoreError>;
+    /// Writes unconditionally (creation with a fresh id, seeding).
     async fn put(&self, connector: &ConnectorInstance) -> Result<(), StoreError>;
+    /// Writes `connector` only while the stored one is at `expected` (its version);
+    /// `Conflict` when it changed or is gone, so a stale change never resurrects it.
+    async fn replace(&self, connector: &ConnectorInstance, expected: u64)
+        -> Result<(), StoreError>;
     /// The workspace's connector instances, in id order.
     async fn list(&self, workspace: &WorkspaceId) -> Result<Vec<ConnectorInstance>, StoreError>;
-    async fn delete(&self, connector_instance_id: &str) -> Result<(), StoreError>;
+    /// Deletes (only at version `expected`, when given: else `Conflict`); deleting what
+    /// is not there is not an error.
+    async fn delete(
+        &self,
+        connector_instance_id: &str,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError>;
 }

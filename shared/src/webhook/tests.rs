@@ -45,6 +45,7 @@ async fn harness() -> Harness {
             kind_header: Some("X-GitHub-Event".into()),
             kind_prefix: Some("github".into()),
             vendor: Some("github".into()),
+            version: 0,
         })
         .await
         .unwrap();
@@ -76,6 +77,7 @@ pub(crate) fn standard_connector() -> ConnectorInstance {
         kind_header: None,
         kind_prefix: None,
         vendor: None,
+        version: 0,
     }
 }
 
@@ -202,6 +204,7 @@ async fn unsigned_connectors_must_be_explicit_and_use_the_delivery_or_body_hash(
             kind_header: None,
             kind_prefix: None,
             vendor: None,
+            version: 0,
         })
         .await
         .unwrap();
@@ -232,6 +235,7 @@ async fn unsigned_connectors_must_be_explicit_and_use_the_delivery_or_body_hash(
             kind_header: None,
             kind_prefix: None,
             vendor: None,
+            version: 0,
         })
         .await
         .unwrap();
@@ -253,6 +257,7 @@ async fn binary_bodies_are_kept_losslessly() {
             kind_header: None,
             kind_prefix: None,
             vendor: None,
+            version: 0,
         })
         .await
         .unwrap();
@@ -290,6 +295,7 @@ async fn a_body_under_the_byte_limit_whose_event_would_not_fit_is_refused_too_la
             kind_header: None,
             kind_prefix: None,
             vendor: None,
+            version: 0,
         })
         .await
         .unwrap();
