@@ -1320,6 +1320,58 @@ async fn dead_letters_are_listed_replayed_with_their_original_keys_and_a_discard
     assert_eq!(status["matches"].as_array().unwrap().len(), 2);
 }
 
+/// Bulk replay at its worst: 300 dead letters of ~90 KB each, replayed with one
+/// `{"max": 1000}`. It works a page at a time, so every dead letter ends dispatched (or,
+/// had the replay stopped, still listed): none is left `pending` without a message.
+#[tokio::test]
+async fn three_hundred_large_dead_letters_replay_in_pages_and_none_is_stranded() {
+    let stack = Stack::new();
+    let ledger = DynamoLedger::new(stack.dynamodb.clone(), stack.output("LedgerTableName"));
+    let pad = "x".repeat(90 * 1024);
+    let mut entries = Vec::new();
+    for i in 0..300 {
+        let message: custos_trigger::dispatch::DispatchMessage = serde_json::from_value(json!({
+            "workspaceId": stack.workspace,
+            "event": {"eventId": format!("evt-bulk-{i}"), "kind": "workflow.completed",
+                      "source": {"type": "internal", "occurredAt": "2026-12-04T00:00:00Z"},
+                      "data": {"runId": format!("run-bulk-{i}"), "pad": pad}},
+            "target": {"type": "start", "subscriptionId": "sub-bulk", "workflowId": "wf-e2e",
+                       "workflowVersionId": "wv-e2e", "inputs": {"i": i}}
+        }))
+        .unwrap();
+        let entry = message.dead_letter_entry(
+            custos_trigger::dedup::DeadLetterReason::Rejected,
+            "refused",
+            1_800_000_000_000 + i64::from(i),
+        );
+        ledger.record_unclaimed(&entry).await.unwrap();
+        entries.push(entry);
+    }
+    assert_eq!(list_dead_letters(&stack, "", 200).await.len(), 300);
+    let base = format!("/v1/workspaces/{}", stack.workspace);
+    let (status, body) = stack
+        .api(
+            reqwest::Method::POST,
+            &format!("{base}/dead-letters:replay"),
+            Some(json!({"max": 1000})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["replayed"].as_u64(), body["matched"].as_u64()),
+        (Some(300), Some(300)),
+        "{body}"
+    );
+    for entry in &entries {
+        ledger_status_becomes(&stack, entry, LedgerStatus::Committed).await;
+    }
+    stack.drained().await;
+    assert!(list_dead_letters(&stack, "", 200).await.is_empty());
+    let starts = stack.calls("start").await;
+    let keys: HashSet<_> = starts.iter().map(|c| c.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), 300, "each dead letter started its run once");
+}
+
 #[tokio::test]
 async fn an_event_replay_dispatches_only_the_subscription_added_since() {
     let stack = Stack::new();

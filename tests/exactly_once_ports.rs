@@ -1,10 +1,11 @@
 //! Contract tests of the ports the exactly-once protocol rests on (dedup ledger, parked
-//! events, resume waits): each contract is written once over `&dyn Trait` and run against
+//! events, resume waits, the shared outage breaker): each contract is written once over `&dyn Trait` and run against
 //! the in-memory adapter and the DynamoDB adapter on DynamoDB Local, so the two cannot
 //! drift apart.
 
-use custos_trigger::aws::{DynamoLedger, DynamoParkStore, DynamoResumeStore};
+use custos_trigger::aws::{DynamoBreakerStore, DynamoLedger, DynamoParkStore, DynamoResumeStore};
 use custos_trigger::dedup::{ClaimOutcome, ClaimRequest, DedupKey, Ledger, MatchKind, Release};
+use custos_trigger::dispatch::{BreakerState, BreakerStore, LocalBreaker};
 use custos_trigger::event::NormalizedEvent;
 use custos_trigger::ids::{EventId, WorkspaceId};
 use custos_trigger::memory::{MemoryLedger, MemoryParkStore, MemoryResumeStore};
@@ -273,4 +274,67 @@ async fn resume_contract_on_dynamodb() {
     let t = tables(&client).await;
     a_hold_is_finished_for_its_event_without_the_token(&DynamoResumeStore::new(client, t.resumes))
         .await;
+}
+
+/// The outage breaker's shared state: opening at the threshold, one probe at a time (a
+/// second taker is refused until the first reports or its lease ends), a failed probe
+/// frees the slot, a success closes.
+async fn one_probe_at_a_time_across_instances(store: &dyn BreakerStore) {
+    assert_eq!(store.read().await.unwrap(), BreakerState::default());
+    let state = store.record_failure(NOW, 2, NOW + 1_000).await.unwrap();
+    assert!(!state.is_open());
+    let state = store
+        .record_failure(NOW + 10, 2, NOW + 1_010)
+        .await
+        .unwrap();
+    assert!(state.is_open());
+    assert_eq!(state.next_probe_at_ms, NOW + 1_010);
+    let again = store
+        .record_failure(NOW + 20, 2, NOW + 9_999)
+        .await
+        .unwrap();
+    assert_eq!(again.opened_at_ms, state.opened_at_ms, "not re-opened");
+    assert!(
+        !store
+            .take_probe(NOW + 500, NOW + 30_500, NOW + 2_000)
+            .await
+            .unwrap(),
+        "not due"
+    );
+    assert!(store
+        .take_probe(NOW + 1_010, NOW + 31_010, NOW + 3_000)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .take_probe(NOW + 3_000, NOW + 33_000, NOW + 5_000)
+            .await
+            .unwrap(),
+        "the first probe still runs"
+    );
+    store.record_failure(NOW + 3_100, 2, 0).await.unwrap();
+    assert!(store
+        .take_probe(NOW + 3_200, NOW + 33_200, NOW + 6_000)
+        .await
+        .unwrap());
+    store.close().await.unwrap();
+    let closed = store.read().await.unwrap();
+    assert!(!closed.is_open());
+    assert_eq!(closed.failures, 0);
+    assert!(!store
+        .take_probe(NOW + 9_000, NOW + 39_000, NOW + 10_000)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn breaker_contract_in_process() {
+    one_probe_at_a_time_across_instances(&LocalBreaker::default()).await;
+}
+
+#[tokio::test]
+async fn breaker_contract_on_dynamodb() {
+    let client = dynamodb();
+    let t = tables(&client).await;
+    one_probe_at_a_time_across_instances(&DynamoBreakerStore::new(client, t.ledger)).await;
 }

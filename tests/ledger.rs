@@ -263,19 +263,21 @@ async fn reopen_and_discard_leave_the_index_and_only_take_dead_letters() {
     let ws1 = WorkspaceId::new("ws1").unwrap();
     let (k1, k2) = (DedupKey::new("sub1", "evt1"), DedupKey::new("sub2", "evt1"));
     let other = WorkspaceId::new("ws2").unwrap();
+    let lease = NOW + 60_000;
     assert_eq!(
-        ledger.reopen(&other, &k1, NOW + 1).await.unwrap(),
+        ledger.reopen(&other, &k1, NOW + 1, lease).await.unwrap(),
         Transition::NotFound,
         "another workspace's"
     );
 
-    let Transition::Done(before) = ledger.reopen(&ws1, &k1, NOW + 1).await.unwrap() else {
+    let Transition::Done(before) = ledger.reopen(&ws1, &k1, NOW + 1, lease).await.unwrap() else {
         panic!("reopened");
     };
     assert_eq!(before.message.as_deref(), Some("{\"target\":\"sub1\"}"));
     assert_eq!(
-        ledger.reopen(&ws1, &k1, NOW + 2).await.unwrap(),
-        Transition::NotDeadLettered(LedgerStatus::Released)
+        ledger.reopen(&ws1, &k1, NOW + 2, lease + 1).await.unwrap(),
+        Transition::Replaying,
+        "one replay at a time"
     );
     let listed = ledger
         .list(
@@ -287,9 +289,38 @@ async fn reopen_and_discard_leave_the_index_and_only_take_dead_letters() {
         )
         .await
         .unwrap();
-    assert_eq!(listed.items.len(), 1, "{listed:?}");
-    // A reopened item whose message could not be sent is a dead letter again.
-    ledger.restore(&before).await.unwrap();
+    assert_eq!(
+        listed.items.len(),
+        2,
+        "a dead letter being replayed stays listed"
+    );
+    let held = listed.items.iter().find(|e| e.key == k1).unwrap();
+    assert_eq!(held.replaying_until_ms, lease);
+    // Its lease lapsed (the replay was stopped before sending): replayable again.
+    assert!(matches!(
+        ledger
+            .reopen(&ws1, &k1, lease, lease + 60_000)
+            .await
+            .unwrap(),
+        Transition::Done(_)
+    ));
+    // A reopened item whose message could not be sent is replayable at once.
+    ledger.restore(&ws1, &k1, lease + 60_000).await.unwrap();
+    assert!(matches!(
+        ledger
+            .reopen(&ws1, &k1, lease + 1, lease + 2)
+            .await
+            .unwrap(),
+        Transition::Done(_)
+    ));
+    // The dispatcher's claim of the replayed message takes it out of the index.
+    let mut replayed = request("t8", lease + 3, 30_000);
+    replayed.key = k1.clone();
+    let claim = ledger.claim(&replayed).await.unwrap();
+    assert!(
+        matches!(claim, ClaimOutcome::Claimed(ref c) if c.first_attempt_ms == lease + 3),
+        "{claim:?}"
+    );
     let listed = ledger
         .list(
             &ws1,
@@ -300,7 +331,7 @@ async fn reopen_and_discard_leave_the_index_and_only_take_dead_letters() {
         )
         .await
         .unwrap();
-    assert_eq!(listed.items.len(), 2);
+    assert_eq!(listed.items.len(), 1);
 
     assert!(matches!(
         ledger.discard(&ws1, &k2, NOW + 3).await.unwrap(),
@@ -328,7 +359,7 @@ async fn reopen_and_discard_leave_the_index_and_only_take_dead_letters() {
         )
         .await
         .unwrap();
-    assert_eq!(listed.items.len(), 1);
+    assert!(listed.items.is_empty());
 }
 
 #[tokio::test]
@@ -397,6 +428,7 @@ async fn unclaimed_outcomes_never_overwrite_a_commit() {
         last_error: Some("too deep".into()),
         reason: None,
         superseded_by: None,
+        replaying_until_ms: 0,
         attempts: 1,
         first_attempt_ms: 0,
         expires_at: NOW / 1000 + 100,

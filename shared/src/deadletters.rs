@@ -16,6 +16,12 @@ use crate::queue::{Queue, QueueError};
 pub const MAX_BULK_REPLAY: usize = 1000;
 /// Dead letters a bulk replay reopens at once.
 const REPLAY_CONCURRENCY: usize = 16;
+/// Dead letters a bulk replay lists, reopens and sends per step: what it holds in memory
+/// at once (messages are up to 256 KiB each).
+pub const REPLAY_PAGE: usize = 25;
+/// How long a reopened dead letter waits for its message to be sent: a replay stopped
+/// before sending (a timeout, a crash) leaves it replayable again after this.
+pub const REPLAY_LEASE_MS: i64 = 120_000;
 
 /// Which dead letters to list (newest first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +79,8 @@ pub enum Transition {
     Done(Box<LedgerEntry>),
     /// The item is not (or no longer) a dead letter.
     NotDeadLettered(LedgerStatus),
+    /// A dead letter whose earlier replay's lease still runs.
+    Replaying,
     NotFound,
 }
 
@@ -84,16 +92,24 @@ pub trait DeadLetterStore: Send + Sync {
         query: &DeadLetterQuery,
     ) -> Result<DeadLetterPage, LedgerError>;
 
-    /// `dead_lettered` → `released` with a fresh retry window, leaving the index.
+    /// Marks a dead letter as being replayed until `lease_until_ms` (it stays a dead
+    /// letter, listed, until the dispatcher claims it for the replayed message); refused
+    /// while an earlier replay's lease runs ([`Transition::Replaying`]).
     async fn reopen(
         &self,
         workspace: &WorkspaceId,
         key: &DedupKey,
         now_ms: i64,
+        lease_until_ms: i64,
     ) -> Result<Transition, LedgerError>;
 
-    /// Undoes a `reopen` whose message could not be sent (unless a worker took it since).
-    async fn restore(&self, entry: &LedgerEntry) -> Result<(), LedgerError>;
+    /// Ends the replay lease `lease_until_ms` at once (its message could not be sent).
+    async fn restore(
+        &self,
+        workspace: &WorkspaceId,
+        key: &DedupKey,
+        lease_until_ms: i64,
+    ) -> Result<(), LedgerError>;
 
     /// `dead_lettered` → `discarded` (final), leaving the index.
     async fn discard(
@@ -111,6 +127,8 @@ pub enum ReplayError {
     NotFound,
     #[error("the dead letter is {0} now, not dead_lettered")]
     NotDeadLettered(&'static str),
+    #[error("the dead letter is being replayed already")]
+    Replaying,
     #[error("the dead letter kept no dispatch message ({0}); replay its event instead")]
     NoMessage(&'static str),
     #[error(transparent)]
@@ -134,76 +152,115 @@ impl Replayer<'_> {
         key: &DedupKey,
         now_ms: i64,
     ) -> Result<(), ReplayError> {
-        let entry = match self.store.reopen(workspace, key, now_ms).await? {
+        let lease = now_ms.saturating_add(REPLAY_LEASE_MS);
+        let entry = match self.store.reopen(workspace, key, now_ms, lease).await? {
             Transition::Done(entry) => entry,
             Transition::NotDeadLettered(status) => {
                 return Err(ReplayError::NotDeadLettered(status.as_str()))
             }
+            Transition::Replaying => return Err(ReplayError::Replaying),
             Transition::NotFound => return Err(ReplayError::NotFound),
         };
         let body = match replay_body(&entry) {
             Ok(body) => body,
             Err(e) => {
-                self.store.restore(&entry).await?;
+                self.store.restore(workspace, key, lease).await?;
                 return Err(e);
             }
         };
-        self.send(&[*entry], &[body]).await
+        self.send(workspace, &[(entry.key, body)], lease).await
     }
 
-    /// Replays every listed dead letter that is still one; returns how many were sent.
-    /// Reopens run side by side; whatever was reopened is sent (or restored) even when
-    /// another reopen failed, so a failure never strands a reopened dead letter.
+    /// Replays up to `max` dead letters matching `query`, a page at a time: list a page,
+    /// reopen it, send it (batches of 10 within 256 KiB), then the next. Memory holds one
+    /// page; a replay stopped anywhere leaves every dead letter either sent or, once its
+    /// lease lapses, replayable again. Returns (replayed, matched).
     pub async fn many(
         &self,
         workspace: &WorkspaceId,
-        entries: &[LedgerEntry],
+        query: &DeadLetterQuery,
+        max: usize,
         now_ms: i64,
-    ) -> Result<usize, ReplayError> {
-        use futures::stream::{self, StreamExt};
-        let reopens: Vec<Result<Transition, LedgerError>> =
-            stream::iter(entries.iter().filter(|e| e.message.is_some()))
-                .map(|candidate| self.store.reopen(workspace, &candidate.key, now_ms))
-                .buffered(REPLAY_CONCURRENCY)
-                .collect()
-                .await;
-        let mut reopened = Vec::with_capacity(reopens.len());
-        let mut bodies = Vec::with_capacity(reopens.len());
-        let mut failed = None;
-        for reopen in reopens {
-            let entry = match reopen {
-                Ok(Transition::Done(entry)) => entry,
-                // Replayed or discarded meanwhile.
-                Ok(_) => continue,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    continue;
-                }
+    ) -> Result<(usize, usize), ReplayError> {
+        let lease = now_ms.saturating_add(REPLAY_LEASE_MS);
+        let (mut replayed, mut matched) = (0, 0);
+        let mut cursor = query.cursor.clone();
+        while matched < max {
+            let page_query = DeadLetterQuery {
+                limit: REPLAY_PAGE.min(max - matched),
+                cursor: cursor.take(),
+                ..query.clone()
             };
-            match replay_body(&entry) {
-                Ok(body) => {
-                    bodies.push(body);
-                    reopened.push(*entry);
-                }
-                Err(_) => self.store.restore(&entry).await?,
+            let page = self.store.list(workspace, &page_query).await?;
+            matched += page.items.len();
+            replayed += self.page(workspace, page.items, now_ms, lease).await?;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
             }
         }
-        self.send(&reopened, &bodies).await?;
+        Ok((replayed, matched))
+    }
+
+    /// Reopens and sends one page; whatever was reopened is sent (or its lease ended)
+    /// even when another reopen failed, so a failure never strands a dead letter.
+    async fn page(
+        &self,
+        workspace: &WorkspaceId,
+        entries: Vec<LedgerEntry>,
+        now_ms: i64,
+        lease: i64,
+    ) -> Result<usize, ReplayError> {
+        use futures::stream::{self, StreamExt};
+        let keys: Vec<DedupKey> = entries
+            .into_iter()
+            .filter(|e| e.message.is_some())
+            .map(|e| e.key)
+            .collect();
+        let reopens: Vec<Result<Transition, LedgerError>> = stream::iter(&keys)
+            .map(|key| self.store.reopen(workspace, key, now_ms, lease))
+            .buffered(REPLAY_CONCURRENCY)
+            .collect()
+            .await;
+        let mut outgoing = Vec::with_capacity(reopens.len());
+        let mut failed = None;
+        for reopen in reopens {
+            match reopen {
+                // The item as it was when reopened, with its message.
+                Ok(Transition::Done(entry)) => match replay_body(&entry) {
+                    Ok(body) => outgoing.push((entry.key, body)),
+                    Err(_) => self.store.restore(workspace, &entry.key, lease).await?,
+                },
+                // Replayed, being replayed or discarded meanwhile.
+                Ok(_) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        let sent = outgoing.len();
+        self.send(workspace, &outgoing, lease).await?;
         match failed {
             Some(e) => Err(e.into()),
-            None => Ok(bodies.len()),
+            None => Ok(sent),
         }
     }
 
-    async fn send(&self, entries: &[LedgerEntry], bodies: &[String]) -> Result<(), ReplayError> {
-        if bodies.is_empty() {
+    async fn send(
+        &self,
+        workspace: &WorkspaceId,
+        outgoing: &[(DedupKey, String)],
+        lease: i64,
+    ) -> Result<(), ReplayError> {
+        if outgoing.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.dispatch_queue.send_batch(bodies).await {
-            // Messages that did go out are harmless when restored: the dispatcher can
-            // claim a dead letter too, and the ledger keeps it to one run.
-            for entry in entries {
-                self.store.restore(entry).await?;
+        let bodies: Vec<String> = outgoing.iter().map(|(_, body)| body.clone()).collect();
+        if let Err(e) = self.dispatch_queue.send_batch(&bodies).await {
+            // Messages that did go out are harmless when their lease ends: the
+            // dispatcher claims a dead letter too, and the ledger keeps it to one run.
+            for (key, _) in outgoing {
+                self.store.restore(workspace, key, lease).await?;
             }
             return Err(e.into());
         }
@@ -268,16 +325,96 @@ mod tests {
             key,
             "same target and event: same idempotency key"
         );
+        // Still a dead letter until the dispatcher claims it, held for this replay.
         let entry = ledger.get(&ws(), &key).await.unwrap().unwrap();
         assert_eq!(
-            (entry.status, entry.first_attempt_ms),
-            (LedgerStatus::Released, 0)
+            (entry.status, entry.replaying_until_ms),
+            (LedgerStatus::DeadLettered, 2_000 + REPLAY_LEASE_MS)
         );
         assert_eq!(
             replayer.one(&ws(), &key, 3_000).await,
-            Err(ReplayError::NotDeadLettered("released"))
+            Err(ReplayError::Replaying)
         );
         assert_eq!(queue.sent().len(), 1);
+        // The dispatcher claims it for the replayed message: a fresh retry window.
+        let claim = ledger
+            .claim(&crate::dedup::ClaimRequest {
+                workspace_id: ws(),
+                key: key.clone(),
+                event_id: sent.event.event_id.clone(),
+                target_id: "sub1".into(),
+                match_kind: crate::dedup::MatchKind::Start,
+                token: "t".into(),
+                now_ms: 4_000,
+                lease_until_ms: 34_000,
+                expires_at: 1_000_000,
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(claim, crate::dedup::ClaimOutcome::Claimed(c) if c.first_attempt_ms == 4_000)
+        );
+        assert_eq!(
+            replayer.one(&ws(), &key, 5_000).await,
+            Err(ReplayError::NotDeadLettered("claimed"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replay_stopped_before_sending_comes_back_by_itself_when_its_lease_ends() {
+        let (ledger, queue) = (MemoryLedger::default(), MemoryQueue::default());
+        let key = dead_lettered(&ledger, "sub1").await;
+        // A replay reopened it and then the function was stopped (timeout, crash).
+        let reopened = ledger
+            .reopen(&ws(), &key, 2_000, 2_000 + REPLAY_LEASE_MS)
+            .await
+            .unwrap();
+        assert!(matches!(reopened, Transition::Done(_)));
+        let replayer = Replayer {
+            store: &ledger,
+            dispatch_queue: &queue,
+        };
+        let query = DeadLetterQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            ledger.list(&ws(), &query).await.unwrap().items.len(),
+            1,
+            "never out of sight"
+        );
+        assert_eq!(
+            replayer.one(&ws(), &key, 3_000).await,
+            Err(ReplayError::Replaying)
+        );
+        let later = 2_000 + REPLAY_LEASE_MS;
+        replayer.one(&ws(), &key, later).await.unwrap();
+        assert_eq!(queue.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bulk_replay_goes_page_by_page_and_up_to_its_maximum() {
+        let (ledger, queue) = (MemoryLedger::default(), MemoryQueue::default());
+        for i in 0..(2 * REPLAY_PAGE + 7) {
+            dead_lettered(&ledger, &format!("sub{i}")).await;
+        }
+        let replayer = Replayer {
+            store: &ledger,
+            dispatch_queue: &queue,
+        };
+        let query = DeadLetterQuery::default();
+        let max = 2 * REPLAY_PAGE + 3;
+        assert_eq!(
+            replayer.many(&ws(), &query, max, 2_000).await,
+            Ok((max, max))
+        );
+        assert_eq!(queue.sent().len(), max);
+        // The rest: the ones being replayed are skipped, not sent twice.
+        assert_eq!(
+            replayer.many(&ws(), &query, 1_000, 3_000).await,
+            Ok((4, 2 * REPLAY_PAGE + 7))
+        );
+        assert_eq!(queue.sent().len(), 2 * REPLAY_PAGE + 7);
     }
 
     #[tokio::test]
@@ -298,17 +435,8 @@ mod tests {
             Err(ReplayError::Queue(_))
         ));
         assert_eq!(ledger.get(&ws(), &keys[0]).await.unwrap(), before);
-        let listed = ledger
-            .list(
-                &ws(),
-                &DeadLetterQuery {
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert!(replayer.many(&ws(), &listed.items, 2_000).await.is_err());
+        let query = DeadLetterQuery::default();
+        assert!(replayer.many(&ws(), &query, 10, 2_000).await.is_err());
         let still = ledger
             .list(
                 &ws(),
@@ -320,8 +448,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(still.items.len(), 2);
+        assert!(
+            still.items.iter().all(|e| e.replaying_until_ms == 0),
+            "leases ended"
+        );
         queue.fail_sends(false);
-        assert_eq!(replayer.many(&ws(), &still.items, 3_000).await, Ok(2));
+        assert_eq!(replayer.many(&ws(), &query, 10, 3_000).await, Ok((2, 2)));
     }
 
     /// A ledger whose reopen fails for one dead letter (a throttled write).
@@ -344,14 +476,20 @@ mod tests {
             workspace: &WorkspaceId,
             key: &DedupKey,
             now_ms: i64,
+            lease: i64,
         ) -> Result<Transition, LedgerError> {
             if *key == self.fails {
                 return Err(LedgerError::Unavailable("throttled".into()));
             }
-            self.ledger.reopen(workspace, key, now_ms).await
+            self.ledger.reopen(workspace, key, now_ms, lease).await
         }
-        async fn restore(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
-            self.ledger.restore(entry).await
+        async fn restore(
+            &self,
+            workspace: &WorkspaceId,
+            key: &DedupKey,
+            lease: i64,
+        ) -> Result<(), LedgerError> {
+            self.ledger.restore(workspace, key, lease).await
         }
         async fn discard(
             &self,
@@ -383,17 +521,16 @@ mod tests {
             limit: 10,
             ..Default::default()
         };
-        let listed = ledger.list(&ws(), &query).await.unwrap();
         assert!(matches!(
-            replayer.many(&ws(), &listed.items, 2_000).await,
+            replayer.many(&ws(), &query, 10, 2_000).await,
             Err(ReplayError::Ledger(_))
         ));
         assert_eq!(queue.sent().len(), 2, "the two reopened ones were sent");
-        let left = ledger.list(&ws(), &query).await.unwrap();
+        let left = ledger.get(&ws(), &keys[1]).await.unwrap().unwrap();
         assert_eq!(
-            left.items.iter().map(|e| &e.key).collect::<Vec<_>>(),
-            [&keys[1]],
-            "the one that failed is still a dead letter"
+            (left.status, left.replaying_until_ms),
+            (LedgerStatus::DeadLettered, 0),
+            "the one that failed is still a dead letter, replayable now"
         );
     }
 

@@ -166,6 +166,10 @@ impl DeadLetterReason {
     }
 }
 
+fn is_zero(value: &i64) -> bool {
+    *value == 0
+}
+
 /// What one ledger item records: enough to answer "what happened to event X".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -192,6 +196,10 @@ pub struct LedgerEntry {
     /// The event that took the resume wait instead (status `superseded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<EventId>,
+    /// A dead letter being replayed: its message is on its way until then (epoch ms);
+    /// past it, a replay that never sent it is forgotten and it can be replayed again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replaying_until_ms: i64,
     #[serde(default)]
     pub attempts: u32,
     /// Epoch ms of the first claim (0: never claimed); the retry window starts here.
@@ -393,6 +401,7 @@ mod tests {
             last_error: None,
             reason: None,
             superseded_by: None,
+            replaying_until_ms: 0,
             attempts: 1,
             first_attempt_ms: 0,
             expires_at,

@@ -406,6 +406,7 @@ impl Ledger for MemoryLedger {
                 last_error: previous.and_then(|e| e.last_error),
                 reason: None,
                 superseded_by: None,
+                replaying_until_ms: 0,
                 attempts,
                 first_attempt_ms,
                 expires_at: req.expires_at,
@@ -547,22 +548,36 @@ impl DeadLetterStore for MemoryLedger {
         ws: &WorkspaceId,
         key: &DedupKey,
         now_ms: i64,
+        lease_until_ms: i64,
     ) -> Result<Transition, LedgerError> {
-        transition(&self.0, ws, key, |entry| {
-            entry.status = LedgerStatus::Released;
-            entry.first_attempt_ms = 0;
-            entry.updated_at_ms = now_ms;
-        })
+        let mut items = lock(&self.0);
+        match items.get_mut(&(ws.clone(), key.clone())) {
+            Some(entry) if entry.status == LedgerStatus::DeadLettered => {
+                if entry.replaying_until_ms > now_ms {
+                    return Ok(Transition::Replaying);
+                }
+                let before = entry.clone();
+                entry.replaying_until_ms = lease_until_ms;
+                Ok(Transition::Done(Box::new(before)))
+            }
+            Some(entry) => Ok(Transition::NotDeadLettered(entry.status)),
+            None => Ok(Transition::NotFound),
+        }
     }
 
-    async fn restore(&self, before: &LedgerEntry) -> Result<(), LedgerError> {
-        let mut items = lock(&self.0);
-        let slot = (before.workspace_id.clone(), before.key.clone());
-        if let Some(entry) = items
-            .get_mut(&slot)
-            .filter(|e| e.status == LedgerStatus::Released)
+    async fn restore(
+        &self,
+        ws: &WorkspaceId,
+        key: &DedupKey,
+        lease_until_ms: i64,
+    ) -> Result<(), LedgerError> {
+        if let Some(entry) = lock(&self.0)
+            .get_mut(&(ws.clone(), key.clone()))
+            .filter(|e| {
+                e.status == LedgerStatus::DeadLettered && e.replaying_until_ms == lease_until_ms
+            })
         {
-            *entry = before.clone();
+            entry.replaying_until_ms = 0;
         }
         Ok(())
     }

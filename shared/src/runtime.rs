@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::audit::{AuditSink, JsonLinesAuditSink};
 use crate::aws::{
-    DynamoEventArchive, DynamoLedger, DynamoParkStore, DynamoResumeStore, DynamoSubscriptionStore,
-    SqsQueue,
+    DynamoBreakerStore, DynamoEventArchive, DynamoLedger, DynamoParkStore, DynamoResumeStore,
+    DynamoSubscriptionStore, SqsQueue,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
@@ -250,7 +250,12 @@ impl Wiring {
             Arc::clone(&self.audit),
             Arc::clone(&self.clock),
             DispatchSettings::from_settings(Arc::clone(s)),
-        );
+        )
+        // One breaker for every dispatch instance: an item of the ledger table.
+        .with_breaker_store(Box::new(DynamoBreakerStore::new(
+            self.dynamodb.clone(),
+            self.table(&s.ledger_table, "LEDGER_TABLE")?,
+        )));
         Ok(DispatchStage {
             dispatcher,
             queue: self.dispatch_queue()?,

@@ -182,6 +182,13 @@ pub async fn replay(api: &Api, params: &Params, request: &ApiRequest) -> Result<
     match replayer.one(&ws, &key, api.clock.now_ms()).await {
         Ok(()) => {}
         Err(ReplayError::NotFound) => return Err(not_found(id)),
+        Err(ReplayError::Replaying) => {
+            return Err(Problem::new(
+                Code::DeadLetterNotReplayable,
+                "the dead letter is being replayed already",
+            )
+            .with("deadLetterId", id))
+        }
         Err(ReplayError::NotDeadLettered(status)) => {
             let status = LedgerStatus::parse(status).unwrap_or(LedgerStatus::Committed);
             return Err(not_replayable(id, status));
@@ -248,13 +255,12 @@ pub async fn replay_many(
         limit: max,
         cursor: None,
     };
-    let page = api.dead_letters.list(&ws, &query).await?;
     let replayer = Replayer {
         store: api.dead_letters.as_ref(),
         dispatch_queue: api.dispatch_queue.as_ref(),
     };
-    let replayed = replayer
-        .many(&ws, &page.items, api.clock.now_ms())
+    let (replayed, matched) = replayer
+        .many(&ws, &query, max, api.clock.now_ms())
         .await
         .map_err(|e| match e {
             ReplayError::Queue(e) => Problem::from(e),
@@ -265,7 +271,7 @@ pub async fn replay_many(
     );
     let mut answer = Map::new();
     answer.insert("replayed".into(), replayed.into());
-    answer.insert("matched".into(), page.items.len().into());
+    answer.insert("matched".into(), matched.into());
     Ok(Reply::json(202, Value::Object(answer)))
 }
 
@@ -279,6 +285,9 @@ pub async fn discard(api: &Api, params: &Params, request: &ApiRequest) -> Result
     {
         Transition::Done(entry) => entry,
         Transition::NotDeadLettered(status) => return Err(not_replayable(id, status)),
+        // (A discard is not held back by a replay: the replayed message then finds
+        // the match discarded and starts nothing.)
+        Transition::Replaying => return Err(not_replayable(id, LedgerStatus::Released)),
         Transition::NotFound => return Err(not_found(id)),
     };
     api.audit.emit(

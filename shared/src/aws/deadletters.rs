@@ -16,7 +16,7 @@ use super::tables::LEDGER_DEAD_LETTERS;
 use crate::deadletters::{
     self, parse_cursor, DeadLetterPage, DeadLetterQuery, DeadLetterStore, Transition,
 };
-use crate::dedup::{DeadLetterReason, DedupKey, LedgerEntry, LedgerError, LedgerStatus};
+use crate::dedup::{DeadLetterReason, DedupKey, LedgerError, LedgerStatus};
 use crate::ids::WorkspaceId;
 
 #[async_trait]
@@ -73,40 +73,38 @@ impl DeadLetterStore for DynamoLedger {
         workspace: &WorkspaceId,
         key: &DedupKey,
         now_ms: i64,
+        lease_until_ms: i64,
     ) -> Result<Transition, LedgerError> {
+        // It stays a dead letter (listed, claimable by the dispatcher, which takes it
+        // out of the index): a replay that never sends is forgotten when the lease ends.
         let request = self
             .update(workspace, key)
-            .update_expression(
-                "SET #status = :released, updatedAtMs = :nowMs REMOVE firstAttemptMs, dlWorkspace, dlSort",
-            )
-            .expression_attribute_values(":released", s(LedgerStatus::Released.as_str()))
+            .update_expression("SET replayingUntilMs = :lease")
+            .expression_attribute_values(":lease", n(lease_until_ms))
             .expression_attribute_values(":nowMs", n(now_ms));
-        self.transition(request).await
+        self.transition(
+            request,
+            Some("attribute_not_exists(replayingUntilMs) OR replayingUntilMs <= :nowMs"),
+        )
+        .await
     }
 
-    async fn restore(&self, before: &LedgerEntry) -> Result<(), LedgerError> {
-        // A dead letter without a message must not keep one from the replay attempt.
-        let remove_message = if before.message.is_none() {
-            " REMOVE message"
-        } else {
-            ""
-        };
+    async fn restore(
+        &self,
+        workspace: &WorkspaceId,
+        key: &DedupKey,
+        lease_until_ms: i64,
+    ) -> Result<(), LedgerError> {
         let request = self
-            .update(&before.workspace_id, &before.key)
-            .update_expression(format!(
-                "SET #status = :dead, dlWorkspace = :ws, dlSort = :sort, firstAttemptMs = :first, \
-                 updatedAtMs = :at{remove_message}"
-            ))
-            .condition_expression("#status = :released AND attribute_not_exists(claimToken)")
+            .update(workspace, key)
+            .update_expression("REMOVE replayingUntilMs")
+            .condition_expression("#status = :dead AND replayingUntilMs = :lease")
             .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
-            .expression_attribute_values(":released", s(LedgerStatus::Released.as_str()))
-            .expression_attribute_values(":ws", s(before.workspace_id.as_str()))
-            .expression_attribute_values(":sort", s(deadletters::sort_key(before)))
-            .expression_attribute_values(":first", n(before.first_attempt_ms))
-            .expression_attribute_values(":at", n(before.updated_at_ms));
+            .expression_attribute_values(":lease", n(lease_until_ms));
         match request.send().await {
             Ok(_) => Ok(()),
-            // A worker took it since: the replay is under way after all.
+            // A worker took it since (the replay is under way after all), or another
+            // replay holds it now.
             Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(LedgerError::Unavailable(describe(&e))),
         }
@@ -125,7 +123,7 @@ impl DeadLetterStore for DynamoLedger {
             )
             .expression_attribute_values(":discarded", s(LedgerStatus::Discarded.as_str()))
             .expression_attribute_values(":nowMs", n(now_ms));
-        self.transition(request).await
+        self.transition(request, None).await
     }
 }
 
@@ -136,13 +134,19 @@ fn is_condition_failure<R>(error: &aws_sdk_dynamodb::error::SdkError<UpdateItemE
 }
 
 impl DynamoLedger {
-    /// Runs `request` on a dead letter only; reports what stood in the way otherwise.
+    /// Runs `request` on a dead letter only (for which `also` holds, when given);
+    /// reports what stood in the way otherwise.
     async fn transition(
         &self,
         request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+        also: Option<&str>,
     ) -> Result<Transition, LedgerError> {
+        let condition = match also {
+            Some(also) => format!("#status = :dead AND ({also})"),
+            None => "#status = :dead".to_owned(),
+        };
         let result = request
-            .condition_expression("#status = :dead")
+            .condition_expression(condition)
             .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -160,9 +164,11 @@ impl DynamoLedger {
                     }
                     _ => Item::new(),
                 };
-                Ok(get_s(&old, "status")
-                    .and_then(LedgerStatus::parse)
-                    .map_or(Transition::NotFound, Transition::NotDeadLettered))
+                Ok(match get_s(&old, "status").and_then(LedgerStatus::parse) {
+                    None => Transition::NotFound,
+                    Some(LedgerStatus::DeadLettered) => Transition::Replaying,
+                    Some(status) => Transition::NotDeadLettered(status),
+                })
             }
             Err(e) => Err(LedgerError::Unavailable(describe(&e))),
         }

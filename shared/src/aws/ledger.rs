@@ -223,7 +223,7 @@ fn blocked(old: &Item) -> ClaimOutcome {
 }
 
 /// Attributes only a dead letter has: the sparse index's keys and the kept message.
-const DEAD_LETTER_ONLY: &str = "dlWorkspace, dlSort, message";
+const DEAD_LETTER_ONLY: &str = "dlWorkspace, dlSort, message, replayingUntilMs";
 
 /// The partition key of a ledger item.
 pub fn ledger_id(workspace: &WorkspaceId, key: &DedupKey) -> String {
@@ -267,6 +267,7 @@ pub fn entry_from_item(item: &Item) -> Option<LedgerEntry> {
         last_error: get_s(item, "lastError").map(str::to_owned),
         reason: get_s(item, "reason").and_then(DeadLetterReason::parse),
         superseded_by: get_s(item, "supersededBy").and_then(|e| EventId::new(e).ok()),
+        replaying_until_ms: get_n(item, "replayingUntilMs").unwrap_or(0),
         attempts: get_n(item, "attempts").unwrap_or(0),
         first_attempt_ms: get_n(item, "firstAttemptMs").unwrap_or(0),
         expires_at: get_n(item, "expiresAt").unwrap_or(0),

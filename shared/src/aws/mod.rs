@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod attrs;
+pub mod breaker;
 pub mod connectors;
 pub mod deadletters;
 mod documents;
@@ -16,6 +17,7 @@ pub mod subscriptions;
 pub mod tables;
 
 pub use archive::DynamoEventArchive;
+pub use breaker::DynamoBreakerStore;
 pub use connectors::DynamoConnectorStore;
 pub use ledger::DynamoLedger;
 pub use parked::DynamoParkStore;

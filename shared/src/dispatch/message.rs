@@ -98,6 +98,7 @@ impl DispatchMessage {
             last_error: detail,
             reason,
             superseded_by: None,
+            replaying_until_ms: 0,
             attempts,
             first_attempt_ms: 0,
             expires_at,

@@ -31,7 +31,7 @@ use crate::store::StoreError;
 use crate::workflow::{RaiseEventRequest, StartRunRequest, WorkflowClient, WorkflowError};
 pub use backoff::Backoff;
 pub use message::{DispatchMessage, DispatchTarget};
-pub use outage::{Gate, OutageBreaker};
+pub use outage::{BreakerState, BreakerStore, Gate, LocalBreaker, OutageBreaker};
 
 /// What happened to one dispatch message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,9 +165,9 @@ impl DispatchSettings {
         }
     }
 
-    /// The outage breaker these settings call for (one per instance).
-    pub fn breaker(&self) -> OutageBreaker {
-        OutageBreaker::new(OUTAGE_THRESHOLD, self.backoff.cap_secs)
+    /// The outage breaker these settings call for, its state kept in `store`.
+    pub fn breaker(&self, store: Box<dyn BreakerStore>) -> OutageBreaker {
+        OutageBreaker::new(OUTAGE_THRESHOLD, self.backoff.cap_secs, store)
     }
 }
 
@@ -209,11 +209,17 @@ impl Dispatcher {
             parked,
             audit,
             clock,
-            breaker: settings.breaker(),
+            breaker: settings.breaker(Box::new(LocalBreaker::default())),
             settings,
             jitter: random_jitter,
             selectors: SelectorCache::with_capacity(SELECTOR_CACHE_CAPACITY),
         }
+    }
+
+    /// Shares the outage breaker's state through `store` (every instance the same).
+    pub fn with_breaker_store(mut self, store: Box<dyn BreakerStore>) -> Self {
+        self.breaker = self.settings.breaker(store);
+        self
     }
 
     pub async fn dispatch(
@@ -238,9 +244,15 @@ impl Dispatcher {
         let window_over = attempt
             .sent_ms
             .is_some_and(|sent| now_ms >= sent.saturating_add(self.settings.retry_window_ms));
-        if let (false, Gate::Wait { remaining_ms }) = (window_over, self.breaker.admit(now_ms)) {
-            let delay_secs = self.delay(attempt.number).max(secs_ceil(remaining_ms));
-            let delay_secs = delay_secs.min(self.settings.backoff.cap_secs);
+        let gate = if window_over {
+            Gate::Call
+        } else {
+            self.breaker.admit(now_ms).await
+        };
+        if let Gate::Wait { hold_secs } = gate {
+            // The hold grows with the outage, not with this message's receives, so the
+            // backlog returns soon after the service does (`outage`).
+            let delay_secs = hold_secs.min(self.settings.backoff.cap_secs).max(1);
             self.emit(AuditName::OutageBackoff, message, |e| {
                 e.with("delaySecs", delay_secs)
             });
@@ -282,11 +294,11 @@ impl Dispatcher {
         };
         match self.call(message, &key).await {
             Ok(run_id) => {
-                self.breaker.record_success();
+                self.breaker.record_success(self.clock.now_ms()).await;
                 self.confirm(message, &claim, run_id).await
             }
             Err(error) => {
-                if error.is_retryable() && self.breaker.record_failure(self.clock.now_ms()) {
+                if error.is_retryable() && self.breaker.record_failure(self.clock.now_ms()).await {
                     tracing::warn!(
                         workspace_id = %message.workspace_id,
                         event_id = %message.event.event_id,
@@ -667,9 +679,11 @@ impl Dispatcher {
                 error: detail.clone(),
             };
             tolerate_lost_claim(self.ledger.release(claim, &release, now_ms).await)?;
-            // The last retry lands on the end of the window, not after it.
+            // The last retry lands on the end of the window, not after it; during an
+            // outage no later than the messages the breaker holds.
             let delay_secs = self
                 .delay(claim.attempts)
+                .min(self.breaker.current_hold_secs(now_ms).unwrap_or(u32::MAX))
                 .min(secs_ceil(window_end - now_ms))
                 .max(1);
             tracing::info!(

@@ -1,108 +1,280 @@
 //! Outage back-off: when the Workflow Service fails every call, each waiting match
 //! spending its own attempts only adds load and burns retry budgets. After `threshold`
-//! consecutive transient failures in this instance the dispatcher stops calling for a
-//! cool-down (doubling per failed probe, up to the backoff cap); messages that arrive
-//! meanwhile go back to the queue without an RPC. When the cool-down ends, exactly one
-//! call probes the service: success closes the breaker, failure re-opens it.
+//! consecutive transient failures the dispatcher stops calling; messages that arrive
+//! meanwhile go back to the queue without an RPC. The breaker's state is shared by every
+//! dispatcher instance (a [`BreakerStore`]: one DynamoDB item when deployed), so one
+//! caller at a time probes the service, whichever instance it runs in. Waits grow with
+//! the outage's age rather than per message, so the whole backlog comes back soon after
+//! the service does: probes every `age / 4` (1–20 s), held messages every `age / 10`
+//! (5 s up to the backoff cap). A 5-minute outage drains within about 50 s of recovery,
+//! while a day-long one costs each held message only a few dozen receives.
 
 use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+
+use crate::store::StoreError;
 
 /// Whether a dispatch may call the Workflow Service now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     Call,
-    /// The service is considered down for at least this long.
+    /// The service is considered down: come back in `hold_secs` (no RPC).
     Wait {
-        remaining_ms: i64,
+        hold_secs: u32,
     },
 }
 
-#[derive(Debug, Default)]
-struct State {
-    consecutive_failures: u32,
-    /// How many times the breaker opened since the last success (the cool-down exponent).
-    openings: u32,
+/// The shared state: consecutive transient failures, and while open when it opened and
+/// when the next probe is due.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BreakerState {
+    pub failures: u32,
     /// 0 while closed.
-    open_until_ms: i64,
-    /// When the current probe was let through (0: none in flight).
-    probe_started_ms: i64,
+    pub opened_at_ms: i64,
+    pub next_probe_at_ms: i64,
 }
 
-#[derive(Debug)]
+impl BreakerState {
+    pub fn is_open(&self) -> bool {
+        self.opened_at_ms != 0
+    }
+}
+
+/// Where the breaker's state lives (shared by all dispatcher instances).
+#[async_trait]
+pub trait BreakerStore: Send + Sync {
+    async fn read(&self) -> Result<BreakerState, StoreError>;
+
+    /// Counts a transient failure; opens the breaker (first probe at `first_probe_at_ms`)
+    /// when the count reaches `threshold` and it is closed. Returns the state after.
+    async fn record_failure(
+        &self,
+        now_ms: i64,
+        threshold: u32,
+        first_probe_at_ms: i64,
+    ) -> Result<BreakerState, StoreError>;
+
+    /// Takes the probe that is due (open, `next_probe_at <= now`, no live probe) and
+    /// schedules the one after at `next_probe_at_ms`; `false` when another caller has it.
+    async fn take_probe(
+        &self,
+        now_ms: i64,
+        probe_until_ms: i64,
+        next_probe_at_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// A call succeeded: closed, count reset.
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// A probe that never reports back (its worker crashed) stops blocking others after
+/// this long (longer than one Workflow Service call may take).
+const PROBE_TIMEOUT_MS: i64 = 30_000;
+/// How long an instance trusts the state it last read while the breaker is closed.
+const CLOSED_CACHE_MS: i64 = 1_000;
+const MIN_PROBE_INTERVAL_MS: i64 = 1_000;
+const MAX_PROBE_INTERVAL_MS: i64 = 20_000;
+const MIN_HOLD_SECS: i64 = 5;
+
 pub struct OutageBreaker {
     threshold: u32,
-    base_ms: i64,
-    cap_ms: i64,
-    state: Mutex<State>,
+    cap_secs: u32,
+    store: Box<dyn BreakerStore>,
+    /// The state as last read or written, and when (epoch ms).
+    cached: Mutex<(BreakerState, i64)>,
 }
 
-/// A probe that never reports back (its worker lost the claim race, or crashed) stops
-/// blocking others after this long (longer than one Workflow Service call may take).
-const PROBE_TIMEOUT_MS: i64 = 30_000;
+impl std::fmt::Debug for OutageBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutageBreaker")
+            .field("threshold", &self.threshold)
+            .field("cached", &self.view())
+            .finish_non_exhaustive()
+    }
+}
 
 impl OutageBreaker {
-    /// Opens after `threshold` consecutive transient failures; cool-downs start at 1 s
-    /// and double up to `cap_secs`.
-    pub fn new(threshold: u32, cap_secs: u32) -> Self {
+    /// Opens after `threshold` consecutive transient failures; holds are capped at
+    /// `cap_secs` (the dispatch backoff cap).
+    pub fn new(threshold: u32, cap_secs: u32, store: Box<dyn BreakerStore>) -> Self {
         Self {
             threshold: threshold.max(1),
-            base_ms: 1_000,
-            cap_ms: i64::from(cap_secs.max(1)) * 1_000,
-            state: Mutex::new(State::default()),
+            cap_secs: cap_secs.max(1),
+            store,
+            cached: Mutex::new((BreakerState::default(), i64::MIN)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn view(&self) -> (BreakerState, i64) {
+        *self.cached.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn cooldown_ms(&self, openings: u32) -> i64 {
-        let exponent = openings.saturating_sub(1).min(30);
-        self.base_ms.saturating_mul(1 << exponent).min(self.cap_ms)
+    fn remember(&self, state: BreakerState, now_ms: i64) {
+        *self.cached.lock().unwrap_or_else(PoisonError::into_inner) = (state, now_ms);
     }
 
+    /// Whether the breaker was open when this instance last looked.
     pub fn is_open(&self) -> bool {
-        self.lock().open_until_ms != 0
+        self.view().0.is_open()
     }
 
-    pub fn admit(&self, now_ms: i64) -> Gate {
-        let mut state = self.lock();
-        if state.open_until_ms == 0 {
+    /// The time between probes after the outage has lasted `age_ms`.
+    fn probe_interval_ms(&self, age_ms: i64) -> i64 {
+        (age_ms / 4)
+            .clamp(MIN_PROBE_INTERVAL_MS, MAX_PROBE_INTERVAL_MS)
+            .min(i64::from(self.cap_secs) * 1_000)
+    }
+
+    /// How long a message waits without calling after the outage has lasted `age_ms`.
+    pub fn hold_secs(&self, age_ms: i64) -> u32 {
+        let secs = (age_ms / 10_000)
+            .max(MIN_HOLD_SECS)
+            .min(i64::from(self.cap_secs));
+        u32::try_from(secs).unwrap_or(self.cap_secs)
+    }
+
+    /// The hold for a message now, when the breaker is open.
+    pub fn current_hold_secs(&self, now_ms: i64) -> Option<u32> {
+        let (state, _) = self.view();
+        state
+            .is_open()
+            .then(|| self.hold_secs(now_ms - state.opened_at_ms))
+    }
+
+    /// Whether this dispatch may call now. A closed breaker is read at most once a
+    /// second per instance; an open one on every message (held messages are few and
+    /// spaced out), so recovery is seen at once. When the shared store cannot be read,
+    /// the call goes ahead: a missing breaker must never stop dispatching.
+    pub async fn admit(&self, now_ms: i64) -> Gate {
+        let (cached, read_at) = self.view();
+        let state = if !cached.is_open() && now_ms.saturating_sub(read_at) < CLOSED_CACHE_MS {
+            cached
+        } else {
+            match self.store.read().await {
+                Ok(state) => {
+                    self.remember(state, now_ms);
+                    state
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outage breaker state unreadable; calling");
+                    return Gate::Call;
+                }
+            }
+        };
+        if !state.is_open() {
             return Gate::Call;
         }
-        if now_ms < state.open_until_ms {
-            return Gate::Wait {
-                remaining_ms: state.open_until_ms - now_ms,
-            };
+        let age = now_ms - state.opened_at_ms;
+        if now_ms >= state.next_probe_at_ms {
+            let next = now_ms + self.probe_interval_ms(age);
+            match self
+                .store
+                .take_probe(now_ms, now_ms + PROBE_TIMEOUT_MS, next)
+                .await
+            {
+                Ok(true) => return Gate::Call,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "probe not taken; holding"),
+            }
         }
-        let probe_pending = state.probe_started_ms != 0
-            && now_ms < state.probe_started_ms.saturating_add(PROBE_TIMEOUT_MS);
-        if probe_pending {
-            return Gate::Wait {
-                remaining_ms: self.cooldown_ms(state.openings),
-            };
+        let until_probe = state.next_probe_at_ms.saturating_sub(now_ms).max(0);
+        let until_probe_secs = u32::try_from((until_probe + 999) / 1_000).unwrap_or(u32::MAX);
+        Gate::Wait {
+            hold_secs: self.hold_secs(age).max(until_probe_secs).min(self.cap_secs),
         }
-        state.probe_started_ms = now_ms;
-        Gate::Call
     }
 
-    pub fn record_success(&self) {
-        *self.lock() = State::default();
+    /// A call succeeded: the breaker closes (one write, only when it was not clean).
+    pub async fn record_success(&self, now_ms: i64) {
+        let (cached, _) = self.view();
+        if cached == BreakerState::default() {
+            return;
+        }
+        match self.store.close().await {
+            Ok(()) => self.remember(BreakerState::default(), now_ms),
+            Err(e) => tracing::warn!(error = %e, "outage breaker not closed"),
+        }
     }
 
     /// Counts a transient failure; returns true when this failure opened the breaker.
-    pub fn record_failure(&self, now_ms: i64) -> bool {
-        let mut state = self.lock();
-        state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-        let probe_failed = state.probe_started_ms != 0;
-        let tripped = state.open_until_ms == 0 && state.consecutive_failures >= self.threshold;
-        if !(probe_failed || tripped) {
-            return false;
+    pub async fn record_failure(&self, now_ms: i64) -> bool {
+        let was_open = self.view().0.is_open();
+        let first_probe = now_ms + MIN_PROBE_INTERVAL_MS;
+        match self
+            .store
+            .record_failure(now_ms, self.threshold, first_probe)
+            .await
+        {
+            Ok(state) => {
+                self.remember(state, now_ms);
+                state.is_open() && !was_open
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "outage breaker failure not recorded");
+                false
+            }
         }
-        state.openings = state.openings.saturating_add(1);
-        state.open_until_ms = now_ms.saturating_add(self.cooldown_ms(state.openings));
-        state.probe_started_ms = 0;
-        true
+    }
+}
+
+/// One process's breaker state: what a dispatcher uses when it shares it with nobody
+/// (unit tests, a single local process). Deployed dispatchers share a DynamoDB item.
+#[derive(Debug, Default)]
+pub struct LocalBreaker {
+    state: Mutex<(BreakerState, i64)>,
+}
+
+impl LocalBreaker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (BreakerState, i64)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl BreakerStore for LocalBreaker {
+    async fn read(&self) -> Result<BreakerState, StoreError> {
+        Ok(self.lock().0)
+    }
+
+    async fn record_failure(
+        &self,
+        now_ms: i64,
+        threshold: u32,
+        first_probe_at_ms: i64,
+    ) -> Result<BreakerState, StoreError> {
+        let mut guard = self.lock();
+        let (state, probe_until) = &mut *guard;
+        state.failures = state.failures.saturating_add(1);
+        if !state.is_open() && state.failures >= threshold {
+            // (0 means closed: an opening at the epoch itself counts from 1 ms.)
+            state.opened_at_ms = now_ms.max(1);
+            state.next_probe_at_ms = first_probe_at_ms;
+        }
+        // A failed probe frees the probe slot; the next is already scheduled.
+        *probe_until = 0;
+        Ok(*state)
+    }
+
+    async fn take_probe(
+        &self,
+        now_ms: i64,
+        probe_until_ms: i64,
+        next_probe_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut guard = self.lock();
+        let (state, probe_until) = &mut *guard;
+        if !state.is_open() || state.next_probe_at_ms > now_ms || *probe_until > now_ms {
+            return Ok(false);
+        }
+        *probe_until = probe_until_ms;
+        state.next_probe_at_ms = next_probe_at_ms;
+        Ok(true)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        *self.lock() = (BreakerState::default(), 0);
+        Ok(())
     }
 }
 
@@ -110,77 +282,118 @@ impl OutageBreaker {
 mod tests {
     use super::*;
 
-    #[test]
-    fn opens_after_the_threshold_and_waits_out_the_cooldown() {
-        let breaker = OutageBreaker::new(3, 8);
-        assert!(!breaker.record_failure(0));
-        assert!(!breaker.record_failure(0));
-        assert_eq!(
-            breaker.admit(0),
-            Gate::Call,
-            "still closed below the threshold"
-        );
-        assert!(breaker.record_failure(100));
-        assert_eq!(breaker.admit(600), Gate::Wait { remaining_ms: 500 });
+    fn breaker(threshold: u32, cap_secs: u32) -> OutageBreaker {
+        OutageBreaker::new(threshold, cap_secs, Box::new(LocalBreaker::default()))
     }
 
-    #[test]
-    fn one_probe_after_the_cooldown_and_doubling_cooldowns_up_to_the_cap() {
-        let breaker = OutageBreaker::new(1, 4);
-        breaker.record_failure(0);
-        assert_eq!(breaker.admit(1_000), Gate::Call, "the probe");
+    #[tokio::test]
+    async fn opens_after_the_threshold_and_holds_messages_without_calling() {
+        let breaker = breaker(3, 300);
+        assert!(!breaker.record_failure(0).await);
+        assert!(!breaker.record_failure(0).await);
+        assert_eq!(
+            breaker.admit(0).await,
+            Gate::Call,
+            "closed below the threshold"
+        );
+        assert!(breaker.record_failure(100).await);
+        assert_eq!(breaker.admit(600).await, Gate::Wait { hold_secs: 5 });
+    }
+
+    #[tokio::test]
+    async fn one_probe_at_a_time_and_probes_and_holds_grow_with_the_outage_age() {
+        let breaker = breaker(1, 300);
+        breaker.record_failure(0).await;
+        assert_eq!(breaker.admit(1_000).await, Gate::Call, "the first probe");
         assert!(
-            matches!(breaker.admit(1_001), Gate::Wait { .. }),
+            matches!(breaker.admit(1_001).await, Gate::Wait { .. }),
             "only one probe at a time"
         );
-        assert!(breaker.record_failure(1_100), "a failed probe re-opens");
-        assert_eq!(
-            breaker.admit(1_100),
-            Gate::Wait {
-                remaining_ms: 2_000
+        // Probes keep failing for five minutes: count them, as the service sees them.
+        let mut probes = 1;
+        let mut now = 1_000;
+        while now < 300_000 {
+            if breaker.admit(now).await == Gate::Call {
+                probes += 1;
+                breaker.record_failure(now).await;
             }
-        );
-        assert_eq!(breaker.admit(3_100), Gate::Call);
-        breaker.record_failure(3_100);
-        assert_eq!(
-            breaker.admit(3_100),
-            Gate::Wait {
-                remaining_ms: 4_000
-            }
-        );
-        assert_eq!(breaker.admit(7_100), Gate::Call);
-        breaker.record_failure(7_100);
-        assert_eq!(
-            breaker.admit(7_100),
-            Gate::Wait {
-                remaining_ms: 4_000
-            },
-            "capped"
+            now += 500;
+        }
+        // Fewer than the 43 calls the per-instance breaker made for a 5-minute outage.
+        assert!((10..=30).contains(&probes), "{probes} probes in 5 minutes");
+        // Held messages come back every age / 10, so they drain soon after recovery.
+        assert_eq!(breaker.current_hold_secs(301_000), Some(30));
+        assert!(
+            matches!(breaker.admit(300_100).await, Gate::Wait { hold_secs } if hold_secs <= 30)
         );
     }
 
-    #[test]
-    fn a_success_closes_it_and_an_abandoned_probe_expires() {
-        let breaker = OutageBreaker::new(1, 60);
-        breaker.record_failure(0);
-        assert_eq!(breaker.admit(1_000), Gate::Call);
-        assert!(matches!(breaker.admit(2_000), Gate::Wait { .. }));
+    #[tokio::test]
+    async fn holds_are_capped_by_the_backoff_cap_and_a_success_closes_it() {
+        let breaker = breaker(1, 60);
+        breaker.record_failure(0).await;
+        assert_eq!(breaker.hold_secs(86_400_000), 60);
+        assert_eq!(breaker.hold_secs(0), 5);
+        assert_eq!(breaker.admit(1_000).await, Gate::Call);
+        breaker.record_success(1_000).await;
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.admit(1_001).await, Gate::Call);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_probe_expires() {
+        let breaker = breaker(1, 60);
+        breaker.record_failure(0).await;
+        assert_eq!(breaker.admit(1_000).await, Gate::Call);
+        assert!(matches!(breaker.admit(2_000).await, Gate::Wait { .. }));
         assert_eq!(
-            breaker.admit(1_000 + PROBE_TIMEOUT_MS),
+            breaker.admit(1_000 + PROBE_TIMEOUT_MS).await,
             Gate::Call,
             "the silent probe is replaced"
         );
-        breaker.record_success();
-        assert!(!breaker.is_open());
-        assert_eq!(breaker.admit(0), Gate::Call);
     }
 
-    #[test]
-    fn stragglers_of_an_open_breaker_do_not_extend_it() {
-        let breaker = OutageBreaker::new(2, 60);
-        breaker.record_failure(0);
-        assert!(breaker.record_failure(0));
-        assert!(!breaker.record_failure(10), "already open");
-        assert_eq!(breaker.admit(10), Gate::Wait { remaining_ms: 990 });
+    #[tokio::test]
+    async fn instances_sharing_a_store_probe_one_at_a_time_and_see_recovery_at_once() {
+        let shared = std::sync::Arc::new(LocalBreaker::default());
+        struct Shared(std::sync::Arc<LocalBreaker>);
+        #[async_trait]
+        impl BreakerStore for Shared {
+            async fn read(&self) -> Result<BreakerState, StoreError> {
+                self.0.read().await
+            }
+            async fn record_failure(
+                &self,
+                n: i64,
+                t: u32,
+                f: i64,
+            ) -> Result<BreakerState, StoreError> {
+                self.0.record_failure(n, t, f).await
+            }
+            async fn take_probe(&self, n: i64, u: i64, x: i64) -> Result<bool, StoreError> {
+                self.0.take_probe(n, u, x).await
+            }
+            async fn close(&self) -> Result<(), StoreError> {
+                self.0.close().await
+            }
+        }
+        let a = OutageBreaker::new(1, 300, Box::new(Shared(shared.clone())));
+        let b = OutageBreaker::new(1, 300, Box::new(Shared(shared.clone())));
+        assert!(a.record_failure(0).await);
+        assert!(
+            matches!(b.admit(10).await, Gate::Wait { .. }),
+            "b sees a's opening"
+        );
+        assert_eq!(a.admit(1_000).await, Gate::Call);
+        assert!(
+            matches!(b.admit(1_000).await, Gate::Wait { .. }),
+            "one probe overall"
+        );
+        a.record_success(1_500).await;
+        assert_eq!(
+            b.admit(1_600).await,
+            Gate::Call,
+            "recovery seen by b at once"
+        );
     }
 }
