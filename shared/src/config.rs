@@ -26,6 +26,24 @@ pub fn required_receive_count(window_secs: u64, cap_secs: u32) -> u32 {
     u32::try_from(total).unwrap_or(u32::MAX)
 }
 
+/// Receives the dispatch queue allows beyond [`required_receive_count`] when the cap is
+/// longer than the shortest outage hold (5 s): held messages may then come back sooner
+/// than the backoff schedule during an outage (`dispatch::outage`) until these are spent.
+pub const OUTAGE_HOLD_RECEIVES: u32 = 50;
+
+/// The dispatch queue's `maxReceiveCount` (the template's `DispatchReceiveBudget`):
+/// what the retry window needs plus the outage allowance, at most SQS's 1000.
+pub fn queue_receive_budget(window_secs: u64, cap_secs: u32) -> u32 {
+    let allowance = if cap_secs > 5 {
+        OUTAGE_HOLD_RECEIVES
+    } else {
+        0
+    };
+    required_receive_count(window_secs, cap_secs)
+        .saturating_add(allowance)
+        .min(1000)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("configuration variable {variable}: {reason}")]
 pub struct ConfigError {
@@ -438,7 +456,7 @@ mod tests {
                 let count: u32 = count.parse().expect("count");
                 assert_eq!(
                     count,
-                    required_receive_count(window, cap).min(1000),
+                    queue_receive_budget(window, cap),
                     "cap {cap}, window {window}"
                 );
                 checked += 1;

@@ -250,9 +250,7 @@ impl Dispatcher {
             self.breaker.admit(now_ms).await
         };
         if let Gate::Wait { hold_secs } = gate {
-            // The hold grows with the outage, not with this message's receives, so the
-            // backlog returns soon after the service does (`outage`).
-            let delay_secs = hold_secs.min(self.settings.backoff.cap_secs).max(1);
+            let delay_secs = self.outage_hold(hold_secs, attempt, now_ms);
             self.emit(AuditName::OutageBackoff, message, |e| {
                 e.with("delaySecs", delay_secs)
             });
@@ -513,6 +511,32 @@ impl Dispatcher {
             "resume event parked"
         );
         Ok(outcome)
+    }
+
+    /// How long a message the breaker holds waits. The hold grows with the outage, not
+    /// with this message's receives, so the backlog returns soon after the service does
+    /// (`outage`), as long as the queue's receive budget has room beyond what the rest of
+    /// the retry window needs on the backoff schedule; then that schedule again.
+    fn outage_hold(&self, hold_secs: u32, attempt: Attempt, now_ms: i64) -> u32 {
+        let cap = self.settings.backoff.cap_secs;
+        let room = match self.settings.settings.dispatch_max_receive_count {
+            None => true,
+            Some(budget) => {
+                let window_end = attempt
+                    .sent_ms
+                    .unwrap_or(now_ms)
+                    .saturating_add(self.settings.retry_window_ms);
+                let left_secs = u64::try_from((window_end - now_ms).max(0) / 1000).unwrap_or(0);
+                let needed = crate::config::required_receive_count(left_secs, cap);
+                budget.saturating_sub(attempt.number) > needed
+            }
+        };
+        let hold = if room {
+            hold_secs
+        } else {
+            hold_secs.max(self.delay(attempt.number))
+        };
+        hold.min(cap).max(1)
     }
 
     /// The backoff before attempt `number + 1`, with jitter.

@@ -71,8 +71,8 @@ pub trait BreakerStore: Send + Sync {
 /// A probe that never reports back (its worker crashed) stops blocking others after
 /// this long (longer than one Workflow Service call may take).
 const PROBE_TIMEOUT_MS: i64 = 30_000;
-/// How long an instance trusts the state it last read while the breaker is closed.
-const CLOSED_CACHE_MS: i64 = 1_000;
+/// How long an instance trusts a clean state (closed, no failures) it last read.
+const CLEAN_CACHE_MS: i64 = 250;
 const MIN_PROBE_INTERVAL_MS: i64 = 1_000;
 const MAX_PROBE_INTERVAL_MS: i64 = 20_000;
 const MIN_HOLD_SECS: i64 = 5;
@@ -142,13 +142,16 @@ impl OutageBreaker {
             .then(|| self.hold_secs(now_ms - state.opened_at_ms))
     }
 
-    /// Whether this dispatch may call now. A closed breaker is read at most once a
-    /// second per instance; an open one on every message (held messages are few and
-    /// spaced out), so recovery is seen at once. When the shared store cannot be read,
+    /// Whether this dispatch may call now. A clean breaker is read at most four times
+    /// a second per instance; one counting failures, or open, on every message (held
+    /// messages are few and spaced out), so an opening and a recovery are seen at once. When the shared store cannot be read,
     /// the call goes ahead: a missing breaker must never stop dispatching.
     pub async fn admit(&self, now_ms: i64) -> Gate {
         let (cached, read_at) = self.view();
-        let state = if !cached.is_open() && now_ms.saturating_sub(read_at) < CLOSED_CACHE_MS {
+        // Only a clean state is trusted from memory: once failures are counted, every
+        // message looks again, so an opening is seen by the very next one.
+        let clean = cached == BreakerState::default();
+        let state = if clean && now_ms.saturating_sub(read_at) < CLEAN_CACHE_MS {
             cached
         } else {
             match self.store.read().await {

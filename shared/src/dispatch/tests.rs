@@ -643,15 +643,27 @@ async fn a_match_for_an_older_generation_never_touches_a_newer_one_it_does_not_s
     assert_eq!(parked.len(), 1, "kept for the next registration");
 }
 
-/// A resume store whose next `take` first lets a new registration land (the worst
-/// moment: after the dispatch message was made for the old generation).
-struct RegisterDuringTake {
+/// A resume store with faults at the worst moments: its next `take` first lets a new
+/// registration land (after the dispatch message was made for the old generation), and
+/// its `consume` fails `consume_failures` times (as when the worker is stopped there).
+struct Interleaved {
     inner: Arc<MemoryResumeStore>,
-    next: std::sync::Mutex<Option<ResumeWait>>,
+    register_before_take: std::sync::Mutex<Option<ResumeWait>>,
+    consume_failures: std::sync::atomic::AtomicU32,
+}
+
+impl Interleaved {
+    fn new(inner: Arc<MemoryResumeStore>) -> Self {
+        Self {
+            inner,
+            register_before_take: std::sync::Mutex::new(None),
+            consume_failures: 0.into(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl ResumeStore for RegisterDuringTake {
+impl ResumeStore for Interleaved {
     async fn get(&self, id: &ResumeId) -> Result<Option<ResumeWait>, StoreError> {
         self.inner.get(id).await
     }
@@ -662,13 +674,20 @@ impl ResumeStore for RegisterDuringTake {
         self.inner.register(w, r).await
     }
     async fn take(&self, request: &TakeRequest<'_>) -> Result<TakeOutcome, StoreError> {
-        let next = self.next.lock().unwrap().take();
+        let next = self.register_before_take.lock().unwrap().take();
         if let Some(wait) = next {
             self.inner.put(&wait).await?;
         }
         self.inner.take(request).await
     }
     async fn consume(&self, id: &ResumeId, g: &str, h: Holder<'_>) -> Result<bool, StoreError> {
+        use std::sync::atomic::Ordering;
+        let fail = self
+            .consume_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if fail.is_ok() {
+            return Err(StoreError::Unavailable("injected".into()));
+        }
         self.inner.consume(id, g, h).await
     }
     async fn release(&self, id: &ResumeId, g: &str, h: Holder<'_>) -> Result<(), StoreError> {
@@ -683,11 +702,9 @@ impl ResumeStore for RegisterDuringTake {
 async fn an_event_that_finds_a_new_generation_at_take_time_resumes_it() {
     let mut h = harness();
     h.resumes.put(&live_wait("g1")).await.unwrap();
-    let store = Arc::new(RegisterDuringTake {
-        inner: h.resumes.clone(),
-        next: std::sync::Mutex::new(Some(live_wait("g2"))),
-    });
-    h.dispatcher.resumes = store;
+    let store = Interleaved::new(h.resumes.clone());
+    *store.register_before_take.lock().unwrap() = Some(live_wait("g2"));
+    h.dispatcher.resumes = Arc::new(store);
     let outcome = h.dispatcher.dispatch(&resume(), attempt(1)).await.unwrap();
     assert_eq!(outcome, DispatchOutcome::Dispatched { run_id: None });
     let wait = h
@@ -702,53 +719,15 @@ async fn an_event_that_finds_a_new_generation_at_take_time_resumes_it() {
     );
 }
 
-/// A resume store whose `consume` fails `failures` times.
-struct FailingConsume {
-    inner: Arc<MemoryResumeStore>,
-    failures: std::sync::atomic::AtomicU32,
-}
-
-#[async_trait::async_trait]
-impl ResumeStore for FailingConsume {
-    async fn get(&self, id: &ResumeId) -> Result<Option<ResumeWait>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn put(&self, wait: &ResumeWait) -> Result<(), StoreError> {
-        self.inner.put(wait).await
-    }
-    async fn register(&self, w: &ResumeWait, r: Option<&str>) -> Result<bool, StoreError> {
-        self.inner.register(w, r).await
-    }
-    async fn take(&self, request: &TakeRequest<'_>) -> Result<TakeOutcome, StoreError> {
-        self.inner.take(request).await
-    }
-    async fn consume(&self, id: &ResumeId, g: &str, h: Holder<'_>) -> Result<bool, StoreError> {
-        use std::sync::atomic::Ordering;
-        if self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StoreError::Unavailable("injected".into()));
-        }
-        self.inner.consume(id, g, h).await
-    }
-    async fn release(&self, id: &ResumeId, g: &str, h: Holder<'_>) -> Result<(), StoreError> {
-        self.inner.release(id, g, h).await
-    }
-    async fn delete(&self, id: &ResumeId, g: Option<&str>) -> Result<bool, StoreError> {
-        self.inner.delete(id, g).await
-    }
-}
-
 #[tokio::test]
 async fn a_consume_that_fails_after_the_commit_is_finished_by_the_redelivery() {
     let mut h = harness();
     h.resumes.put(&live_wait("g1")).await.unwrap();
-    h.dispatcher.resumes = Arc::new(FailingConsume {
-        inner: h.resumes.clone(),
-        failures: 1.into(),
-    });
+    let store = Interleaved::new(h.resumes.clone());
+    store
+        .consume_failures
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    h.dispatcher.resumes = Arc::new(store);
     // The RPC succeeded and the ledger committed, then marking the wait consumed
     // failed (as when the worker is killed there): the message must come back.
     let first = h.dispatcher.dispatch(&resume(), attempt(1)).await;
@@ -990,4 +969,50 @@ async fn during_an_outage_every_message_comes_back_within_a_tenth_of_its_age_or_
     assert!(worst <= 31, "{worst}");
     let calls = h.workflow.starts().len();
     assert!(calls <= 43, "{calls} calls during the outage");
+}
+
+#[tokio::test]
+async fn short_outage_holds_stop_when_the_receive_budget_has_no_room_left() {
+    let h = harness_with(
+        Settings::from_lookup(|n| match n {
+            "TRIGGER_DISPATCH_RETRY_WINDOW_SECONDS" => Some("86400".into()),
+            "TRIGGER_DISPATCH_BACKOFF_CAP_SECONDS" => Some("300".into()),
+            "TRIGGER_DISPATCH_MAX_RECEIVE_COUNT" => {
+                Some(crate::config::queue_receive_budget(86_400, 300).to_string())
+            }
+            _ => None,
+        })
+        .unwrap(),
+    );
+    h.workflow.script((0..100).map(|_| status(503)));
+    for n in 0..OUTAGE_THRESHOLD {
+        h.dispatcher
+            .dispatch(&start_for(&format!("s{n}")), attempt(1))
+            .await
+            .unwrap();
+    }
+    let sent = h.clock.now_ms();
+    let held = |number: u32| Attempt {
+        number,
+        deadline_ms: None,
+        sent_ms: Some(sent),
+    };
+    let hold = |outcome: DispatchOutcome| match outcome {
+        DispatchOutcome::RetryLater { delay_secs, .. } => delay_secs,
+        other => panic!("{other:?}"),
+    };
+    h.clock.advance_ms(500);
+    let early = h
+        .dispatcher
+        .dispatch(&start_for("w"), held(3))
+        .await
+        .unwrap();
+    assert_eq!(hold(early), 5, "room in the budget: the short hold");
+    // A message that already used the outage allowance is back on the backoff schedule.
+    let spent = h
+        .dispatcher
+        .dispatch(&start_for("w"), held(60))
+        .await
+        .unwrap();
+    assert_eq!(hold(spent), 300);
 }

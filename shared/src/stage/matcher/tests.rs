@@ -62,6 +62,22 @@ fn lifecycle(ws: &str, data: Value) -> QueuedEvent {
     .unwrap()
 }
 
+/// A live wait of ws1 for `key` (until 2,000 s).
+fn wait_of(key: &ResumeKey, generation: &str) -> ResumeWait {
+    ResumeWait {
+        resume_id: key.resume_id(),
+        run_id: key.run_id.clone(),
+        step_id: key.step_id.clone(),
+        event_key: key.event_key.clone(),
+        selector: None,
+        workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
+        expires_at: 2_000,
+        generation: generation.into(),
+        taken: None,
+        consumed_by: None,
+    }
+}
+
 fn sent(queue: &MemoryQueue) -> Vec<DispatchMessage> {
     queue
         .sent()
@@ -186,21 +202,7 @@ async fn lifecycle_event_can_start_and_resume_at_once() {
         step_id: "s1".into(),
         event_key: "workflow.completed".into(),
     };
-    h.resumes
-        .put(&ResumeWait {
-            resume_id: key.resume_id(),
-            run_id: "r1".into(),
-            step_id: "s1".into(),
-            event_key: "workflow.completed".into(),
-            selector: None,
-            workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
-            expires_at: 2_000,
-            generation: "g1".into(),
-            taken: None,
-            consumed_by: None,
-        })
-        .await
-        .unwrap();
+    h.resumes.put(&wait_of(&key, "g1")).await.unwrap();
     let report = h
         .stage
         .handle(&lifecycle("ws1", json!({"runId": "r1", "stepId": "s1"})))
@@ -435,18 +437,7 @@ async fn an_early_event_whose_wait_registers_just_before_the_park_is_still_dispa
     let parking = Arc::new(RegisterBeforePark {
         inner: crate::memory::MemoryParkStore::default(),
         resumes: h.resumes.clone(),
-        wait: std::sync::Mutex::new(Some(ResumeWait {
-            resume_id: key.resume_id(),
-            run_id: "r1".into(),
-            step_id: "s1".into(),
-            event_key: "workflow.completed".into(),
-            selector: None,
-            workspace_id: Some(WorkspaceId::new("ws1").unwrap()),
-            expires_at: 2_000,
-            generation: "g1".into(),
-            taken: None,
-            consumed_by: None,
-        })),
+        wait: std::sync::Mutex::new(Some(wait_of(&key, "g1"))),
         found_by_registration: 0.into(),
     });
     let stage = MatchStage::new(
