@@ -249,6 +249,15 @@ impl Dispatcher {
         } else {
             self.breaker.admit(now_ms).await
         };
+        // Counted until this dispatch is done (the breaker limits calls while suspect).
+        let _in_flight = (!window_over && gate == Gate::Call).then(|| self.breaker.admitted());
+        if let Gate::Pace { hold_secs } = gate {
+            return Ok(DispatchOutcome::RetryLater {
+                delay_secs: self.outage_hold(hold_secs, attempt, now_ms),
+                reason: "paced: the Workflow Service just failed and another call is trying it"
+                    .to_owned(),
+            });
+        }
         if let Gate::Wait { hold_secs } = gate {
             let delay_secs = self.outage_hold(hold_secs, attempt, now_ms);
             self.emit(AuditName::OutageBackoff, message, |e| {

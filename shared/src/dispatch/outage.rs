@@ -5,10 +5,12 @@
 //! dispatcher instance (a [`BreakerStore`]: one DynamoDB item when deployed), so one
 //! caller at a time probes the service, whichever instance it runs in. Waits grow with
 //! the outage's age rather than per message, so the whole backlog comes back soon after
-//! the service does: probes every `age / 4` (1–20 s), held messages every `age / 10`
-//! (5 s up to the backoff cap). A 5-minute outage drains within about 50 s of recovery,
-//! while a day-long one costs each held message only a few dozen receives.
+//! the service does: a probe once the outage is as old again (2–30 s apart), held
+//! messages every `age / 15` (5 s up to the backoff cap) or at the next probe, whichever
+//! is later. A 5-minute outage drains within about 30 s of recovery with about 15
+//! probes, while a long one costs each held message only a few dozen receives.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -21,6 +23,11 @@ pub enum Gate {
     Call,
     /// The service is considered down: come back in `hold_secs` (no RPC).
     Wait {
+        hold_secs: u32,
+    },
+    /// The service just failed and another call from this instance is testing it: come
+    /// back in `hold_secs` (no RPC; not an outage, so not counted as one).
+    Pace {
         hold_secs: u32,
     },
 }
@@ -73,9 +80,12 @@ pub trait BreakerStore: Send + Sync {
 const PROBE_TIMEOUT_MS: i64 = 30_000;
 /// How long an instance trusts a clean state (closed, no failures) it last read.
 const CLEAN_CACHE_MS: i64 = 250;
-const MIN_PROBE_INTERVAL_MS: i64 = 1_000;
-const MAX_PROBE_INTERVAL_MS: i64 = 20_000;
+const MIN_PROBE_INTERVAL_MS: i64 = 2_000;
+const MAX_PROBE_INTERVAL_MS: i64 = 30_000;
 const MIN_HOLD_SECS: i64 = 5;
+/// How long a message waits while another call from this instance tests a service that
+/// just failed.
+const SUSPECT_HOLD_SECS: u32 = 1;
 
 pub struct OutageBreaker {
     threshold: u32,
@@ -83,6 +93,17 @@ pub struct OutageBreaker {
     store: Box<dyn BreakerStore>,
     /// The state as last read or written, and when (epoch ms).
     cached: Mutex<(BreakerState, i64)>,
+    /// Calls this instance admitted that have not reported back ([`InFlight`]).
+    in_flight: AtomicUsize,
+}
+
+/// One admitted call, until it reports back (dropped).
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for OutageBreaker {
@@ -103,6 +124,7 @@ impl OutageBreaker {
             cap_secs: cap_secs.max(1),
             store,
             cached: Mutex::new((BreakerState::default(), i64::MIN)),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -121,14 +143,14 @@ impl OutageBreaker {
 
     /// The time between probes after the outage has lasted `age_ms`.
     fn probe_interval_ms(&self, age_ms: i64) -> i64 {
-        (age_ms / 4)
+        age_ms
             .clamp(MIN_PROBE_INTERVAL_MS, MAX_PROBE_INTERVAL_MS)
             .min(i64::from(self.cap_secs) * 1_000)
     }
 
     /// How long a message waits without calling after the outage has lasted `age_ms`.
     pub fn hold_secs(&self, age_ms: i64) -> u32 {
-        let secs = (age_ms / 10_000)
+        let secs = (age_ms / 15_000)
             .max(MIN_HOLD_SECS)
             .min(i64::from(self.cap_secs));
         u32::try_from(secs).unwrap_or(self.cap_secs)
@@ -146,7 +168,22 @@ impl OutageBreaker {
     /// a second per instance; one counting failures, or open, on every message (held
     /// messages are few and spaced out), so an opening and a recovery are seen at once. When the shared store cannot be read,
     /// the call goes ahead: a missing breaker must never stop dispatching.
+    /// An admission is counted until the [`InFlight`] from [`Self::admitted`] is dropped.
     pub async fn admit(&self, now_ms: i64) -> Gate {
+        let gate = self.decide(now_ms).await;
+        if gate == Gate::Call {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+        }
+        gate
+    }
+
+    /// The guard of a call [`Self::admit`] let through: hold it until the call's result
+    /// is recorded.
+    pub fn admitted(&self) -> InFlight<'_> {
+        InFlight(&self.in_flight)
+    }
+
+    async fn decide(&self, now_ms: i64) -> Gate {
         let (cached, read_at) = self.view();
         // Only a clean state is trusted from memory: once failures are counted, every
         // message looks again, so an opening is seen by the very next one.
@@ -166,6 +203,14 @@ impl OutageBreaker {
             }
         };
         if !state.is_open() {
+            // Failures counted but not yet enough to open: one call at a time from this
+            // instance, so a burst of concurrent messages does not all hit a service that
+            // has just started failing.
+            if state.failures > 0 && self.in_flight.load(Ordering::SeqCst) > 0 {
+                return Gate::Pace {
+                    hold_secs: SUSPECT_HOLD_SECS,
+                };
+            }
             return Gate::Call;
         }
         let age = now_ms - state.opened_at_ms;
@@ -307,14 +352,14 @@ mod tests {
     async fn one_probe_at_a_time_and_probes_and_holds_grow_with_the_outage_age() {
         let breaker = breaker(1, 300);
         breaker.record_failure(0).await;
-        assert_eq!(breaker.admit(1_000).await, Gate::Call, "the first probe");
+        assert_eq!(breaker.admit(2_000).await, Gate::Call, "the first probe");
         assert!(
-            matches!(breaker.admit(1_001).await, Gate::Wait { .. }),
+            matches!(breaker.admit(2_001).await, Gate::Wait { .. }),
             "only one probe at a time"
         );
         // Probes keep failing for five minutes: count them, as the service sees them.
         let mut probes = 1;
-        let mut now = 1_000;
+        let mut now = 2_000;
         while now < 300_000 {
             if breaker.admit(now).await == Gate::Call {
                 probes += 1;
@@ -322,10 +367,10 @@ mod tests {
             }
             now += 500;
         }
-        // Fewer than the 43 calls the per-instance breaker made for a 5-minute outage.
-        assert!((10..=30).contains(&probes), "{probes} probes in 5 minutes");
-        // Held messages come back every age / 10, so they drain soon after recovery.
-        assert_eq!(breaker.current_hold_secs(301_000), Some(30));
+        // Far fewer than one per waiting message.
+        assert!((10..=20).contains(&probes), "{probes} probes in 5 minutes");
+        // Held messages come back every age / 15, or at the next probe.
+        assert_eq!(breaker.current_hold_secs(301_000), Some(20));
         assert!(
             matches!(breaker.admit(300_100).await, Gate::Wait { hold_secs } if hold_secs <= 30)
         );
@@ -337,20 +382,49 @@ mod tests {
         breaker.record_failure(0).await;
         assert_eq!(breaker.hold_secs(86_400_000), 60);
         assert_eq!(breaker.hold_secs(0), 5);
-        assert_eq!(breaker.admit(1_000).await, Gate::Call);
-        breaker.record_success(1_000).await;
+        assert_eq!(breaker.admit(2_000).await, Gate::Call);
+        breaker.record_success(2_000).await;
         assert!(!breaker.is_open());
-        assert_eq!(breaker.admit(1_001).await, Gate::Call);
+        assert_eq!(breaker.admit(2_001).await, Gate::Call);
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_one_call_at_a_time_until_it_reports_back() {
+        let breaker = breaker(5, 300);
+        assert_eq!(breaker.admit(0).await, Gate::Call);
+        let first = breaker.admitted();
+        assert_eq!(
+            breaker.admit(1).await,
+            Gate::Call,
+            "clean: calls side by side"
+        );
+        let second = breaker.admitted();
+        breaker.record_failure(10).await;
+        drop(first);
+        assert_eq!(
+            breaker.admit(20).await,
+            Gate::Pace { hold_secs: 1 },
+            "a failure seen and a call still in flight: the rest wait"
+        );
+        drop(second);
+        assert_eq!(breaker.admit(30).await, Gate::Call, "one at a time");
+        let third = breaker.admitted();
+        assert_eq!(breaker.admit(31).await, Gate::Pace { hold_secs: 1 });
+        breaker.record_success(40).await;
+        drop(third);
+        assert_eq!(breaker.admit(50).await, Gate::Call);
+        let _fourth = breaker.admitted();
+        assert_eq!(breaker.admit(60).await, Gate::Call, "clean again: no limit");
     }
 
     #[tokio::test]
     async fn an_abandoned_probe_expires() {
         let breaker = breaker(1, 60);
         breaker.record_failure(0).await;
-        assert_eq!(breaker.admit(1_000).await, Gate::Call);
-        assert!(matches!(breaker.admit(2_000).await, Gate::Wait { .. }));
+        assert_eq!(breaker.admit(2_000).await, Gate::Call);
+        assert!(matches!(breaker.admit(3_000).await, Gate::Wait { .. }));
         assert_eq!(
-            breaker.admit(1_000 + PROBE_TIMEOUT_MS).await,
+            breaker.admit(2_000 + PROBE_TIMEOUT_MS).await,
             Gate::Call,
             "the silent probe is replaced"
         );
@@ -387,14 +461,14 @@ mod tests {
             matches!(b.admit(10).await, Gate::Wait { .. }),
             "b sees a's opening"
         );
-        assert_eq!(a.admit(1_000).await, Gate::Call);
+        assert_eq!(a.admit(2_000).await, Gate::Call);
         assert!(
-            matches!(b.admit(1_000).await, Gate::Wait { .. }),
+            matches!(b.admit(2_000).await, Gate::Wait { .. }),
             "one probe overall"
         );
-        a.record_success(1_500).await;
+        a.record_success(2_500).await;
         assert_eq!(
-            b.admit(1_600).await,
+            b.admit(2_600).await,
             Gate::Call,
             "recovery seen by b at once"
         );

@@ -880,8 +880,8 @@ async fn an_outage_engages_the_back_off_and_waiting_messages_make_no_rpc() {
         .await
         .unwrap()
         .is_none());
-    // The service is back: after the cool-down one probe goes through and closes it.
-    h.clock.advance_ms(1_000);
+    // The service is back: the first probe (2 s on) goes through and closes it.
+    h.clock.advance_ms(2_000);
     let probe = h.dispatcher.dispatch(&waiting, attempt(2)).await.unwrap();
     assert!(matches!(probe, DispatchOutcome::Dispatched { .. }));
     assert!(!h.dispatcher.breaker.is_open());
@@ -935,7 +935,7 @@ fn a_body_around_a_shared_event_is_the_body_serde_makes() {
 }
 
 #[tokio::test]
-async fn during_an_outage_every_message_comes_back_within_a_tenth_of_its_age_or_the_next_probe() {
+async fn during_an_outage_every_message_comes_back_within_its_hold_or_at_the_next_probe() {
     // Default cap (300 s): before, a message held or failing late in a 5-minute outage
     // waited up to the cap, so the backlog drained minutes after the service returned.
     let h = windowed(86_400, 300);
@@ -962,7 +962,7 @@ async fn during_an_outage_every_message_comes_back_within_a_tenth_of_its_age_or_
         };
         let age_secs = (h.clock.now_ms() - opened) / 1_000;
         // The hold, or the wait for the next probe when that is later.
-        let bound = u32::try_from((age_secs / 10).max((age_secs / 4).min(20)).max(5)).unwrap() + 1;
+        let bound = u32::try_from((age_secs / 15).max(age_secs.min(30)).max(5)).unwrap() + 1;
         assert!(delay_secs <= bound, "{delay_secs} s at {age_secs} s");
         worst = worst.max(delay_secs);
     }
