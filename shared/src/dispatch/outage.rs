@@ -83,6 +83,8 @@ const CLEAN_CACHE_MS: i64 = 250;
 const MIN_PROBE_INTERVAL_MS: i64 = 2_000;
 const MAX_PROBE_INTERVAL_MS: i64 = 30_000;
 const MIN_HOLD_SECS: i64 = 5;
+/// How long a probe usually takes to report (a held message comes back after it).
+const PROBE_REPORT_MS: i64 = 2_000;
 /// How long a message waits while another call from this instance tests a service that
 /// just failed.
 const SUSPECT_HOLD_SECS: u32 = 1;
@@ -226,7 +228,9 @@ impl OutageBreaker {
                 Err(e) => tracing::warn!(error = %e, "probe not taken; holding"),
             }
         }
-        let until_probe = state.next_probe_at_ms.saturating_sub(now_ms).max(0);
+        // Back just after the next probe has had time to report: arriving while it is
+        // still in flight would cost a whole further hold.
+        let until_probe = state.next_probe_at_ms.saturating_sub(now_ms).max(0) + PROBE_REPORT_MS;
         let until_probe_secs = u32::try_from((until_probe + 999) / 1_000).unwrap_or(u32::MAX);
         Gate::Wait {
             hold_secs: self.hold_secs(age).max(until_probe_secs).min(self.cap_secs),
