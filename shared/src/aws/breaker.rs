@@ -47,6 +47,7 @@ fn state_of(item: &Item) -> BreakerState {
         failures: get_n(item, "failures").unwrap_or(0),
         opened_at_ms: get_n(item, "openedAtMs").unwrap_or(0),
         next_probe_at_ms: get_n(item, "nextProbeAtMs").unwrap_or(0),
+        probe_until_ms: get_n(item, "probeUntilMs").unwrap_or(0),
     }
 }
 

@@ -893,17 +893,23 @@ async fn an_outage_engages_the_back_off_and_waiting_messages_make_no_rpc() {
     assert!(matches!(next, DispatchOutcome::Dispatched { .. }));
 }
 
-#[tokio::test]
-async fn a_message_past_its_window_gets_a_final_attempt_despite_the_breaker() {
-    let h = windowed(60, 4);
-    h.workflow
-        .script((0..OUTAGE_THRESHOLD + 1).map(|_| status(503)));
+/// Fails `OUTAGE_THRESHOLD` dispatches (the script must answer them with errors), which
+/// opens the breaker.
+async fn trip(h: &Harness) {
     for n in 0..OUTAGE_THRESHOLD {
         h.dispatcher
             .dispatch(&start_for(&format!("s{n}")), attempt(1))
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_message_past_its_window_gets_a_final_attempt_despite_the_breaker() {
+    let h = windowed(60, 4);
+    h.workflow
+        .script((0..OUTAGE_THRESHOLD + 1).map(|_| status(503)));
+    trip(&h).await;
     assert!(h.dispatcher.breaker.is_open());
     let old = Attempt {
         sent_ms: Some(h.clock.now_ms() - 61_000),
@@ -940,12 +946,7 @@ async fn during_an_outage_every_message_comes_back_within_its_hold_or_at_the_nex
     // waited up to the cap, so the backlog drained minutes after the service returned.
     let h = windowed(86_400, 300);
     h.workflow.script((0..10_000).map(|_| status(503)));
-    for n in 0..OUTAGE_THRESHOLD {
-        h.dispatcher
-            .dispatch(&start_for(&format!("s{n}")), attempt(1))
-            .await
-            .unwrap();
-    }
+    trip(&h).await;
     assert!(h.dispatcher.breaker.is_open());
     let opened = h.clock.now_ms();
     let mut worst = 0;
@@ -985,12 +986,7 @@ async fn short_outage_holds_stop_when_the_receive_budget_has_no_room_left() {
         .unwrap(),
     );
     h.workflow.script((0..100).map(|_| status(503)));
-    for n in 0..OUTAGE_THRESHOLD {
-        h.dispatcher
-            .dispatch(&start_for(&format!("s{n}")), attempt(1))
-            .await
-            .unwrap();
-    }
+    trip(&h).await;
     let sent = h.clock.now_ms();
     let held = |number: u32| Attempt {
         number,
