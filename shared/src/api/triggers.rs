@@ -319,6 +319,10 @@ pub async fn preview_schedule(
     Ok(Reply::json(200, body))
 }
 
+/// The longest subscription cursor (an id) accepted: 256 characters are at most 1,024
+/// bytes, DynamoDB's limit for a sort key.
+const MAX_CURSOR_CHARS: usize = 256;
+
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 200;
 
@@ -330,9 +334,7 @@ pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         source_type: request.query_enum("sourceType")?,
         limit,
         // The cursor is the last subscription id of the page before.
-        cursor: request.query_cursor(|c| {
-            c.len() <= super::MAX_PATH_ID_BYTES && !c.chars().any(char::is_control)
-        })?,
+        cursor: request.query_cursor(|c| c.chars().count() <= MAX_CURSOR_CHARS)?,
     };
     let page = api.subscriptions.list(&ws, &query).await?;
     let items: Vec<Value> = page.items.iter().map(to_json).collect();
