@@ -31,9 +31,53 @@ pub fn range(since_ms: Option<i64>, until_ms: Option<i64>) -> (String, String) {
     (lo, format!("{:013}#~", until.clamp(0, LAST_MS)))
 }
 
+/// Where a newest-first page starts in a window, given the cursor it came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start<'a> {
+    /// From the newest item (no cursor, or one newer than the window).
+    Top,
+    /// After this key.
+    After(&'a str),
+    /// Nothing is left (the cursor is at or before the window's oldest key).
+    Nothing,
+}
+
+/// Fits a cursor to a window, so the store is never asked to start outside its key
+/// range (DynamoDB refuses such a start key).
+pub fn start(cursor: Option<&str>, since_ms: Option<i64>, until_ms: Option<i64>) -> Start<'_> {
+    let (lo, hi) = range(since_ms, until_ms);
+    match cursor {
+        None => Start::Top,
+        Some(c) if c > hi.as_str() => Start::Top,
+        Some(c) if c <= lo.as_str() => Start::Nothing,
+        Some(c) => Start::After(c),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_outside_the_window_starts_at_the_top_or_finds_nothing() {
+        let (since, until) = (Some(1_000), Some(2_000));
+        assert_eq!(start(None, since, until), Start::Top);
+        let newer = key(5_000, "a");
+        assert_eq!(start(Some(&newer), since, until), Start::Top);
+        let older = key(500, "a");
+        assert_eq!(start(Some(&older), since, until), Start::Nothing);
+        let inside = key(1_500, "a");
+        assert_eq!(
+            start(Some(&inside), since, until),
+            Start::After(inside.as_str())
+        );
+        // An empty window: nothing, whatever the cursor.
+        let zero = key(0, "0");
+        assert_ne!(
+            start(Some(&zero), Some(0), Some(0)),
+            Start::After(zero.as_str())
+        );
+    }
 
     #[test]
     fn keys_order_by_time_and_read_back_as_cursors() {

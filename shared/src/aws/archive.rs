@@ -175,9 +175,13 @@ impl EventArchive for DynamoEventArchive {
                 ("sourceType", query.source_type.map(SourceType::as_str)),
             ],
         );
-        let start = query
-            .cursor
-            .as_deref()
+        let cursor =
+            match crate::listing::start(query.cursor.as_deref(), query.since_ms, query.until_ms) {
+                crate::listing::Start::Nothing => return Ok(EventPage::default()),
+                crate::listing::Start::Top => None,
+                crate::listing::Start::After(c) => Some(c),
+            };
+        let start = cursor
             .and_then(|c| parse_cursor(c).map(|id| (c, id)))
             .map(|(cursor, id)| {
                 Item::from([

@@ -39,9 +39,13 @@ impl DeadLetterStore for DynamoLedger {
                 ("reason", query.reason.map(DeadLetterReason::as_str)),
             ],
         );
-        let start = query
-            .cursor
-            .as_deref()
+        let cursor =
+            match crate::listing::start(query.cursor.as_deref(), query.since_ms, query.until_ms) {
+                crate::listing::Start::Nothing => return Ok(DeadLetterPage::default()),
+                crate::listing::Start::Top => None,
+                crate::listing::Start::After(c) => Some(c),
+            };
+        let start = cursor
             .and_then(|c| parse_cursor(c).map(|key| (c, key)))
             .map(|(cursor, key)| {
                 Item::from([
