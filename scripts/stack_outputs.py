@@ -14,7 +14,7 @@ outputs = {
     for o in cloudformation.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])
 }
 dynamodb = boto3.client("dynamodb")
-for key in ("ResumeTableName", "LedgerTableName", "EventsTableName", "ParkedEventsTableName"):
+for key in ("ResumeTableName", "LedgerTableName", "EventsTableName", "ParkedEventsTableName", "FlowTableName"):
     table = outputs.get(key)
     if not table:
         continue

@@ -82,6 +82,7 @@ pub struct Settings {
     pub connectors_table: Option<String>,
     pub events_table: Option<String>,
     pub parked_table: Option<String>,
+    pub flow_table: Option<String>,
     /// `TRIGGER_ARCHIVE_TTL_SECONDS`: how long archived events are kept.
     pub archive_ttl_secs: u64,
     pub normalized_queue_url: Option<String>,
@@ -142,6 +143,7 @@ impl Settings {
             connectors_table: text("CONNECTORS_TABLE"),
             events_table: text("EVENTS_TABLE"),
             parked_table: text("PARKED_TABLE"),
+            flow_table: text("FLOW_TABLE"),
             archive_ttl_secs: number(&lookup, "TRIGGER_ARCHIVE_TTL_SECONDS", 604_800)?,
             normalized_queue_url: text("NORMALIZED_QUEUE_URL"),
             dispatch_queue_url: text("DISPATCH_QUEUE_URL"),

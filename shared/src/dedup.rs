@@ -86,6 +86,13 @@ pub enum LedgerStatus {
     Superseded,
     /// A dead letter an operator discarded: final, never dispatched (until `expiresAt`).
     Discarded,
+    /// Admitted by the subscription's flow control; its dispatch message is on its way,
+    /// not before `leaseUntilMs` (a throttle's slot; at once otherwise).
+    Queued,
+    /// Refused by the subscription's rate limit: final, never dispatched.
+    RateLimited,
+    /// Skipped: another event (`supersededBy`) holds the subscription's idempotency key.
+    IdempotencySkipped,
 }
 
 impl LedgerStatus {
@@ -99,7 +106,29 @@ impl LedgerStatus {
             LedgerStatus::Parked => "parked",
             LedgerStatus::Superseded => "superseded",
             LedgerStatus::Discarded => "discarded",
+            LedgerStatus::Queued => "queued",
+            LedgerStatus::RateLimited => "rate_limited",
+            LedgerStatus::IdempotencySkipped => "idempotency_skipped",
         }
+    }
+
+    /// Statuses any claim may take over (besides expired items and lapsed leases):
+    /// the one definition behind [`LedgerEntry::is_claimable`] and the DynamoDB condition.
+    pub const OPEN: [LedgerStatus; 6] = [
+        LedgerStatus::Released,
+        LedgerStatus::DeadLettered,
+        LedgerStatus::LoopRejected,
+        LedgerStatus::Parked,
+        LedgerStatus::Superseded,
+        LedgerStatus::Queued,
+    ];
+
+    /// Final fates: flow control refused the match, nothing is ever dispatched for it.
+    pub fn is_skip(self) -> bool {
+        matches!(
+            self,
+            LedgerStatus::RateLimited | LedgerStatus::IdempotencySkipped
+        )
     }
 
     pub fn parse(text: &str) -> Option<Self> {
@@ -112,6 +141,9 @@ impl LedgerStatus {
             LedgerStatus::Parked,
             LedgerStatus::Superseded,
             LedgerStatus::Discarded,
+            LedgerStatus::Queued,
+            LedgerStatus::RateLimited,
+            LedgerStatus::IdempotencySkipped,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -220,13 +252,8 @@ impl LedgerEntry {
             return true;
         }
         match self.status {
-            LedgerStatus::Committed | LedgerStatus::Discarded => false,
             LedgerStatus::Claimed => self.lease_until_ms <= now_ms,
-            LedgerStatus::Released
-            | LedgerStatus::DeadLettered
-            | LedgerStatus::LoopRejected
-            | LedgerStatus::Parked
-            | LedgerStatus::Superseded => true,
+            status => LedgerStatus::OPEN.contains(&status),
         }
     }
 }
@@ -427,6 +454,13 @@ mod tests {
             !entry(LedgerStatus::Discarded, 0, 100).is_claimable(now),
             "a discard is final"
         );
+        for skipped in [LedgerStatus::RateLimited, LedgerStatus::IdempotencySkipped] {
+            assert!(
+                !entry(skipped, 0, 100).is_claimable(now),
+                "{skipped:?} is final"
+            );
+            assert_eq!(LedgerStatus::parse(skipped.as_str()), Some(skipped));
+        }
         assert!(
             entry(LedgerStatus::Committed, 0, 10).is_claimable(now),
             "expired"
@@ -436,13 +470,7 @@ mod tests {
             entry(LedgerStatus::Claimed, 10_000, 100).is_claimable(now),
             "lease passed"
         );
-        for status in [
-            LedgerStatus::Released,
-            LedgerStatus::DeadLettered,
-            LedgerStatus::LoopRejected,
-            LedgerStatus::Parked,
-            LedgerStatus::Superseded,
-        ] {
+        for status in LedgerStatus::OPEN {
             assert!(entry(status, 0, 100).is_claimable(now));
             assert_eq!(LedgerStatus::parse(status.as_str()), Some(status));
         }

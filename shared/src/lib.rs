@@ -15,6 +15,7 @@ pub mod deadletters;
 pub mod dedup;
 pub mod dispatch;
 pub mod event;
+pub mod flow;
 pub mod ids;
 pub mod limits;
 pub mod listing;

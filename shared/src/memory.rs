@@ -632,10 +632,16 @@ fn held<'a>(
 pub struct MemoryQueue {
     sent: Mutex<Vec<String>>,
     visibility: Mutex<Vec<(String, u32)>>,
+    /// Bodies sent with a delay, and the delay (they are in `sent` too).
+    delayed: Mutex<Vec<(String, u32)>>,
     fail_sends: Mutex<bool>,
 }
 
 impl MemoryQueue {
+    pub fn delayed(&self) -> Vec<(String, u32)> {
+        lock(&self.delayed).clone()
+    }
+
     pub fn sent(&self) -> Vec<String> {
         lock(&self.sent).clone()
     }
@@ -660,6 +666,12 @@ impl Queue for MemoryQueue {
             return Err(QueueError::Unavailable("injected".into()));
         }
         lock(&self.sent).extend(bodies.iter().cloned());
+        Ok(())
+    }
+
+    async fn send_delayed(&self, bodies: &[String], delay_secs: u32) -> Result<(), QueueError> {
+        self.send_batch(bodies).await?;
+        lock(&self.delayed).extend(bodies.iter().map(|b| (b.clone(), delay_secs)));
         Ok(())
     }
 
@@ -974,4 +986,30 @@ pub fn gateway_request(
                                     "sourceIp": "127.0.0.1", "userAgent": "test"}},
         "body": body, "isBase64Encoded": false
     }))
+}
+
+/// Flow cells in memory (expiry ignored: tests drive the clock past the values instead).
+#[derive(Debug, Default)]
+pub struct MemoryFlowStore(Mutex<HashMap<String, crate::flow::FlowCell>>);
+
+#[async_trait]
+impl crate::flow::FlowStore for MemoryFlowStore {
+    async fn load(&self, cell_id: &str) -> Result<Option<crate::flow::FlowCell>, StoreError> {
+        Ok(lock(&self.0).get(cell_id).cloned())
+    }
+
+    async fn swap(
+        &self,
+        cell_id: &str,
+        cell: &crate::flow::FlowCell,
+        expected: Option<u64>,
+        _expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut cells = lock(&self.0);
+        if cells.get(cell_id).map(|c| c.version) != expected {
+            return Ok(false);
+        }
+        cells.insert(cell_id.to_owned(), cell.clone());
+        Ok(true)
+    }
 }

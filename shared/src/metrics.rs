@@ -38,6 +38,9 @@ pub enum MetricName {
     WorkflowRpcLatency,
     /// Webhook deliveries refused, by `reason`.
     WebhookRejections,
+    /// Flow-control decisions on matches, by `outcome` (admitted, delayed,
+    /// rate_limited, idempotency_skipped).
+    FlowDecisions,
 }
 
 /// CloudWatch units used here.
@@ -69,6 +72,7 @@ impl MetricName {
             MetricName::EndToEndLatency => "EndToEndLatency",
             MetricName::WorkflowRpcLatency => "WorkflowRpcLatency",
             MetricName::WebhookRejections => "WebhookRejections",
+            MetricName::FlowDecisions => "FlowDecisions",
         }
     }
 
@@ -96,6 +100,7 @@ impl MetricName {
                 | MetricName::EventsIngested
                 | MetricName::SelectorErrors
                 | MetricName::WebhookRejections
+                | MetricName::FlowDecisions
         )
     }
 }

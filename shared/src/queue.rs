@@ -4,6 +4,9 @@
 use async_trait::async_trait;
 use thiserror::Error;
 
+/// The longest delivery delay a queue offers (SQS: 15 minutes).
+pub const MAX_DELAY_SECS: u32 = 900;
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QueueError {
     #[error("queue unavailable: {0}")]
@@ -17,6 +20,10 @@ pub enum QueueError {
 pub trait Queue: Send + Sync {
     /// Sends every body; fails only when some could not be sent after retries.
     async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError>;
+
+    /// Sends every body to be received no earlier than `delay_secs` from now (at most
+    /// [`MAX_DELAY_SECS`]; longer waits are re-sent by the receiver).
+    async fn send_delayed(&self, bodies: &[String], delay_secs: u32) -> Result<(), QueueError>;
 
     /// Makes a received message visible again after `timeout_secs`.
     async fn change_visibility(

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::audit::{AuditSink, JsonLinesAuditSink};
 use crate::aws::{
-    DynamoBreakerStore, DynamoEventArchive, DynamoLedger, DynamoParkStore, DynamoResumeStore,
-    DynamoSubscriptionStore, SqsQueue,
+    DynamoBreakerStore, DynamoEventArchive, DynamoFlowStore, DynamoLedger, DynamoParkStore,
+    DynamoResumeStore, DynamoSubscriptionStore, SqsQueue,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, Settings};
@@ -193,7 +193,11 @@ impl Wiring {
             Arc::clone(&self.clock),
             s.subscription_cache_secs,
         )
-        .with_parking(self.parked()?, s.resume_park_secs))
+        .with_parking(self.parked()?, s.resume_park_secs)
+        .with_flow(Arc::new(DynamoFlowStore::new(
+            self.dynamodb.clone(),
+            self.table(&s.flow_table, "FLOW_TABLE")?,
+        ))))
     }
 
     pub fn api(&self) -> Result<crate::api::Api, ConfigError> {

@@ -59,6 +59,9 @@ pub struct Subscription {
     /// Set for `scheduled` subscriptions: when they fire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Box<crate::schedule::ScheduleSpec>>,
+    /// How a burst of matching events becomes runs (none: one run per event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Box<crate::flow::FlowSpec>>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

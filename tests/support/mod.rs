@@ -143,6 +143,7 @@ pub struct Tables {
     pub ledger: String,
     pub archive: String,
     pub parked: String,
+    pub flow: String,
 }
 
 pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
@@ -152,6 +153,7 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
         ledger: unique("ledger"),
         archive: unique("events"),
         parked: unique("parked"),
+        flow: unique("flow"),
     };
     custos_trigger::aws::tables::create_all(
         client,
@@ -167,6 +169,9 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
     custos_trigger::aws::tables::create_parked(client, &tables.parked)
         .await
         .expect("parked table created");
+    custos_trigger::aws::tables::create_flow(client, &tables.flow)
+        .await
+        .expect("flow table created");
     tables
 }
 

@@ -33,6 +33,9 @@ fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
             entry.status.as_str()
         }
         LedgerStatus::Parked | LedgerStatus::Superseded => "park_expired",
+        LedgerStatus::Queued if entry.lease_until_ms > now_ms => "throttled",
+        LedgerStatus::Queued => "pending",
+        LedgerStatus::RateLimited | LedgerStatus::IdempotencySkipped => entry.status.as_str(),
     };
     let target = match entry.match_kind {
         MatchKind::Start => "subscriptionId",
@@ -60,6 +63,9 @@ fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
         LedgerStatus::Parked | LedgerStatus::Superseded
     ) {
         body["parkedUntilMs"] = entry.lease_until_ms.into();
+    }
+    if entry.status == LedgerStatus::Queued && entry.lease_until_ms > now_ms {
+        body["throttledUntilMs"] = entry.lease_until_ms.into();
     }
     if let Some(error) = entry
         .last_error

@@ -44,6 +44,7 @@ pub enum Code {
     ConnectorNotUsable,
     ConnectorSecretInvalid,
     ScheduleInvalid,
+    FlowInvalid,
     Internal,
     Unavailable,
 }
@@ -87,6 +88,7 @@ pub const ALL_CODES: &[Code] = &[
     Code::ConnectorNotUsable,
     Code::ConnectorSecretInvalid,
     Code::ScheduleInvalid,
+    Code::FlowInvalid,
     Code::Internal,
     Code::Unavailable,
 ];
@@ -248,6 +250,7 @@ impl Code {
                 "Connector secret reference is not usable",
             ),
             Code::ScheduleInvalid => ("trigger.schedule_invalid", 422, "Schedule is not usable"),
+            Code::FlowInvalid => ("trigger.flow_invalid", 422, "Flow control is not usable"),
             Code::Internal => ("trigger.api.internal_error", 500, "Internal error"),
             Code::Unavailable => (
                 "trigger.api.unavailable",

@@ -225,6 +225,7 @@ async fn deliver_parked(
             trace: Some(crate::trace::TraceParent::continue_or_start(traceparent)),
             // Parked events keep no time of receipt: no end-to-end latency for them.
             received_ms: None,
+            not_before_ms: None,
         };
         let body = crate::limits::message_body(
             "dispatch message",

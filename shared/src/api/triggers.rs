@@ -11,6 +11,7 @@ use super::problem::{Code, Problem};
 use super::request::ApiRequest;
 use super::{Api, Params, Reply};
 use crate::event::{QueuedEvent, SourceType};
+use crate::flow::FlowSpec;
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::limits::{self, MAX_EVENT_MESSAGE_BYTES, MAX_QUEUE_MESSAGE_BYTES};
 use crate::mapping;
@@ -178,6 +179,18 @@ struct CreateBody {
     connector_instance_id: Option<String>,
     #[serde(default)]
     schedule: Option<ScheduleSpec>,
+    #[serde(default)]
+    flow: Option<Value>,
+}
+
+/// An authored `flow` object, checked (`null` or `{}`: none).
+fn check_flow(value: Option<&Value>) -> Result<Option<Box<FlowSpec>>, Problem> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let spec =
+        FlowSpec::parse(value).map_err(|e| Problem::new(Code::FlowInvalid, e.to_string()))?;
+    Ok((!spec.is_empty()).then(|| Box::new(spec)))
 }
 
 /// A `scheduled` subscription needs a usable schedule; no other source may carry one.
@@ -262,6 +275,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         }
     }
     let schedule = check_schedule(body.source_type, body.schedule)?;
+    let flow = check_flow(body.flow.as_ref())?;
     let selector = check_authored(body.selector.as_ref(), &body.input_mapping)?;
     let created = now(api);
     let subscription = Subscription {
@@ -277,6 +291,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         state: SubscriptionState::Active,
         connector_instance_id: body.connector_instance_id,
         schedule: schedule.map(Box::new),
+        flow,
         created_at: created,
         updated_at: created,
         version: 1,
@@ -351,6 +366,7 @@ const PATCHABLE: &[&str] = &[
     "inputMapping",
     "targetWorkflowVersionId",
     "schedule",
+    "flow",
 ];
 
 fn field<T: serde::de::DeserializeOwned>(name: &str, value: &Value) -> Result<T, Problem> {
@@ -362,7 +378,7 @@ fn field<T: serde::de::DeserializeOwned>(name: &str, value: &Value) -> Result<T,
 /// `null` clears `selector` and `targetWorkflowVersionId` and is ignored for
 /// `inputMapping` (which cannot be cleared that way) and `state`; `schedule` replaces a
 /// scheduled subscription's schedule (never `null`: it needs one) and is refused for
-/// other sources, as at create.
+/// other sources, as at create; `flow` replaces the flow control (`null`: none).
 fn apply_patch(
     subscription: &mut Subscription,
     patch: &Map<String, Value>,
@@ -396,6 +412,10 @@ fn apply_patch(
         // Replaced whole; the next fire time counts from the change (`updatedAt`).
         let spec = field::<Option<ScheduleSpec>>("schedule", value)?;
         subscription.schedule = check_schedule(subscription.source_type, spec)?.map(Box::new);
+    }
+    if let Some(value) = patch.get("flow") {
+        // Replaced whole (`null` removes it); buckets already counted keep counting.
+        subscription.flow = check_flow(Some(value))?;
     }
     Ok(*subscription != before)
 }

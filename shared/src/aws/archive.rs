@@ -37,10 +37,6 @@ impl DynamoEventArchive {
     }
 }
 
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(error: &E) -> bool {
-    error.code() == Some("ConditionalCheckFailedException")
-}
-
 fn decode(item: &Item) -> Result<ArchivedEvent, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("archive item lacks {what}"));
     let workspace_id = get_s(item, "workspaceId")
@@ -110,7 +106,7 @@ impl EventArchive for DynamoEventArchive {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(false),
+            Err(e) if super::condition_failed(&e) => Ok(false),
             Err(e) => Err(StoreError::Unavailable(describe(&e))),
         }
     }

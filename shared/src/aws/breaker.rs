@@ -5,13 +5,12 @@
 //! caller probes at a time across all instances.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::ReturnValue;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{get_n, n, s, Item};
-use super::describe;
 use super::documents::get_item;
+use super::{condition_failed, describe};
 use crate::dispatch::{BreakerState, BreakerStore};
 use crate::store::StoreError;
 
@@ -49,14 +48,6 @@ fn state_of(item: &Item) -> BreakerState {
         next_probe_at_ms: get_n(item, "nextProbeAtMs").unwrap_or(0),
         probe_until_ms: get_n(item, "probeUntilMs").unwrap_or(0),
     }
-}
-
-fn condition_failed(
-    error: &aws_sdk_dynamodb::error::SdkError<UpdateItemError, impl std::fmt::Debug>,
-) -> bool {
-    error
-        .as_service_error()
-        .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
 }
 
 #[async_trait]

@@ -109,7 +109,7 @@ impl DeadLetterStore for DynamoLedger {
             Ok(_) => Ok(()),
             // A worker took it since (the replay is under way after all), or another
             // replay holds it now.
-            Err(e) if is_condition_failure(&e) => Ok(()),
+            Err(e) if super::condition_failed(&e) => Ok(()),
             Err(e) => Err(LedgerError::Unavailable(describe(&e))),
         }
     }
@@ -129,12 +129,6 @@ impl DeadLetterStore for DynamoLedger {
             .expression_attribute_values(":nowMs", n(now_ms));
         self.transition(request, None).await
     }
-}
-
-fn is_condition_failure<R>(error: &aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>) -> bool {
-    error
-        .as_service_error()
-        .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
 }
 
 impl DynamoLedger {
@@ -161,7 +155,7 @@ impl DynamoLedger {
                 .attributes()
                 .and_then(entry_from_item)
                 .map_or(Transition::NotFound, |e| Transition::Done(Box::new(e)))),
-            Err(e) if is_condition_failure(&e) => {
+            Err(e) if super::condition_failed(&e) => {
                 let old = match e.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
                         c.item().cloned().unwrap_or_default()

@@ -32,10 +32,7 @@ pub(crate) async fn put_document<T: serde::Serialize>(
     }
     match request.send().await {
         Ok(_) => Ok(()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-        {
+        Err(e) if super::condition_failed(&e) => {
             Err(StoreError::Conflict(format!("{table}: condition failed")))
         }
         Err(e) => Err(StoreError::Unavailable(describe(&e))),

@@ -21,10 +21,18 @@ use crate::dedup::{
 };
 use crate::ids::{EventId, WorkspaceId};
 
-/// The item may be (re)claimed: absent, expired, given back, or its lease has passed.
-const CLAIMABLE: &str = "attribute_not_exists(ledgerId) OR expiresAt <= :nowS \
-     OR #status IN (:released, :dead, :loop, :parked, :superseded) \
-     OR (#status = :claimed AND leaseUntilMs <= :nowMs)";
+/// The item may be (re)claimed: absent, expired, in one of [`LedgerStatus::OPEN`], or
+/// its lease has passed (the condition form of [`crate::dedup::LedgerEntry::is_claimable`]).
+static CLAIMABLE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let open: Vec<String> = (0..LedgerStatus::OPEN.len())
+        .map(|i| format!(":open{i}"))
+        .collect();
+    format!(
+        "attribute_not_exists(ledgerId) OR expiresAt <= :nowS OR #status IN ({}) \
+         OR (#status = :claimed AND leaseUntilMs <= :nowMs)",
+        open.join(", ")
+    )
+});
 
 #[derive(Debug, Clone)]
 pub struct DynamoLedger {
@@ -59,24 +67,25 @@ impl DynamoLedger {
         window: Window,
     ) -> Result<Result<ClaimOutcome, Item>, LedgerError> {
         let live = "(attribute_not_exists(expiresAt) OR expiresAt > :nowS)";
+        let claimable = CLAIMABLE.as_str();
         let (attempts, first_attempt, condition) = match window {
             Window::Continue => (
                 "if_not_exists(attempts, :zero) + :one",
                 "if_not_exists(firstAttemptMs, :nowMs)",
                 format!(
-                    "({CLAIMABLE}) AND {live} AND (attribute_not_exists(#status) OR #status <> :dead)"
+                    "({claimable}) AND {live} AND (attribute_not_exists(#status) OR #status <> :dead)"
                 ),
             ),
             Window::Replay => (
                 "if_not_exists(attempts, :zero) + :one",
                 ":nowMs",
-                format!("({CLAIMABLE}) AND {live} AND #status = :dead"),
+                format!("({claimable}) AND {live} AND #status = :dead"),
             ),
             // (CLAIMABLE only so that every value the request names is used.)
             Window::Expired => (
                 ":one",
                 ":nowMs",
-                format!("({CLAIMABLE}) AND expiresAt <= :nowS"),
+                format!("({claimable}) AND expiresAt <= :nowS"),
             ),
         };
         let request = self
@@ -103,7 +112,9 @@ impl DynamoLedger {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let request = match window {
             Window::Expired => request,
-            _ => request.expression_attribute_values(":zero", n(0)),
+            _ => request
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str())),
         };
         match claimable_values(request, req.now_ms).send().await {
             Ok(output) => Ok(Ok(ClaimOutcome::Claimed(Claim {
@@ -231,15 +242,16 @@ pub fn ledger_id(workspace: &WorkspaceId, key: &DedupKey) -> String {
 }
 
 fn claimable_values(request: UpdateItemFluentBuilder, now_ms: i64) -> UpdateItemFluentBuilder {
-    request
+    let request = request
         .expression_attribute_values(":nowS", n(now_ms.div_euclid(1000)))
         .expression_attribute_values(":nowMs", n(now_ms))
-        .expression_attribute_values(":released", s(LedgerStatus::Released.as_str()))
-        .expression_attribute_values(":dead", s(LedgerStatus::DeadLettered.as_str()))
-        .expression_attribute_values(":loop", s(LedgerStatus::LoopRejected.as_str()))
-        .expression_attribute_values(":parked", s(LedgerStatus::Parked.as_str()))
-        .expression_attribute_values(":superseded", s(LedgerStatus::Superseded.as_str()))
-        .expression_attribute_values(":claimed", s(LedgerStatus::Claimed.as_str()))
+        .expression_attribute_values(":claimed", s(LedgerStatus::Claimed.as_str()));
+    LedgerStatus::OPEN
+        .iter()
+        .enumerate()
+        .fold(request, |request, (i, status)| {
+            request.expression_attribute_values(format!(":open{i}"), s(status.as_str()))
+        })
 }
 
 fn match_kind_str(kind: MatchKind) -> &'static str {
@@ -418,7 +430,7 @@ impl Ledger for DynamoLedger {
                  attempts = if_not_exists(attempts, :zero) + :one, leaseUntilMs = :lease REMOVE claimToken, runId{remove_winner}{remove_dead}"
             ));
         let mut request = request
-            .condition_expression(CLAIMABLE)
+            .condition_expression(CLAIMABLE.as_str())
             .expression_attribute_values(":new", s(entry.status.as_str()))
             .expression_attribute_values(":ws", s(entry.workspace_id.as_str()))
             .expression_attribute_values(":key", s(entry.key.as_str()))
@@ -445,12 +457,7 @@ impl Ledger for DynamoLedger {
         match claimable_values(request, entry.updated_at_ms).send().await {
             Ok(_) => Ok(()),
             // A committed item or a live claim wins over an unclaimed outcome.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if super::condition_failed(&e) => Ok(()),
             Err(e) => Err(LedgerError::Unavailable(describe(&e))),
         }
     }

@@ -8,6 +8,7 @@ pub mod breaker;
 pub mod connectors;
 pub mod deadletters;
 mod documents;
+pub mod flow;
 pub mod ledger;
 pub mod parked;
 pub mod resume;
@@ -19,6 +20,7 @@ pub mod tables;
 pub use archive::DynamoEventArchive;
 pub use breaker::DynamoBreakerStore;
 pub use connectors::DynamoConnectorStore;
+pub use flow::DynamoFlowStore;
 pub use ledger::DynamoLedger;
 pub use parked::DynamoParkStore;
 pub use resume::DynamoResumeStore;
@@ -31,6 +33,14 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await
+}
+
+/// Whether a DynamoDB call failed only because its condition did not hold (a lost
+/// race or a state that forbids the write), for SDK and service errors alike.
+pub(crate) fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    error: &E,
+) -> bool {
+    error.code() == Some("ConditionalCheckFailedException")
 }
 
 /// Renders an SDK error with its service error code when there is one.

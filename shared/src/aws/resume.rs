@@ -63,7 +63,7 @@ impl DynamoResumeStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(false),
+            Err(e) if super::condition_failed(&e) => Ok(false),
             Err(e) => Err(StoreError::Unavailable(describe(&e))),
         }
     }
@@ -93,10 +93,6 @@ fn attributes(wait: &ResumeWait) -> Item {
         ("expiresAt".to_owned(), n(wait.expires_at)),
         ("generation".to_owned(), s(wait.generation.as_str())),
     ])
-}
-
-fn condition_failed(error: &UpdateItemError) -> bool {
-    error.is_conditional_check_failed_exception()
 }
 
 /// The item a failed condition handed back (`ALL_OLD`), if any.
@@ -175,7 +171,10 @@ impl ResumeStore for DynamoResumeStore {
             Ok(_) => return Ok(TakeOutcome::Taken),
             Err(e) => e,
         };
-        let Some(service) = error.as_service_error().filter(|e| condition_failed(e)) else {
+        let Some(service) = error
+            .as_service_error()
+            .filter(|e| super::condition_failed(*e))
+        else {
             return Err(StoreError::Unavailable(describe(&error)));
         };
         let old = blocking_item(service).unwrap_or_default();

@@ -11,6 +11,8 @@ use crate::queue::{Queue, QueueError};
 /// SQS limits per message and per batch request.
 pub const MAX_MESSAGE_BYTES: usize = crate::limits::MAX_QUEUE_MESSAGE_BYTES;
 pub const MAX_BATCH_ENTRIES: usize = 10;
+/// The longest delivery delay SQS offers (15 minutes).
+pub const MAX_DELAY_SECS: u32 = crate::queue::MAX_DELAY_SECS;
 const SEND_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Clone)]
@@ -32,7 +34,12 @@ impl SqsQueue {
     }
 
     /// Sends one chunk; returns the indexes (into `chunk`) that still failed.
-    async fn send_chunk(&self, chunk: &[&String]) -> Result<Vec<usize>, QueueError> {
+    async fn send_chunk(
+        &self,
+        chunk: &[&String],
+        delay_secs: u32,
+    ) -> Result<Vec<usize>, QueueError> {
+        let delay = i32::try_from(delay_secs.min(MAX_DELAY_SECS)).unwrap_or(0);
         let entries = chunk
             .iter()
             .enumerate()
@@ -40,6 +47,7 @@ impl SqsQueue {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(body.as_str())
+                    .delay_seconds(delay)
                     .build()
                     .map_err(|e| QueueError::Rejected(e.to_string()))
             })
@@ -98,10 +106,14 @@ pub fn chunks(bodies: &[String]) -> Result<Vec<Vec<&String>>, QueueError> {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError> {
+        self.send_delayed(bodies, 0).await
+    }
+
+    async fn send_delayed(&self, bodies: &[String], delay_secs: u32) -> Result<(), QueueError> {
         for chunk in chunks(bodies)? {
             let mut pending = chunk;
             for attempt in 1..=SEND_ATTEMPTS {
-                let failed = self.send_chunk(&pending).await?;
+                let failed = self.send_chunk(&pending, delay_secs).await?;
                 if failed.is_empty() {
                     break;
                 }

@@ -193,3 +193,8 @@ pub async fn create_all(
     )
     .await
 }
+
+/// Creates the flow-control table (`cellId`, TTL `expiresAt`).
+pub async fn create_flow(client: &Client, flow: &str) -> Result<(), String> {
+    create(client, flow, "cellId", None, &[], Some("expiresAt")).await
+}

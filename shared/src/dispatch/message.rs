@@ -21,6 +21,9 @@ pub struct DispatchMessage {
     /// When the event was accepted at its door (epoch ms), for the end-to-end latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_ms: Option<i64>,
+    /// A throttle's slot (epoch ms): the dispatcher holds the message until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,8 +130,12 @@ impl DispatchMessage {
             Some(ms) => format!(r#","receivedMs":{ms}"#),
             None => String::new(),
         };
+        let not_before = match self.not_before_ms {
+            Some(ms) => format!(r#","notBeforeMs":{ms}"#),
+            None => String::new(),
+        };
         let body = format!(
-            r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}{received}}}"#
+            r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}{received}{not_before}}}"#
         );
         crate::limits::checked_body(
             "dispatch message",

@@ -61,6 +61,10 @@ pub enum DispatchOutcome {
     Parked {
         superseded_by: Option<EventId>,
     },
+    /// A throttled message that came before its slot: sent again to arrive at it.
+    Held {
+        until_ms: i64,
+    },
 }
 
 impl DispatchOutcome {
@@ -77,6 +81,7 @@ impl DispatchOutcome {
             DispatchOutcome::Parked {
                 superseded_by: Some(_),
             } => "superseded",
+            DispatchOutcome::Held { .. } => "held",
         }
     }
 }

@@ -9,7 +9,9 @@ use crate::audit::AuditName as A;
 use crate::clock::ManualClock;
 use crate::dedup::{LedgerStatus, MatchKind};
 use crate::ids::WorkspaceId;
-use crate::memory::{MemoryLedger, MemoryResumeStore, RecordingAuditSink, ScriptedWorkflow};
+use crate::memory::{
+    MemoryLedger, MemoryQueue, MemoryResumeStore, RecordingAuditSink, ScriptedWorkflow,
+};
 use crate::resume::{ResumeKey, ResumeStore, ResumeWait};
 
 struct Harness {
@@ -91,6 +93,7 @@ fn resume() -> DispatchMessage {
         },
         trace: None,
         received_ms: None,
+        not_before_ms: None,
     }
 }
 
@@ -932,6 +935,8 @@ fn a_body_around_a_shared_event_is_the_body_serde_makes() {
         .event
         .data
         .insert("odd".into(), json!("a\u{FFFF}b \" \\ é"));
+    message.received_ms = Some(1_700_000_000_000);
+    message.not_before_ms = Some(1_700_000_005_000);
     let event_json = serde_json::to_string(&message.event).unwrap();
     let spliced = message.body_with_event(&event_json).unwrap();
     let whole = crate::limits::message_body("m", &message, usize::MAX).unwrap();
@@ -1011,4 +1016,55 @@ async fn short_outage_holds_stop_when_the_receive_budget_has_no_room_left() {
         .await
         .unwrap();
     assert_eq!(hold(spent), 300);
+}
+
+fn received(body: DispatchMessage) -> crate::stage::batch::Received<DispatchMessage> {
+    crate::stage::batch::Received {
+        message_id: "m1".into(),
+        receipt_handle: "rh1".into(),
+        receive_count: 1,
+        sent_ms: None,
+        traceparent: None,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_message_before_its_slot_is_sent_again_delayed_and_dispatched_at_it() {
+    let h = harness();
+    let queue = Arc::new(MemoryQueue::default());
+    let now = h.clock.now_ms();
+    let clock = h.clock.clone();
+    let workflow = h.workflow.clone();
+    let stage = crate::stage::dispatcher::DispatchStage {
+        dispatcher: h.dispatcher,
+        queue: queue.clone(),
+    };
+    let mut message = start(Some("wv1"), 1);
+    message.not_before_ms = Some(now + 2_000_000);
+    let outcome = stage.handle(received(message.clone()), None).await.unwrap();
+    assert_eq!(
+        outcome,
+        DispatchOutcome::Held {
+            until_ms: now + 2_000_000
+        }
+    );
+    let (body, delay) = queue.delayed().pop().unwrap();
+    assert_eq!(
+        delay, 900,
+        "SQS's longest delay; the rest on the next receipt"
+    );
+    assert_eq!(
+        serde_json::from_str::<DispatchMessage>(&body).unwrap(),
+        message
+    );
+    assert!(workflow.starts().is_empty(), "no run before the slot");
+
+    clock.advance_ms(1_999_500);
+    let outcome = stage.handle(received(message), None).await.unwrap();
+    assert!(
+        matches!(outcome, DispatchOutcome::Dispatched { .. }),
+        "within a second of the slot it runs: {outcome:?}"
+    );
+    assert_eq!(workflow.starts().len(), 1);
 }

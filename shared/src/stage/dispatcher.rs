@@ -54,6 +54,9 @@ impl DispatchStage {
             sent_ms: message.sent_ms,
         };
         let body = &message.body;
+        if let Some(held) = self.hold(body).await? {
+            return Ok(held);
+        }
         let outcome = match self.dispatcher.dispatch(body, attempt).await {
             Ok(outcome) => outcome,
             // The ledger could not record anything: back off like any other return, so
@@ -84,6 +87,40 @@ impl DispatchStage {
             return Err(RetryMessage(reason.clone()));
         }
         Ok(outcome)
+    }
+
+    /// A throttled message that arrived more than a second before its slot goes back
+    /// to the queue as a new message delayed up to the slot (SQS delays at most 15
+    /// minutes; a fresh message also keeps the receive count for real failures).
+    async fn hold(&self, body: &DispatchMessage) -> Result<Option<DispatchOutcome>, RetryMessage> {
+        let Some(until_ms) = body.not_before_ms else {
+            return Ok(None);
+        };
+        let wait_ms = until_ms - self.dispatcher.clock.now_ms();
+        if wait_ms < 1_000 {
+            return Ok(None);
+        }
+        let delay_secs = u32::try_from(wait_ms.div_euclid(1000))
+            .unwrap_or(u32::MAX)
+            .min(crate::queue::MAX_DELAY_SECS);
+        let encoded = crate::limits::message_body(
+            "dispatch message",
+            body,
+            crate::limits::MAX_QUEUE_MESSAGE_BYTES,
+        )
+        .map_err(|e| RetryMessage(e.to_string()))?;
+        self.queue
+            .send_delayed(&[encoded], delay_secs)
+            .await
+            .map_err(|e| RetryMessage(e.to_string()))?;
+        tracing::info!(
+            workspace_id = %body.workspace_id,
+            event_id = %body.event.event_id,
+            not_before_ms = until_ms,
+            delay_secs,
+            "throttled dispatch held until its slot"
+        );
+        Ok(Some(DispatchOutcome::Held { until_ms }))
     }
 
     async fn return_after(&self, message: &Received<DispatchMessage>, delay_secs: u32) {

@@ -15,6 +15,7 @@ use crate::dedup::{
 };
 use crate::dispatch::{DispatchMessage, DispatchTarget};
 use crate::event::{NormalizedEvent, QueuedEvent};
+use crate::flow::{FlowGate, FlowSpec, FlowStore, Mode, Subject, Verdict};
 use crate::ids::{EventId, ResumeId};
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::limits::{self, MAX_QUEUE_MESSAGE_BYTES};
@@ -79,6 +80,8 @@ pub struct MatchStage {
     /// Where resume events without a live wait wait for a registration, and how long
     /// (none: not parked).
     parking: Option<(Arc<dyn ParkStore>, i64)>,
+    /// Flow control of subscriptions that have a `flow` (none: every match runs).
+    flow: Option<FlowGate>,
 }
 
 /// What one event produced.
@@ -88,6 +91,8 @@ pub struct MatchReport {
     pub resume_matches: usize,
     /// Matches dead-lettered because their dispatch message would not fit SQS.
     pub too_large: usize,
+    /// Matches flow control skipped (rate limited, idempotency key taken).
+    pub flow_skipped: usize,
 }
 
 impl MatchStage {
@@ -111,7 +116,14 @@ impl MatchStage {
             index_ttl_ms: i64::try_from(index_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             indexes: IndexCache::default(),
             parking: None,
+            flow: None,
         }
+    }
+
+    /// Applies subscriptions' flow control with cells kept in `store`.
+    pub fn with_flow(mut self, store: Arc<dyn FlowStore>) -> Self {
+        self.flow = Some(FlowGate::new(store));
+        self
     }
 
     /// Parks resume events that find no live wait for `park_secs` (0: never).
@@ -161,6 +173,7 @@ impl MatchStage {
         let scope = LazyScope::new(event);
         let arms = classify(event);
         let mut messages = Vec::new();
+        let mut flow_skipped = 0;
         if arms.to_start {
             let matched = self
                 .start_matches(workspace_id, event, &scope, *replay)
@@ -168,14 +181,21 @@ impl MatchStage {
             // One mapping evaluation per distinct expression for all the matches.
             let memo = mapping::Memo::default();
             for subscription in matched {
-                messages.push(start_message_with(
+                let mut message = start_message_with(
                     workspace_id,
                     event,
                     scope.get(),
                     &subscription,
                     &self.cache,
                     &memo,
-                ));
+                );
+                if let Some(flow) = subscription.flow.as_deref() {
+                    if !self.admit(&mut message, flow, &scope).await? {
+                        flow_skipped += 1;
+                        continue;
+                    }
+                }
+                messages.push(message);
             }
         }
         let start_matches = messages.len();
@@ -190,8 +210,10 @@ impl MatchStage {
             start_matches,
             resume_matches: messages.len() - start_matches,
             too_large: 0,
+            flow_skipped,
         };
         let mut bodies = Vec::with_capacity(messages.len());
+        let mut delayed = Vec::new();
         // The event is serialized once and shared by every match's message.
         let event_json = serde_json::to_string(event);
         for message in &messages {
@@ -202,7 +224,10 @@ impl MatchStage {
                 }
             };
             match body {
-                Ok(body) => bodies.push(body),
+                Ok(body) => match self.delay_secs(message) {
+                    Some(delay) => delayed.push((body, delay)),
+                    None => bodies.push(body),
+                },
                 Err(too_large) => {
                     self.dead_letter_too_large(message, &too_large.to_string())
                         .await?;
@@ -212,6 +237,11 @@ impl MatchStage {
         }
         if !bodies.is_empty() {
             self.dispatch_queue.send_batch(&bodies).await?;
+        }
+        for (body, delay_secs) in delayed {
+            self.dispatch_queue
+                .send_delayed(std::slice::from_ref(&body), delay_secs)
+                .await?;
         }
         tracing::info!(
             workspace_id = %workspace_id,
@@ -358,6 +388,118 @@ impl MatchStage {
         Ok(())
     }
 
+    /// Whole seconds a throttled message waits in the queue (SQS's limit at most; the
+    /// dispatcher holds it for the rest), `None` for a message due now.
+    fn delay_secs(&self, message: &DispatchMessage) -> Option<u32> {
+        let wait_ms = message.not_before_ms? - self.clock.now_ms();
+        (wait_ms > 0).then(|| {
+            let secs = u32::try_from(wait_ms.div_euclid(1000)).unwrap_or(u32::MAX);
+            secs.min(crate::queue::MAX_DELAY_SECS)
+        })
+    }
+
+    /// Puts a match through its subscription's flow control: `false` when skipped (its
+    /// fate recorded), `true` to dispatch (with `not_before_ms` set when throttled). A
+    /// redelivered event finds its first decision in the ledger and keeps it, so it
+    /// never takes a second slot or changes its fate.
+    async fn admit(
+        &self,
+        message: &mut DispatchMessage,
+        flow: &FlowSpec,
+        scope: &LazyScope<'_>,
+    ) -> Result<bool, MatchError> {
+        let Some(gate) = &self.flow else {
+            return Ok(true);
+        };
+        let now_ms = self.clock.now_ms();
+        let known = self
+            .ledger
+            .get(&message.workspace_id, &message.dedup_key())
+            .await?
+            .filter(|entry| entry.expires_at * 1000 > now_ms);
+        if let Some(entry) = known {
+            if entry.status == LedgerStatus::Queued && entry.lease_until_ms > now_ms {
+                message.not_before_ms = Some(entry.lease_until_ms);
+            }
+            return Ok(!entry.status.is_skip());
+        }
+        let DispatchTarget::Start {
+            subscription_id, ..
+        } = &message.target
+        else {
+            return Ok(true);
+        };
+        let subject = Subject {
+            workspace: &message.workspace_id,
+            subscription: subscription_id,
+            event_id: &message.event.event_id,
+            scope: scope.get(),
+            now_ms,
+        };
+        let verdict = gate.decide(flow, &subject, &self.cache).await?;
+        let workspace = message.workspace_id.as_str();
+        let (entry, admitted) = match verdict {
+            Verdict::Run { not_before_ms } => {
+                message.not_before_ms = not_before_ms;
+                let until_ms = not_before_ms.unwrap_or(now_ms);
+                let mut entry = message.unclaimed_entry(
+                    LedgerStatus::Queued,
+                    None,
+                    None,
+                    0,
+                    now_ms,
+                    until_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
+                );
+                entry.lease_until_ms = until_ms;
+                let outcome = if not_before_ms.is_some() {
+                    "delayed"
+                } else {
+                    "admitted"
+                };
+                self.audit.measure(
+                    Measurement::one(MetricName::FlowDecisions)
+                        .by("outcome", outcome)
+                        .for_workspace(workspace),
+                );
+                (entry, true)
+            }
+            Verdict::Skip {
+                mode,
+                detail,
+                owner,
+            } => {
+                let status = match mode {
+                    Mode::RateLimit | Mode::Throttle => LedgerStatus::RateLimited,
+                    Mode::Idempotency => LedgerStatus::IdempotencySkipped,
+                };
+                let mut entry = message.unclaimed_entry(
+                    status,
+                    None,
+                    Some(detail),
+                    0,
+                    now_ms,
+                    now_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
+                );
+                entry.superseded_by = owner;
+                self.audit.measure(
+                    Measurement::one(MetricName::FlowDecisions)
+                        .by("outcome", status.as_str())
+                        .for_workspace(workspace),
+                );
+                tracing::info!(
+                    workspace_id = workspace,
+                    event_id = %message.event.event_id,
+                    subscription_id = %subscription_id,
+                    fate = status.as_str(),
+                    "flow control skipped the match"
+                );
+                (entry, false)
+            }
+        };
+        self.ledger.record_unclaimed(&entry).await?;
+        Ok(admitted)
+    }
+
     async fn resume_message(
         &self,
         workspace: &WorkspaceId,
@@ -380,6 +522,7 @@ impl MatchStage {
             },
             trace: None,
             received_ms: None,
+            not_before_ms: None,
         };
         let first = self.resumes.get(&resume_id).await?;
         match self.decide(first.as_ref(), &key, workspace, scope) {
@@ -595,6 +738,7 @@ pub fn start_message_with(
         },
         trace: None,
         received_ms: None,
+        not_before_ms: None,
     }
 }
 

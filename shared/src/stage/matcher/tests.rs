@@ -127,7 +127,8 @@ async fn one_dispatch_message_per_matching_subscription_with_resolved_inputs() {
         MatchReport {
             start_matches: 1,
             resume_matches: 0,
-            too_large: 0
+            too_large: 0,
+            flow_skipped: 0
         }
     );
     let messages = sent(&h.queue);
@@ -213,7 +214,8 @@ async fn lifecycle_event_can_start_and_resume_at_once() {
         MatchReport {
             start_matches: 1,
             resume_matches: 1,
-            too_large: 0
+            too_large: 0,
+            flow_skipped: 0
         }
     );
     assert!(
@@ -277,7 +279,8 @@ async fn manual_fire_matches_only_the_addressed_subscription_and_never_resumes()
         MatchReport {
             start_matches: 1,
             resume_matches: 0,
-            too_large: 0
+            too_large: 0,
+            flow_skipped: 0
         }
     );
     // The same subscription id in another workspace is not found (tenant isolation).
@@ -467,4 +470,93 @@ async fn an_early_event_whose_wait_registers_just_before_the_park_is_still_dispa
         matches!(&messages[0].target, DispatchTarget::Resume { generation, .. } if generation == "g1"),
         "{messages:?}"
     );
+}
+
+/// A subscription of ws1 on internal events with `flow`, and a stage that applies it.
+async fn flow_harness(flow: Value) -> (Harness, Arc<crate::memory::MemoryLedger>) {
+    let mut h = harness(0);
+    let ledger = Arc::new(crate::memory::MemoryLedger::default());
+    h.stage.ledger = ledger.clone();
+    h.stage = h
+        .stage
+        .with_flow(Arc::new(crate::memory::MemoryFlowStore::default()));
+    let mut subscription = sub("flowing", "ws1", "internal", None, json!({}));
+    subscription.flow = Some(Box::new(crate::flow::FlowSpec::parse(&flow).unwrap()));
+    h.subs.put(&subscription).await.unwrap();
+    (h, ledger)
+}
+
+fn numbered(i: usize) -> QueuedEvent {
+    let mut queued = lifecycle("ws1", json!({"n": i}));
+    queued.event.event_id = EventId::new(format!("e{i}")).unwrap();
+    queued
+}
+
+async fn fate(ledger: &crate::memory::MemoryLedger, event: &str) -> crate::dedup::LedgerEntry {
+    let key = crate::dedup::DedupKey::new("flowing", event);
+    ledger
+        .get(&WorkspaceId::new("ws1").unwrap(), &key)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_rate_limited_match_is_recorded_not_sent_and_a_redelivery_keeps_each_fate() {
+    let (h, ledger) = flow_harness(json!({"rateLimit": {"limit": 1, "period": "PT1M"}})).await;
+    for i in 0..3 {
+        h.stage.handle(&numbered(i)).await.unwrap();
+    }
+    assert_eq!(sent(&h.queue).len(), 1);
+    assert_eq!(fate(&ledger, "e0").await.status, LedgerStatus::Queued);
+    let refused = fate(&ledger, "e1").await;
+    assert_eq!(refused.status, LedgerStatus::RateLimited);
+    assert!(refused
+        .last_error
+        .unwrap()
+        .contains("more than 1 runs within PT1M"));
+    // A minute later the bucket has room again, yet redeliveries keep their first
+    // decision: e0 is sent again (the ledger dedups it), e1 stays refused.
+    h.clock.advance_ms(61_000);
+    let again = h.stage.handle(&numbered(0)).await.unwrap();
+    assert_eq!((again.start_matches, again.flow_skipped), (1, 0));
+    let again = h.stage.handle(&numbered(1)).await.unwrap();
+    assert_eq!((again.start_matches, again.flow_skipped), (0, 1));
+    assert_eq!(sent(&h.queue).len(), 2);
+    h.stage.handle(&numbered(3)).await.unwrap();
+    assert_eq!(sent(&h.queue).len(), 3, "the next minute's event runs");
+}
+
+#[tokio::test]
+async fn a_throttled_match_is_sent_delayed_to_its_slot_and_keeps_it_when_redelivered() {
+    let (h, ledger) = flow_harness(json!({"throttle": {"limit": 1, "period": "PT20M"}})).await;
+    for i in 0..3 {
+        h.stage.handle(&numbered(i)).await.unwrap();
+    }
+    let messages = sent(&h.queue);
+    let now = h.clock.now_ms();
+    let slots: Vec<Option<i64>> = messages.iter().map(|m| m.not_before_ms).collect();
+    assert_eq!(slots, [None, Some(now + 1_200_000), Some(now + 2_400_000)]);
+    let delays: Vec<u32> = h.queue.delayed().iter().map(|(_, d)| *d).collect();
+    assert_eq!(
+        delays,
+        [900, 900],
+        "SQS holds 15 minutes at most; dispatch holds the rest"
+    );
+    let queued = fate(&ledger, "e2").await;
+    assert_eq!(
+        (queued.status, queued.lease_until_ms),
+        (LedgerStatus::Queued, now + 2_400_000)
+    );
+    h.stage.handle(&numbered(1)).await.unwrap();
+    let redelivered: DispatchMessage =
+        serde_json::from_str(h.queue.sent().last().unwrap()).unwrap();
+    assert_eq!(
+        redelivered.not_before_ms,
+        Some(now + 1_200_000),
+        "same slot, none taken"
+    );
+    h.stage.handle(&numbered(3)).await.unwrap();
+    let next: DispatchMessage = serde_json::from_str(h.queue.sent().last().unwrap()).unwrap();
+    assert_eq!(next.not_before_ms, Some(now + 3_600_000));
 }

@@ -1,0 +1,77 @@
+//! Flow cells in DynamoDB: partition key `cellId` (`{workspace}#{subscription}#{mode}#
+//! {key hash}`), `valueMs`, `owner`, `version` and `expiresAt` (TTL, seconds). Every
+//! write is conditional on the version read, so concurrent match instances share one
+//! count per bucket.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+
+use super::attrs::{get_n, get_s, n, s, Item};
+use super::documents::get_item;
+use super::{condition_failed, describe};
+use crate::flow::{FlowCell, FlowStore};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct DynamoFlowStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoFlowStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl FlowStore for DynamoFlowStore {
+    async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, StoreError> {
+        let key = Item::from([("cellId".to_owned(), s(cell_id))]);
+        let item = get_item(&self.client, &self.table, key)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(item.map(|item| FlowCell {
+            value_ms: get_n(&item, "valueMs").unwrap_or(0),
+            owner: get_s(&item, "owner").map(str::to_owned),
+            version: get_n(&item, "version").unwrap_or(0),
+        }))
+    }
+
+    async fn swap(
+        &self,
+        cell_id: &str,
+        cell: &FlowCell,
+        expected: Option<u64>,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut item = Item::from([
+            ("cellId".to_owned(), s(cell_id)),
+            ("valueMs".to_owned(), n(cell.value_ms)),
+            ("version".to_owned(), n(cell.version)),
+            ("expiresAt".to_owned(), n(expires_at)),
+        ]);
+        if let Some(owner) = &cell.owner {
+            item.insert("owner".to_owned(), s(owner));
+        }
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let request = match expected {
+            None => request.condition_expression("attribute_not_exists(cellId)"),
+            Some(version) => request
+                .condition_expression("version = :expected")
+                .expression_attribute_values(":expected", n(version)),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(StoreError::Unavailable(describe(&e))),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Flow control of start subscriptions: the optional `flow` object that shapes a burst
+//! of matching events into runs (at most one run per key and period, at most N runs per
+//! period with the excess skipped, or at most N per period with the excess delayed in
+//! order), with every event's fate recorded in the dedup ledger.
+
+mod gate;
+mod gcra;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::selector::CompiledExpr;
+
+pub use gate::{FlowGate, Subject, Verdict};
+pub use gcra::{Gcra, Slot};
+
+/// The longest period any mode accepts (and so the longest a flow cell lives).
+pub const MAX_PERIOD_SECS: u64 = 7 * 86_400;
+/// The most runs per period a rate limit or throttle may allow.
+pub const MAX_LIMIT: u32 = 10_000;
+
+/// A subscription's flow control; every mode is optional and they compose in the order
+/// idempotency → rate limit → throttle (a skipped event takes no throttle slot).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlowSpec {
+    /// At most one run per key value and period; later events of the key are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+    /// At most `limit` runs per period per key; the excess is skipped (`rate_limited`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// At most `limit` runs per period per key; the excess is delayed, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<Throttle>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Idempotency {
+    /// CEL over `event.*` whose value names the bucket (absent: one per subscription).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub limit: u32,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Throttle {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub limit: u32,
+    pub period: Period,
+    /// Runs that may start back to back before the spacing applies (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// An ISO-8601 duration (`PT10S`, `PT1M`, `P7D`) as written, and its length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Period {
+    text: String,
+    secs: u64,
+}
+
+impl Period {
+    /// As written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn secs(&self) -> u64 {
+        self.secs
+    }
+
+    pub fn ms(&self) -> i64 {
+        i64::try_from(self.secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+}
+
+impl TryFrom<String> for Period {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match crate::resume::parse_ttl(&text) {
+            Some(secs) if (1..=MAX_PERIOD_SECS).contains(&secs) => Ok(Self { text, secs }),
+            Some(_) => Err(format!("{text:?} is outside 1 second to 7 days (P7D)")),
+            None => Err(format!(
+                "{text:?} is not an ISO-8601 duration of the form P[nW][nD][T[nH][nM][nS]]"
+            )),
+        }
+    }
+}
+
+impl From<Period> for String {
+    fn from(period: Period) -> Self {
+        period.text
+    }
+}
+
+/// Why a `flow` object is not usable (a 422 `trigger.flow_invalid`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("flow{}{path}: {reason}", if path.is_empty() { "" } else { "." })]
+pub struct FlowError {
+    pub path: String,
+    pub reason: String,
+}
+
+fn invalid(path: &str, reason: impl Into<String>) -> FlowError {
+    FlowError {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl FlowSpec {
+    /// Reads and checks an authored `flow` object (keys compile, limits in range).
+    pub fn parse(value: &serde_json::Value) -> Result<Self, FlowError> {
+        let spec: FlowSpec =
+            serde_json::from_value(value.clone()).map_err(|e| invalid("", e.to_string()))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// No mode set: the same as no `flow` at all.
+    pub fn is_empty(&self) -> bool {
+        self.idempotency.is_none() && self.rate_limit.is_none() && self.throttle.is_none()
+    }
+
+    fn check(&self) -> Result<(), FlowError> {
+        if let Some(mode) = &self.idempotency {
+            check_key("idempotency.key", mode.key.as_deref())?;
+        }
+        if let Some(mode) = &self.rate_limit {
+            check_key("rateLimit.key", mode.key.as_deref())?;
+            check_limit("rateLimit.limit", mode.limit)?;
+        }
+        if let Some(mode) = &self.throttle {
+            check_key("throttle.key", mode.key.as_deref())?;
+            check_limit("throttle.limit", mode.limit)?;
+            if let Some(burst) = mode.burst {
+                check_limit("throttle.burst", burst)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_key(path: &str, key: Option<&str>) -> Result<(), FlowError> {
+    let Some(expr) = key else {
+        return Ok(());
+    };
+    if expr.trim().is_empty() {
+        return Err(invalid(
+            path,
+            "must not be blank (leave it out for one bucket)",
+        ));
+    }
+    CompiledExpr::mapping(expr)
+        .map(|_| ())
+        .map_err(|e| invalid(path, e.to_string()))
+}
+
+fn check_limit(path: &str, limit: u32) -> Result<(), FlowError> {
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(())
+    } else {
+        Err(invalid(
+            path,
+            format!("must be 1 to {MAX_LIMIT}, not {limit}"),
+        ))
+    }
+}
+
+/// Which mode a flow cell belongs to (part of its id, so modes never share a cell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Idempotency,
+    RateLimit,
+    Throttle,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Idempotency => "idempotency",
+            Mode::RateLimit => "rateLimit",
+            Mode::Throttle => "throttle",
+        }
+    }
+}
+
+/// One piece of flow state: a GCRA's theoretical arrival time, or the event that owns an
+/// idempotency key until `value_ms`. `version` makes every write a compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowCell {
+    pub value_ms: i64,
+    pub owner: Option<String>,
+    pub version: u64,
+}
+
+/// The port that keeps flow cells: read, and write only over the version read (`None`:
+/// the cell must not exist yet). Cells expire by themselves after `expires_at` (secs).
+#[async_trait::async_trait]
+pub trait FlowStore: Send + Sync {
+    async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, crate::store::StoreError>;
+
+    /// `false` when another writer got there first (the caller re-reads).
+    async fn swap(
+        &self,
+        cell_id: &str,
+        cell: &FlowCell,
+        expected: Option<u64>,
+        expires_at: i64,
+    ) -> Result<bool, crate::store::StoreError>;
+}
+
+#[cfg(test)]
+mod tests;

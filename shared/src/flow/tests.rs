@@ -1,0 +1,293 @@
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+
+use super::*;
+use crate::ids::{EventId, SubscriptionId, WorkspaceId};
+use crate::memory::MemoryFlowStore;
+use crate::selector::{EventScope, SelectorCache};
+use crate::store::StoreError;
+
+fn spec(value: serde_json::Value) -> FlowSpec {
+    FlowSpec::parse(&value).unwrap()
+}
+
+fn scope(repo: &str) -> EventScope {
+    EventScope::from_json(json!({"kind": "push", "data": {"repo": repo}}), None)
+}
+
+struct Decide<'a> {
+    gate: &'a FlowGate,
+    flow: &'a FlowSpec,
+    cache: SelectorCache,
+}
+
+impl Decide<'_> {
+    async fn at(&self, event: &str, scope: &EventScope, now_ms: i64) -> Verdict {
+        let (workspace, subscription) = (
+            WorkspaceId::new("ws").unwrap(),
+            SubscriptionId::new("sub").unwrap(),
+        );
+        let event_id = EventId::new(event).unwrap();
+        let subject = Subject {
+            workspace: &workspace,
+            subscription: &subscription,
+            event_id: &event_id,
+            scope,
+            now_ms,
+        };
+        self.gate
+            .decide(self.flow, &subject, &self.cache)
+            .await
+            .unwrap()
+    }
+}
+
+fn gate() -> FlowGate {
+    FlowGate::new(Arc::new(MemoryFlowStore::default()))
+}
+
+fn runs(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Run { .. })
+}
+
+#[tokio::test]
+async fn a_rate_limit_of_one_a_minute_runs_one_of_ten_and_the_next_a_minute_later() {
+    let flow = spec(json!({"rateLimit": {"limit": 1, "period": "PT1M"}}));
+    let gate = gate();
+    let decide = Decide {
+        gate: &gate,
+        flow: &flow,
+        cache: SelectorCache::default(),
+    };
+    let mut verdicts = Vec::new();
+    for i in 0..10 {
+        verdicts.push(
+            decide
+                .at(&format!("e{i}"), &scope("a"), 1_000 + i * 100)
+                .await,
+        );
+    }
+    assert_eq!(verdicts.iter().filter(|v| runs(v)).count(), 1);
+    assert!(runs(&verdicts[0]));
+    assert!(matches!(
+        &verdicts[1],
+        Verdict::Skip {
+            mode: Mode::RateLimit,
+            owner: None,
+            ..
+        }
+    ));
+    assert!(runs(&decide.at("later", &scope("a"), 61_000).await));
+}
+
+#[tokio::test]
+async fn a_throttle_delays_the_excess_in_order_and_drops_nothing() {
+    let flow = spec(json!({"throttle": {"limit": 2, "period": "PT10S"}}));
+    let gate = gate();
+    let decide = Decide {
+        gate: &gate,
+        flow: &flow,
+        cache: SelectorCache::default(),
+    };
+    let mut slots = Vec::new();
+    for i in 0..20 {
+        match decide.at(&format!("e{i}"), &scope("a"), 10_000 + i).await {
+            Verdict::Run { not_before_ms } => slots.push(not_before_ms.unwrap_or(10_000 + i)),
+            skipped => panic!("a throttle never skips: {skipped:?}"),
+        }
+    }
+    assert_eq!(slots[0], 10_000);
+    assert_eq!(slots[19], 10_000 + 19 * 5_000);
+    assert!(slots
+        .windows(2)
+        .all(|w| w[1] - w[0] == 5_000 || w[1] - w[0] == 4_999));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_runs_once_per_period_and_a_redelivery_keeps_its_run() {
+    let flow = spec(json!({"idempotency": {"key": "event.data.repo", "period": "PT1H"}}));
+    let gate = gate();
+    let decide = Decide {
+        gate: &gate,
+        flow: &flow,
+        cache: SelectorCache::default(),
+    };
+    assert!(runs(&decide.at("first", &scope("acme/api"), 0).await));
+    assert_eq!(
+        decide.at("second", &scope("acme/api"), 1_000).await,
+        Verdict::Skip {
+            mode: Mode::Idempotency,
+            detail: "event first already took this key within PT1H".into(),
+            owner: Some(EventId::new("first").unwrap()),
+        }
+    );
+    assert!(
+        runs(&decide.at("first", &scope("acme/api"), 2_000).await),
+        "redelivery"
+    );
+    assert!(
+        runs(&decide.at("other-repo", &scope("acme/web"), 2_000).await),
+        "own key"
+    );
+    assert!(runs(
+        &decide.at("next-hour", &scope("acme/api"), 3_600_000).await
+    ));
+}
+
+#[tokio::test]
+async fn keys_make_buckets_and_a_key_that_does_not_evaluate_shares_the_null_bucket() {
+    let flow = spec(json!({"rateLimit": {"key": "event.data.repo", "limit": 1, "period": "PT1M"}}));
+    let gate = gate();
+    let decide = Decide {
+        gate: &gate,
+        flow: &flow,
+        cache: SelectorCache::default(),
+    };
+    assert!(runs(&decide.at("a1", &scope("a"), 0).await));
+    assert!(runs(&decide.at("b1", &scope("b"), 0).await));
+    assert!(!runs(&decide.at("a2", &scope("a"), 0).await));
+    let keyless = EventScope::from_json(json!({"kind": "push", "data": {}}), None);
+    assert!(runs(&decide.at("n1", &keyless, 0).await));
+    assert!(
+        !runs(&decide.at("n2", &keyless, 0).await),
+        "missing keys share one bucket"
+    );
+}
+
+#[tokio::test]
+async fn skipped_events_take_no_throttle_slot() {
+    let flow = spec(json!({
+        "idempotency": {"period": "PT1M"},
+        "throttle": {"limit": 1, "period": "PT2M"}
+    }));
+    let gate = gate();
+    let decide = Decide {
+        gate: &gate,
+        flow: &flow,
+        cache: SelectorCache::default(),
+    };
+    assert_eq!(
+        decide.at("a", &scope("x"), 0).await,
+        Verdict::Run {
+            not_before_ms: None
+        }
+    );
+    assert!(!runs(&decide.at("b", &scope("x"), 0).await));
+    assert_eq!(
+        decide.at("c", &scope("x"), 60_000).await,
+        Verdict::Run {
+            not_before_ms: Some(120_000)
+        },
+        "b took no slot: c has the second one, not the third"
+    );
+}
+
+/// A store whose first load pauses until released: the decision that read the cell
+/// sleeps between its read and its write while another one completes.
+struct PausingStore {
+    inner: MemoryFlowStore,
+    paused: Semaphore,
+    reached: Notify,
+    release: Notify,
+}
+
+#[async_trait::async_trait]
+impl FlowStore for PausingStore {
+    async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, StoreError> {
+        let loaded = self.inner.load(cell_id).await;
+        if let Ok(permit) = self.paused.try_acquire() {
+            permit.forget();
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        loaded
+    }
+
+    async fn swap(
+        &self,
+        cell_id: &str,
+        cell: &FlowCell,
+        expected: Option<u64>,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.swap(cell_id, cell, expected, expires_at).await
+    }
+}
+
+#[tokio::test]
+async fn two_instances_racing_for_the_last_slot_start_one_run() {
+    let store = Arc::new(PausingStore {
+        inner: MemoryFlowStore::default(),
+        paused: Semaphore::new(1),
+        reached: Notify::new(),
+        release: Notify::new(),
+    });
+    let gate = Arc::new(FlowGate::new(store.clone()));
+    let flow = Arc::new(spec(json!({"rateLimit": {"limit": 1, "period": "PT1M"}})));
+    let slow = {
+        let (gate, flow) = (gate.clone(), flow.clone());
+        tokio::spawn(async move {
+            let decide = Decide {
+                gate: &gate,
+                flow: &flow,
+                cache: SelectorCache::default(),
+            };
+            decide.at("slow", &scope("a"), 0).await
+        })
+    };
+    // The slow instance has read an empty bucket and waits before writing.
+    store.reached.notified().await;
+    let decide = Decide {
+        gate: &gate,
+        flow: &flow,
+        cache: SelectorCache::default(),
+    };
+    let fast = decide.at("fast", &scope("a"), 0).await;
+    store.release.notify_one();
+    let slow = slow.await.unwrap();
+    assert!(runs(&fast));
+    assert!(
+        matches!(
+            slow,
+            Verdict::Skip {
+                mode: Mode::RateLimit,
+                ..
+            }
+        ),
+        "the slow write lost its compare-and-set and re-read a full bucket: {slow:?}"
+    );
+}
+
+#[test]
+fn authored_flows_are_checked() {
+    let refused = |value: serde_json::Value| FlowSpec::parse(&value).unwrap_err().to_string();
+    assert!(
+        refused(json!({"rateLimit": {"limit": 0, "period": "PT1M"}})).contains("rateLimit.limit")
+    );
+    assert!(refused(json!({"throttle": {"limit": 1, "period": "PT0S"}})).contains("PT0S"));
+    assert!(refused(json!({"idempotency": {"period": "P8D"}})).contains("7 days"));
+    assert!(refused(json!({"idempotency": {"period": "1m"}})).contains("ISO-8601"));
+    assert!(
+        refused(json!({"rateLimit": {"key": "event.(", "limit": 1, "period": "PT1M"}}))
+            .contains("rateLimit.key")
+    );
+    assert!(
+        refused(json!({"rateLimit": {"key": " ", "limit": 1, "period": "PT1M"}})).contains("blank")
+    );
+    assert!(refused(json!({"debounce": {"period": "PT5S"}})).contains("debounce"));
+    assert!(
+        refused(json!({"throttle": {"limit": 2, "period": "PT1M", "burst": 0}}))
+            .contains("throttle.burst")
+    );
+    let kept = spec(
+        json!({"throttle": {"key": "event.data.repo", "limit": 2, "period": "PT10S", "burst": 2}}),
+    );
+    assert_eq!(
+        serde_json::to_value(&kept).unwrap(),
+        json!({"throttle": {"key": "event.data.repo", "limit": 2, "period": "PT10S", "burst": 2}}),
+        "stored and shown as written"
+    );
+    assert!(spec(json!({})).is_empty());
+}
