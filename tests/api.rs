@@ -130,6 +130,7 @@ async fn harness(environment: &str) -> Harness {
         dispatch_stage: DispatchStage {
             dispatcher,
             queue: dispatch_queue,
+            flow: None,
         },
         fake,
     }

@@ -1944,3 +1944,38 @@ async fn a_throttle_of_two_per_ten_seconds_spreads_twenty_events_over_a_hundred_
         "≈95 s in all: {span} ms"
     );
 }
+
+/// Two hundred events of one key within 20 s, debounced by 5 s: one run, 5 s after the
+/// burst, with its last event; every other event ends `debounced`.
+#[tokio::test]
+async fn a_debounced_burst_of_two_hundred_events_starts_one_run_with_the_last() {
+    let stack = Stack::new();
+    subscribe_with_flow(
+        &stack,
+        json!({"debounce": {"key": "event.data.workflowVersionId", "period": "PT5S"}}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let envelope = stack.envelope(&format!("run-db-{i:03}"), json!({}));
+        ids.push(stack.publish(&envelope).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let found = fates(&stack, &ids, &["dispatched", "debounced"]).await;
+    let winners: Vec<usize> = (0..200).filter(|i| found[*i] == "dispatched").collect();
+    assert_eq!(winners.len(), 1, "one run: {winners:?}");
+    // SQS does not keep order: the winner is the last event the match stage saw, which
+    // is among the last few sent 100 ms apart.
+    assert!(
+        winners[0] >= 190,
+        "the burst's last event runs, not #{}",
+        winners[0]
+    );
+    stack.drained().await;
+    let starts = stack.calls("start").await;
+    assert_eq!(starts.len(), 1);
+    assert_eq!(
+        starts[0].body["inputs"]["run"],
+        format!("run-db-{:03}", winners[0]).as_str()
+    );
+}

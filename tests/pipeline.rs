@@ -73,6 +73,7 @@ async fn pipeline() -> Pipeline {
         dispatch_stage: DispatchStage {
             dispatcher,
             queue: dispatch_queue,
+            flow: None,
         },
         ledger,
         subscriptions,
@@ -300,6 +301,7 @@ async fn a_message_redriven_to_the_dlq_ends_dead_lettered_with_a_reason() {
     let stage = DispatchStage {
         dispatcher: broken,
         queue: Arc::new(SqsQueue::new(p.sqs.clone(), dispatch_url.clone())),
+        flow: None,
     };
     let (event_id, queued) = lifecycle("run-redrive", 0);
     let message = json!({"workspaceId": "ws1", "event": queued["event"],

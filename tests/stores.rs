@@ -463,6 +463,7 @@ async fn flow_cells_are_written_only_over_the_version_read() {
     let cell = |value_ms: i64, owner: Option<&str>, version: u64| FlowCell {
         value_ms,
         owner: owner.map(str::to_owned),
+        since_ms: value_ms / 2,
         version,
     };
     assert_eq!(store.load("ws#s#throttle#-").await.unwrap(), None);

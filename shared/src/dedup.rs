@@ -93,6 +93,11 @@ pub enum LedgerStatus {
     RateLimited,
     /// Skipped: another event (`supersededBy`) holds the subscription's idempotency key.
     IdempotencySkipped,
+    /// In a debounce window due at `leaseUntilMs`: runs then, unless a later event of
+    /// the key comes first.
+    Debouncing,
+    /// A later event of the key (`supersededBy`) took the debounce window: never run.
+    Debounced,
 }
 
 impl LedgerStatus {
@@ -109,25 +114,28 @@ impl LedgerStatus {
             LedgerStatus::Queued => "queued",
             LedgerStatus::RateLimited => "rate_limited",
             LedgerStatus::IdempotencySkipped => "idempotency_skipped",
+            LedgerStatus::Debouncing => "debouncing",
+            LedgerStatus::Debounced => "debounced",
         }
     }
 
     /// Statuses any claim may take over (besides expired items and lapsed leases):
     /// the one definition behind [`LedgerEntry::is_claimable`] and the DynamoDB condition.
-    pub const OPEN: [LedgerStatus; 6] = [
+    pub const OPEN: [LedgerStatus; 7] = [
         LedgerStatus::Released,
         LedgerStatus::DeadLettered,
         LedgerStatus::LoopRejected,
         LedgerStatus::Parked,
         LedgerStatus::Superseded,
         LedgerStatus::Queued,
+        LedgerStatus::Debouncing,
     ];
 
     /// Final fates: flow control refused the match, nothing is ever dispatched for it.
     pub fn is_skip(self) -> bool {
         matches!(
             self,
-            LedgerStatus::RateLimited | LedgerStatus::IdempotencySkipped
+            LedgerStatus::RateLimited | LedgerStatus::IdempotencySkipped | LedgerStatus::Debounced
         )
     }
 
@@ -144,6 +152,8 @@ impl LedgerStatus {
             LedgerStatus::Queued,
             LedgerStatus::RateLimited,
             LedgerStatus::IdempotencySkipped,
+            LedgerStatus::Debouncing,
+            LedgerStatus::Debounced,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)
@@ -454,7 +464,11 @@ mod tests {
             !entry(LedgerStatus::Discarded, 0, 100).is_claimable(now),
             "a discard is final"
         );
-        for skipped in [LedgerStatus::RateLimited, LedgerStatus::IdempotencySkipped] {
+        for skipped in [
+            LedgerStatus::RateLimited,
+            LedgerStatus::IdempotencySkipped,
+            LedgerStatus::Debounced,
+        ] {
             assert!(
                 !entry(skipped, 0, 100).is_claimable(now),
                 "{skipped:?} is final"

@@ -194,10 +194,14 @@ impl Wiring {
             s.subscription_cache_secs,
         )
         .with_parking(self.parked()?, s.resume_park_secs)
-        .with_flow(Arc::new(DynamoFlowStore::new(
+        .with_flow(self.flow_store()?))
+    }
+
+    fn flow_store(&self) -> Result<Arc<DynamoFlowStore>, ConfigError> {
+        Ok(Arc::new(DynamoFlowStore::new(
             self.dynamodb.clone(),
-            self.table(&s.flow_table, "FLOW_TABLE")?,
-        ))))
+            self.table(&self.settings.flow_table, "FLOW_TABLE")?,
+        )))
     }
 
     pub fn api(&self) -> Result<crate::api::Api, ConfigError> {
@@ -263,6 +267,7 @@ impl Wiring {
         Ok(DispatchStage {
             dispatcher,
             queue: self.dispatch_queue()?,
+            flow: Some(Arc::new(crate::flow::FlowGate::new(self.flow_store()?))),
         })
     }
 }

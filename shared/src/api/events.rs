@@ -34,8 +34,11 @@ fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
         }
         LedgerStatus::Parked | LedgerStatus::Superseded => "park_expired",
         LedgerStatus::Queued if entry.lease_until_ms > now_ms => "throttled",
-        LedgerStatus::Queued => "pending",
-        LedgerStatus::RateLimited | LedgerStatus::IdempotencySkipped => entry.status.as_str(),
+        LedgerStatus::Debouncing if entry.lease_until_ms > now_ms => "debouncing",
+        LedgerStatus::Debouncing | LedgerStatus::Queued => "pending",
+        LedgerStatus::RateLimited | LedgerStatus::IdempotencySkipped | LedgerStatus::Debounced => {
+            entry.status.as_str()
+        }
     };
     let target = match entry.match_kind {
         MatchKind::Start => "subscriptionId",
@@ -64,8 +67,12 @@ fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
     ) {
         body["parkedUntilMs"] = entry.lease_until_ms.into();
     }
-    if entry.status == LedgerStatus::Queued && entry.lease_until_ms > now_ms {
-        body["throttledUntilMs"] = entry.lease_until_ms.into();
+    if entry.lease_until_ms > now_ms {
+        match entry.status {
+            LedgerStatus::Queued => body["throttledUntilMs"] = entry.lease_until_ms.into(),
+            LedgerStatus::Debouncing => body["dueAtMs"] = entry.lease_until_ms.into(),
+            _ => {}
+        }
     }
     if let Some(error) = entry
         .last_error

@@ -226,6 +226,7 @@ async fn deliver_parked(
             // Parked events keep no time of receipt: no end-to-end latency for them.
             received_ms: None,
             not_before_ms: None,
+            debounce_cell: None,
         };
         let body = crate::limits::message_body(
             "dispatch message",

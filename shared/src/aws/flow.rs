@@ -1,5 +1,5 @@
 //! Flow cells in DynamoDB: partition key `cellId` (`{workspace}#{subscription}#{mode}#
-//! {key hash}`), `valueMs`, `owner`, `version` and `expiresAt` (TTL, seconds). Every
+//! {key hash}`), `valueMs`, `owner`, `sinceMs`, `version` and `expiresAt` (TTL, seconds). Every
 //! write is conditional on the version read, so concurrent match instances share one
 //! count per bucket.
 
@@ -37,6 +37,7 @@ impl FlowStore for DynamoFlowStore {
         Ok(item.map(|item| FlowCell {
             value_ms: get_n(&item, "valueMs").unwrap_or(0),
             owner: get_s(&item, "owner").map(str::to_owned),
+            since_ms: get_n(&item, "sinceMs").unwrap_or(0),
             version: get_n(&item, "version").unwrap_or(0),
         }))
     }
@@ -52,6 +53,7 @@ impl FlowStore for DynamoFlowStore {
             ("cellId".to_owned(), s(cell_id)),
             ("valueMs".to_owned(), n(cell.value_ms)),
             ("version".to_owned(), n(cell.version)),
+            ("sinceMs".to_owned(), n(cell.since_ms)),
             ("expiresAt".to_owned(), n(expires_at)),
         ]);
         if let Some(owner) = &cell.owner {

@@ -21,9 +21,13 @@ pub struct DispatchMessage {
     /// When the event was accepted at its door (epoch ms), for the end-to-end latency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_ms: Option<i64>,
-    /// A throttle's slot (epoch ms): the dispatcher holds the message until then.
+    /// A throttle's slot or a debounce window's due time (epoch ms): the dispatcher
+    /// holds the message until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// The debounce window this event is in: it runs only if still its latest event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce_cell: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,7 +124,7 @@ impl DispatchMessage {
             limit: crate::limits::MAX_QUEUE_MESSAGE_BYTES,
         };
         let workspace = serde_json::to_string(&self.workspace_id).map_err(|_| too_large.clone())?;
-        let target = serde_json::to_string(&self.target).map_err(|_| too_large)?;
+        let target = serde_json::to_string(&self.target).map_err(|_| too_large.clone())?;
         // The trace is a validated traceparent (hex and dashes): no escaping needed.
         let trace = match &self.trace {
             Some(trace) => format!(r#","trace":"{}""#, trace.as_str()),
@@ -130,10 +134,14 @@ impl DispatchMessage {
             Some(ms) => format!(r#","receivedMs":{ms}"#),
             None => String::new(),
         };
-        let not_before = match self.not_before_ms {
+        let mut not_before = match self.not_before_ms {
             Some(ms) => format!(r#","notBeforeMs":{ms}"#),
             None => String::new(),
         };
+        if let Some(cell) = &self.debounce_cell {
+            let cell = serde_json::to_string(cell).map_err(|_| too_large.clone())?;
+            not_before.push_str(&format!(r#","debounceCell":{cell}"#));
+        }
         let body = format!(
             r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}{received}{not_before}}}"#
         );

@@ -65,6 +65,10 @@ pub enum DispatchOutcome {
     Held {
         until_ms: i64,
     },
+    /// A later event took the debounce window: this one never runs.
+    Debounced {
+        latest: Option<EventId>,
+    },
 }
 
 impl DispatchOutcome {
@@ -82,6 +86,7 @@ impl DispatchOutcome {
                 superseded_by: Some(_),
             } => "superseded",
             DispatchOutcome::Held { .. } => "held",
+            DispatchOutcome::Debounced { .. } => "debounced",
         }
     }
 }

@@ -94,6 +94,7 @@ fn resume() -> DispatchMessage {
         trace: None,
         received_ms: None,
         not_before_ms: None,
+        debounce_cell: None,
     }
 }
 
@@ -937,6 +938,7 @@ fn a_body_around_a_shared_event_is_the_body_serde_makes() {
         .insert("odd".into(), json!("a\u{FFFF}b \" \\ é"));
     message.received_ms = Some(1_700_000_000_000);
     message.not_before_ms = Some(1_700_000_005_000);
+    message.debounce_cell = Some("ws1#sub1#debounce#\"odd\"".into());
     let event_json = serde_json::to_string(&message.event).unwrap();
     let spliced = message.body_with_event(&event_json).unwrap();
     let whole = crate::limits::message_body("m", &message, usize::MAX).unwrap();
@@ -1039,6 +1041,7 @@ async fn a_throttled_message_before_its_slot_is_sent_again_delayed_and_dispatche
     let stage = crate::stage::dispatcher::DispatchStage {
         dispatcher: h.dispatcher,
         queue: queue.clone(),
+        flow: None,
     };
     let mut message = start(Some("wv1"), 1);
     message.not_before_ms = Some(now + 2_000_000);
@@ -1067,4 +1070,91 @@ async fn a_throttled_message_before_its_slot_is_sent_again_delayed_and_dispatche
         "within a second of the slot it runs: {outcome:?}"
     );
     assert_eq!(workflow.starts().len(), 1);
+}
+
+/// Three events of one debounce window through the match stage and the dispatch stage
+/// (sharing the ledger and the flow cells): one run, with the last event; the others
+/// end `debounced`, naming the event that came after them.
+#[tokio::test]
+async fn a_debounced_burst_starts_one_run_with_its_last_event() {
+    use crate::memory::{MemoryFlowStore, MemorySubscriptionStore};
+    use crate::stage::matcher::MatchStage;
+    use crate::subscription::{Subscription, SubscriptionStore};
+    let h = harness();
+    let (clock, ledger, workflow) = (h.clock.clone(), h.ledger.clone(), h.workflow.clone());
+    let flow = Arc::new(MemoryFlowStore::default());
+    let subscriptions = Arc::new(MemorySubscriptionStore::default());
+    let subscription: Subscription = serde_json::from_value(json!({
+        "workspaceId": "ws1", "subscriptionId": "sub1", "sourceType": "internal",
+        "workflowId": "wf1", "targetWorkflowVersionId": "wv1", "state": "active",
+        "inputMapping": {"n": "${{ event.data.n }}"},
+        "flow": {"debounce": {"period": "PT5S"}},
+        "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
+    }))
+    .unwrap();
+    subscriptions.put(&subscription).await.unwrap();
+    let dispatch_queue = Arc::new(MemoryQueue::default());
+    let matcher = MatchStage::new(
+        subscriptions,
+        Arc::new(MemoryResumeStore::default()),
+        dispatch_queue.clone(),
+        ledger.clone(),
+        Arc::new(RecordingAuditSink::default()),
+        clock.clone(),
+        0,
+    )
+    .with_flow(flow.clone());
+    let stage = crate::stage::dispatcher::DispatchStage {
+        dispatcher: h.dispatcher,
+        queue: Arc::new(MemoryQueue::default()),
+        flow: Some(Arc::new(crate::flow::FlowGate::new(flow))),
+    };
+    for n in 0..3 {
+        let queued: crate::event::QueuedEvent = serde_json::from_value(json!({
+            "workspaceId": "ws1",
+            "event": {"eventId": format!("e{n}"), "kind": "workflow.completed", "depth": 0,
+                      "source": {"type": "internal", "occurredAt": "t"}, "data": {"n": n}}
+        }))
+        .unwrap();
+        matcher.handle(&queued).await.unwrap();
+        clock.advance_ms(1_000);
+    }
+    let messages: Vec<DispatchMessage> = dispatch_queue
+        .sent()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(messages.len(), 3);
+    let mut outcomes = Vec::new();
+    for message in messages {
+        let due = message.not_before_ms.unwrap();
+        clock.advance_ms((due - clock.now_ms()).max(0));
+        outcomes.push(stage.handle(received(message), None).await.unwrap());
+    }
+    assert_eq!(
+        outcomes[..2],
+        [
+            DispatchOutcome::Debounced {
+                latest: Some(EventId::new("e2").unwrap())
+            },
+            DispatchOutcome::Debounced {
+                latest: Some(EventId::new("e2").unwrap())
+            },
+        ]
+    );
+    assert!(matches!(outcomes[2], DispatchOutcome::Dispatched { .. }));
+    let starts = workflow.starts();
+    assert_eq!(starts.len(), 1);
+    assert_eq!(
+        starts[0].inputs,
+        json!({"n": 2}).as_object().unwrap().clone()
+    );
+    let ws = WorkspaceId::new("ws1").unwrap();
+    let e0 = ledger
+        .get(&ws, &crate::dedup::DedupKey::new("sub1", "e0"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e0.status, LedgerStatus::Debounced);
+    assert_eq!(e0.superseded_by.unwrap().as_str(), "e2");
 }

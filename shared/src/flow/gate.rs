@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{FlowCell, FlowSpec, FlowStore, Gcra, Mode};
+use super::{Debounce, FlowCell, FlowSpec, FlowStore, Gcra, Mode};
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::selector::{EventScope, SelectorCache};
 use crate::store::StoreError;
@@ -27,6 +27,20 @@ pub enum Verdict {
         owner: Option<EventId>,
     },
 }
+
+/// What a debounced event finds when its window is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fire {
+    /// It is the window's last event: it runs (the window is closed for it).
+    Run,
+    /// Its window is due later than it was scheduled for: wait until then.
+    Wait { until_ms: i64 },
+    /// A later event of the key took the window over: this one does not run.
+    Debounced { latest: Option<EventId> },
+}
+
+/// How long a debounce cell outlives its due time (for redeliveries of its check).
+const DEBOUNCE_KEEP_SECS: i64 = 86_400;
 
 /// The event being decided, and where it is decided.
 pub struct Subject<'a> {
@@ -95,6 +109,101 @@ impl FlowGate {
         Ok(Verdict::Run { not_before_ms })
     }
 
+    /// The cell of the event's debounce window (where its check looks).
+    pub fn debounce_cell(
+        &self,
+        mode: &Debounce,
+        subject: &Subject<'_>,
+        cache: &SelectorCache,
+    ) -> String {
+        cell_id(subject, Mode::Debounce, mode.key.as_deref(), cache)
+    }
+
+    /// Makes the event its window's latest (opening a window if none is open): when the
+    /// window is due, which is when this event's check runs.
+    pub async fn debounce(
+        &self,
+        mode: &Debounce,
+        subject: &Subject<'_>,
+        cache: &SelectorCache,
+    ) -> Result<i64, StoreError> {
+        let cell_id = self.debounce_cell(mode, subject, cache);
+        let now_ms = subject.now_ms;
+        for _ in 0..SWAP_ATTEMPTS {
+            let current = self.store.load(&cell_id).await?;
+            let open = current.as_ref().filter(|c| c.value_ms > 0);
+            let since_ms = open.map_or(now_ms, |c| c.since_ms);
+            let mut due_ms = now_ms.saturating_add(mode.period.ms());
+            if let Some(timeout) = &mode.timeout {
+                due_ms = due_ms
+                    .min(since_ms.saturating_add(timeout.ms()))
+                    .max(now_ms);
+            }
+            let next = FlowCell {
+                value_ms: due_ms,
+                owner: Some(subject.event_id.as_str().to_owned()),
+                since_ms,
+                version: current.as_ref().map_or(1, |c| c.version + 1),
+            };
+            let expected = current.as_ref().map(|c| c.version);
+            let expires_at = due_ms / 1000 + DEBOUNCE_KEEP_SECS;
+            if self
+                .store
+                .swap(&cell_id, &next, expected, expires_at)
+                .await?
+            {
+                return Ok(due_ms);
+            }
+        }
+        Err(contended(&cell_id))
+    }
+
+    /// The check of a debounced event at its due time: it runs only if no later event
+    /// took the window over, and closing the window for it is a compare-and-set, so an
+    /// event entering at the same moment either lands before (and wins) or opens the
+    /// next window.
+    pub async fn fire(
+        &self,
+        cell_id: &str,
+        event_id: &EventId,
+        now_ms: i64,
+    ) -> Result<Fire, StoreError> {
+        let me = event_id.as_str();
+        for _ in 0..SWAP_ATTEMPTS {
+            // A cell gone (kept a day past its due time) cannot say otherwise: run.
+            let Some(cell) = self.store.load(cell_id).await? else {
+                return Ok(Fire::Run);
+            };
+            if cell.owner.as_deref() != Some(me) {
+                let latest = cell.owner.as_deref().and_then(|o| EventId::new(o).ok());
+                return Ok(Fire::Debounced { latest });
+            }
+            if cell.value_ms == 0 {
+                return Ok(Fire::Run);
+            }
+            if cell.value_ms > now_ms.saturating_add(1_000) {
+                return Ok(Fire::Wait {
+                    until_ms: cell.value_ms,
+                });
+            }
+            let closed = FlowCell {
+                value_ms: 0,
+                owner: cell.owner.clone(),
+                since_ms: cell.since_ms,
+                version: cell.version + 1,
+            };
+            let expires_at = now_ms / 1000 + DEBOUNCE_KEEP_SECS;
+            if self
+                .store
+                .swap(cell_id, &closed, Some(cell.version), expires_at)
+                .await?
+            {
+                return Ok(Fire::Run);
+            }
+        }
+        Err(contended(cell_id))
+    }
+
     /// Takes the key for this event unless another event holds it: the holder, if any.
     async fn own_key(
         &self,
@@ -121,6 +230,7 @@ impl FlowGate {
             let next = FlowCell {
                 value_ms: until_ms,
                 owner: Some(me.to_owned()),
+                since_ms: 0,
                 version: current.as_ref().map_or(1, |c| c.version + 1),
             };
             let expected = current.as_ref().map(|c| c.version);
@@ -153,6 +263,7 @@ impl FlowGate {
             let next = FlowCell {
                 value_ms: slot.next_tat_ms,
                 owner: None,
+                since_ms: 0,
                 version: current.as_ref().map_or(1, |c| c.version + 1),
             };
             let expires_at = rule.keep_until_ms(slot.next_tat_ms) / 1000 + 1;

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::selector::CompiledExpr;
 
-pub use gate::{FlowGate, Subject, Verdict};
+pub use gate::{Fire, FlowGate, Subject, Verdict};
 pub use gcra::{Gcra, Slot};
 
 /// The longest period any mode accepts (and so the longest a flow cell lives).
@@ -33,6 +33,20 @@ pub struct FlowSpec {
     /// At most `limit` runs per period per key; the excess is delayed, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<Throttle>,
+    /// One run per burst: after `period` without a new event of the key, with the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<Debounce>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Debounce {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub period: Period,
+    /// The longest a burst may postpone its run, counted from its first event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Period>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,7 +148,10 @@ impl FlowSpec {
 
     /// No mode set: the same as no `flow` at all.
     pub fn is_empty(&self) -> bool {
-        self.idempotency.is_none() && self.rate_limit.is_none() && self.throttle.is_none()
+        self.idempotency.is_none()
+            && self.rate_limit.is_none()
+            && self.throttle.is_none()
+            && self.debounce.is_none()
     }
 
     fn check(&self) -> Result<(), FlowError> {
@@ -150,6 +167,15 @@ impl FlowSpec {
             check_limit("throttle.limit", mode.limit)?;
             if let Some(burst) = mode.burst {
                 check_limit("throttle.burst", burst)?;
+            }
+        }
+        if let Some(mode) = &self.debounce {
+            check_key("debounce.key", mode.key.as_deref())?;
+            if self.idempotency.is_some() || self.rate_limit.is_some() || self.throttle.is_some() {
+                return Err(invalid(
+                    "debounce",
+                    "cannot be combined with idempotency, rateLimit or throttle",
+                ));
             }
         }
         Ok(())
@@ -188,6 +214,7 @@ pub enum Mode {
     Idempotency,
     RateLimit,
     Throttle,
+    Debounce,
 }
 
 impl Mode {
@@ -196,16 +223,20 @@ impl Mode {
             Mode::Idempotency => "idempotency",
             Mode::RateLimit => "rateLimit",
             Mode::Throttle => "throttle",
+            Mode::Debounce => "debounce",
         }
     }
 }
 
-/// One piece of flow state: a GCRA's theoretical arrival time, or the event that owns an
-/// idempotency key until `value_ms`. `version` makes every write a compare-and-set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One piece of flow state: a GCRA's theoretical arrival time, the event that owns an
+/// idempotency key until `value_ms`, or a debounce window's latest event, when it is due
+/// (`value_ms`, 0 once it fired) and when it opened (`since_ms`). `version` makes every
+/// write a compare-and-set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowCell {
     pub value_ms: i64,
     pub owner: Option<String>,
+    pub since_ms: i64,
     pub version: u64,
 }
 

@@ -4,6 +4,7 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
 use super::*;
+use crate::flow::gate::Fire;
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::memory::MemoryFlowStore;
 use crate::selector::{EventScope, SelectorCache};
@@ -276,7 +277,7 @@ fn authored_flows_are_checked() {
     assert!(
         refused(json!({"rateLimit": {"key": " ", "limit": 1, "period": "PT1M"}})).contains("blank")
     );
-    assert!(refused(json!({"debounce": {"period": "PT5S"}})).contains("debounce"));
+    assert!(refused(json!({"batch": {"maxSize": 5}})).contains("batch"));
     assert!(
         refused(json!({"throttle": {"limit": 2, "period": "PT1M", "burst": 0}}))
             .contains("throttle.burst")
@@ -290,4 +291,135 @@ fn authored_flows_are_checked() {
         "stored and shown as written"
     );
     assert!(spec(json!({})).is_empty());
+}
+
+async fn enter(gate: &FlowGate, flow: &FlowSpec, event: &str, now_ms: i64) -> (String, i64) {
+    let (workspace, subscription) = (
+        WorkspaceId::new("ws").unwrap(),
+        SubscriptionId::new("sub").unwrap(),
+    );
+    let event_id = EventId::new(event).unwrap();
+    let scope = scope("a");
+    let subject = Subject {
+        workspace: &workspace,
+        subscription: &subscription,
+        event_id: &event_id,
+        scope: &scope,
+        now_ms,
+    };
+    let mode = flow.debounce.as_ref().unwrap();
+    let cache = SelectorCache::default();
+    let due = gate.debounce(mode, &subject, &cache).await.unwrap();
+    (gate.debounce_cell(mode, &subject, &cache), due)
+}
+
+fn id(event: &str) -> EventId {
+    EventId::new(event).unwrap()
+}
+
+#[tokio::test]
+async fn a_debounce_window_runs_its_last_event_once_after_a_quiet_period() {
+    let flow = spec(json!({"debounce": {"period": "PT5S"}}));
+    let gate = gate();
+    let mut dues = Vec::new();
+    for i in 0..5 {
+        dues.push(enter(&gate, &flow, &format!("e{i}"), i * 1_000).await);
+    }
+    let cell = dues[0].0.clone();
+    assert_eq!(
+        dues.iter().map(|(_, due)| *due).collect::<Vec<_>>(),
+        [5_000, 6_000, 7_000, 8_000, 9_000]
+    );
+    assert_eq!(
+        gate.fire(&cell, &id("e0"), 5_000).await.unwrap(),
+        Fire::Debounced {
+            latest: Some(id("e4"))
+        }
+    );
+    assert_eq!(
+        gate.fire(&cell, &id("e4"), 5_000).await.unwrap(),
+        Fire::Wait { until_ms: 9_000 },
+        "too early for the latest: it waits for its due time"
+    );
+    assert_eq!(gate.fire(&cell, &id("e4"), 9_000).await.unwrap(), Fire::Run);
+    assert_eq!(
+        gate.fire(&cell, &id("e4"), 9_500).await.unwrap(),
+        Fire::Run,
+        "a redelivered check of the winner runs again (the ledger makes it a duplicate)"
+    );
+    assert_eq!(
+        gate.fire(&cell, &id("e3"), 9_500).await.unwrap(),
+        Fire::Debounced {
+            latest: Some(id("e4"))
+        }
+    );
+    let (_, due) = enter(&gate, &flow, "e5", 20_000).await;
+    assert_eq!(
+        due, 25_000,
+        "after the run, the next event opens a new window"
+    );
+}
+
+#[tokio::test]
+async fn a_debounce_timeout_caps_how_long_a_steady_stream_postpones_its_run() {
+    let flow = spec(json!({"debounce": {"period": "PT5S", "timeout": "PT10S"}}));
+    let gate = gate();
+    let mut dues = Vec::new();
+    for i in 0..6 {
+        dues.push(enter(&gate, &flow, &format!("e{i}"), i * 2_000).await.1);
+    }
+    assert_eq!(dues, [5_000, 7_000, 9_000, 10_000, 10_000, 10_000]);
+    let (cell, _) = enter(&gate, &flow, "e6", 10_500).await;
+    assert_eq!(
+        gate.fire(&cell, &id("e6"), 10_500).await.unwrap(),
+        Fire::Run,
+        "past the timeout an event's window is due at once"
+    );
+}
+
+#[tokio::test]
+async fn an_event_entering_while_the_window_closes_either_wins_it_or_opens_the_next() {
+    let store = Arc::new(PausingStore {
+        inner: MemoryFlowStore::default(),
+        paused: Semaphore::new(0),
+        reached: Notify::new(),
+        release: Notify::new(),
+    });
+    let gate = Arc::new(FlowGate::new(store.clone()));
+    let flow = spec(json!({"debounce": {"period": "PT5S"}}));
+    let (cell, _) = enter(&gate, &flow, "e0", 0).await;
+    // The check of e0 reads the cell (e0 is latest, due) and pauses before closing it.
+    store.paused.add_permits(1);
+    let check = {
+        let (gate, cell) = (gate.clone(), cell.clone());
+        tokio::spawn(async move { gate.fire(&cell, &id("e0"), 5_000).await.unwrap() })
+    };
+    store.reached.notified().await;
+    let (_, due) = enter(&gate, &flow, "e1", 5_000).await;
+    assert_eq!(due, 10_000);
+    store.release.notify_one();
+    assert_eq!(
+        check.await.unwrap(),
+        Fire::Debounced {
+            latest: Some(id("e1"))
+        },
+        "the close lost its compare-and-set: e1 came first and runs instead"
+    );
+    assert_eq!(
+        gate.fire(&cell, &id("e1"), 10_000).await.unwrap(),
+        Fire::Run
+    );
+}
+
+#[test]
+fn debounce_is_not_combined_with_the_counting_modes() {
+    let refused = FlowSpec::parse(&json!({
+        "debounce": {"period": "PT5S"}, "throttle": {"limit": 1, "period": "PT1M"}
+    }))
+    .unwrap_err();
+    assert_eq!(refused.path, "debounce");
+    assert!(FlowSpec::parse(
+        &json!({"debounce": {"key": "event.data.repo", "period": "PT5S", "timeout": "PT1M"}})
+    )
+    .is_ok());
 }

@@ -260,6 +260,7 @@ async fn dispatch_reports_outcomes_latency_and_rpc_status_classes() {
     let stage = DispatchStage {
         dispatcher,
         queue: Arc::new(MemoryQueue::default()),
+        flow: None,
     };
     let batch = sqs(
         &[

@@ -1,10 +1,13 @@
 //! The dispatch stage: runs the dispatcher on one received dispatch message and turns
 //! the outcome into an SQS decision: acknowledge, or return the message after setting
-//! its visibility to the backoff delay.
+//! its visibility to the backoff delay. Flow control's waits end here: a throttled
+//! message is held until its slot, a debounced one runs only if its window's latest.
 
 use std::sync::Arc;
 
+use crate::dedup::{LedgerStatus, DEAD_LETTER_RETENTION_SECS};
 use crate::dispatch::{Attempt, DispatchMessage, DispatchOutcome, DispatchTarget, Dispatcher};
+use crate::flow::{Fire, FlowGate};
 use crate::queue::Queue;
 use crate::stage::batch::{Received, RetryMessage};
 
@@ -12,6 +15,8 @@ pub struct DispatchStage {
     pub dispatcher: Dispatcher,
     /// The dispatch queue itself (visibility changes of received messages).
     pub queue: Arc<dyn Queue>,
+    /// Debounce windows (none: a debounced message runs when it is due).
+    pub flow: Option<Arc<FlowGate>>,
 }
 
 impl DispatchStage {
@@ -56,6 +61,9 @@ impl DispatchStage {
         let body = &message.body;
         if let Some(held) = self.hold(body).await? {
             return Ok(held);
+        }
+        if let Some(settled) = self.debounce(&message, attempt).await? {
+            return Ok(settled);
         }
         let outcome = match self.dispatcher.dispatch(body, attempt).await {
             Ok(outcome) => outcome,
@@ -121,6 +129,62 @@ impl DispatchStage {
             "throttled dispatch held until its slot"
         );
         Ok(Some(DispatchOutcome::Held { until_ms }))
+    }
+
+    /// A debounced event at its due time runs only if it is still its window's latest;
+    /// otherwise its fate is recorded (`debounced`, with the later event) and it is done.
+    async fn debounce(
+        &self,
+        message: &Received<DispatchMessage>,
+        attempt: Attempt,
+    ) -> Result<Option<DispatchOutcome>, RetryMessage> {
+        let body = &message.body;
+        let (Some(cell), Some(gate)) = (&body.debounce_cell, &self.flow) else {
+            return Ok(None);
+        };
+        let now_ms = self.dispatcher.clock.now_ms();
+        let fire = match gate.fire(cell, &body.event.event_id, now_ms).await {
+            Ok(fire) => fire,
+            Err(e) => {
+                self.return_after(message, self.dispatcher.retry_delay(attempt))
+                    .await;
+                return Err(RetryMessage(e.to_string()));
+            }
+        };
+        match fire {
+            Fire::Run => Ok(None),
+            Fire::Wait { until_ms } => {
+                let mut later = body.clone();
+                later.not_before_ms = Some(until_ms);
+                self.hold(&later).await
+            }
+            Fire::Debounced { latest } => {
+                let detail = match &latest {
+                    Some(event) => format!("event {event} came later in the debounce window"),
+                    None => "a later event took the debounce window".to_owned(),
+                };
+                let mut entry = body.unclaimed_entry(
+                    LedgerStatus::Debounced,
+                    None,
+                    Some(detail),
+                    0,
+                    now_ms,
+                    now_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
+                );
+                entry.superseded_by = latest.clone();
+                if let Err(e) = self.dispatcher.ledger.record_unclaimed(&entry).await {
+                    self.return_after(message, self.dispatcher.retry_delay(attempt))
+                        .await;
+                    return Err(RetryMessage(e.to_string()));
+                }
+                self.dispatcher.audit.measure(
+                    crate::metrics::Measurement::one(crate::metrics::MetricName::FlowDecisions)
+                        .by("outcome", "debounced")
+                        .for_workspace(body.workspace_id.as_str()),
+                );
+                Ok(Some(DispatchOutcome::Debounced { latest }))
+            }
+        }
     }
 
     async fn return_after(&self, message: &Received<DispatchMessage>, delay_secs: u32) {

@@ -412,17 +412,6 @@ impl MatchStage {
             return Ok(true);
         };
         let now_ms = self.clock.now_ms();
-        let known = self
-            .ledger
-            .get(&message.workspace_id, &message.dedup_key())
-            .await?
-            .filter(|entry| entry.expires_at * 1000 > now_ms);
-        if let Some(entry) = known {
-            if entry.status == LedgerStatus::Queued && entry.lease_until_ms > now_ms {
-                message.not_before_ms = Some(entry.lease_until_ms);
-            }
-            return Ok(!entry.status.is_skip());
-        }
         let DispatchTarget::Start {
             subscription_id, ..
         } = &message.target
@@ -436,14 +425,44 @@ impl MatchStage {
             scope: scope.get(),
             now_ms,
         };
-        let verdict = gate.decide(flow, &subject, &self.cache).await?;
+        let debounce_cell = flow
+            .debounce
+            .as_ref()
+            .map(|mode| gate.debounce_cell(mode, &subject, &self.cache));
+        let known = self
+            .ledger
+            .get(&message.workspace_id, &message.dedup_key())
+            .await?
+            .filter(|entry| entry.expires_at * 1000 > now_ms);
+        if let Some(entry) = known {
+            let waiting = matches!(
+                entry.status,
+                LedgerStatus::Queued | LedgerStatus::Debouncing
+            );
+            if waiting && entry.lease_until_ms > now_ms {
+                message.not_before_ms = Some(entry.lease_until_ms);
+            }
+            message.debounce_cell = debounce_cell;
+            return Ok(!entry.status.is_skip());
+        }
+        let verdict = match &flow.debounce {
+            Some(mode) => Verdict::Run {
+                not_before_ms: Some(gate.debounce(mode, &subject, &self.cache).await?),
+            },
+            None => gate.decide(flow, &subject, &self.cache).await?,
+        };
         let workspace = message.workspace_id.as_str();
         let (entry, admitted) = match verdict {
             Verdict::Run { not_before_ms } => {
                 message.not_before_ms = not_before_ms;
+                let waiting = match debounce_cell {
+                    Some(_) => LedgerStatus::Debouncing,
+                    None => LedgerStatus::Queued,
+                };
+                message.debounce_cell = debounce_cell;
                 let until_ms = not_before_ms.unwrap_or(now_ms);
                 let mut entry = message.unclaimed_entry(
-                    LedgerStatus::Queued,
+                    waiting,
                     None,
                     None,
                     0,
@@ -471,6 +490,7 @@ impl MatchStage {
                 let status = match mode {
                     Mode::RateLimit | Mode::Throttle => LedgerStatus::RateLimited,
                     Mode::Idempotency => LedgerStatus::IdempotencySkipped,
+                    Mode::Debounce => LedgerStatus::Debounced,
                 };
                 let mut entry = message.unclaimed_entry(
                     status,
@@ -523,6 +543,7 @@ impl MatchStage {
             trace: None,
             received_ms: None,
             not_before_ms: None,
+            debounce_cell: None,
         };
         let first = self.resumes.get(&resume_id).await?;
         match self.decide(first.as_ref(), &key, workspace, scope) {
@@ -739,6 +760,7 @@ pub fn start_message_with(
         trace: None,
         received_ms: None,
         not_before_ms: None,
+        debounce_cell: None,
     }
 }
 
