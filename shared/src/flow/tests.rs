@@ -423,3 +423,89 @@ fn debounce_is_not_combined_with_the_counting_modes() {
     )
     .is_ok());
 }
+
+/// Counts the store calls decisions make.
+#[derive(Default)]
+struct CountingStore {
+    inner: MemoryFlowStore,
+    loads: std::sync::atomic::AtomicUsize,
+    swaps: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl FlowStore for CountingStore {
+    async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, StoreError> {
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.load(cell_id).await
+    }
+
+    async fn swap(
+        &self,
+        cell_id: &str,
+        cell: &FlowCell,
+        expected: Option<u64>,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.swaps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.swap(cell_id, cell, expected, expires_at).await
+    }
+}
+
+/// The flow table calls of 100 uncontended events per mode (the figures in
+/// BENCHMARKS.md "Flow control"): one read and one conditional write per counting mode
+/// an event passes, a read alone when it is refused.
+#[tokio::test]
+async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
+    let cases = [
+        (
+            json!({"rateLimit": {"limit": 10, "period": "PT1M"}}),
+            (100, 10),
+        ),
+        (
+            json!({"throttle": {"limit": 10, "period": "PT1M"}}),
+            (100, 100),
+        ),
+        (json!({"idempotency": {"period": "PT1M"}}), (100, 1)),
+        (
+            json!({"idempotency": {"period": "PT1M"}, "rateLimit": {"limit": 10, "period": "PT1M"}}),
+            (101, 2),
+        ),
+    ];
+    for (flow, (loads, swaps)) in cases {
+        let store = Arc::new(CountingStore::default());
+        let gate = FlowGate::new(store.clone());
+        let spec = spec(flow.clone());
+        let decide = Decide {
+            gate: &gate,
+            flow: &spec,
+            cache: SelectorCache::default(),
+        };
+        for i in 0..100 {
+            decide.at(&format!("e{i}"), &scope("a"), 1_000).await;
+        }
+        let counted = (
+            store.loads.load(std::sync::atomic::Ordering::Relaxed),
+            store.swaps.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        assert_eq!(counted, (loads, swaps), "{flow}");
+    }
+    // Debounce: one read and one write to enter the window, then at each event's due
+    // time one read, and one write to close the window for the last.
+    let store = Arc::new(CountingStore::default());
+    let gate = FlowGate::new(store.clone());
+    let spec = spec(json!({"debounce": {"period": "PT5S"}}));
+    let mut entered = Vec::new();
+    for i in 0..100 {
+        entered.push(enter(&gate, &spec, &format!("e{i}"), i).await);
+    }
+    for (i, (cell, due)) in entered.iter().enumerate() {
+        gate.fire(cell, &id(&format!("e{i}")), *due).await.unwrap();
+    }
+    let counted = (
+        store.loads.load(std::sync::atomic::Ordering::Relaxed),
+        store.swaps.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(counted, (200, 101));
+}
