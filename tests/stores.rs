@@ -464,6 +464,9 @@ async fn flow_cells_are_written_only_over_the_version_read() {
         value_ms,
         owner: owner.map(str::to_owned),
         since_ms: value_ms / 2,
+        holders: [("e9".to_owned(), value_ms * 3)].into(),
+        waiting: vec!["e7".to_owned(), "e8".to_owned()],
+        link: Some("ws#s#concurrency#-".to_owned()),
         version,
     };
     assert_eq!(store.load("ws#s#throttle#-").await.unwrap(), None);

@@ -98,6 +98,9 @@ pub enum LedgerStatus {
     Debouncing,
     /// A later event of the key (`supersededBy`) took the debounce window: never run.
     Debounced,
+    /// Skipped: a run of the key (started by `supersededBy`) was running (singleton,
+    /// or a schedule's overlap rule).
+    SingletonSkipped,
 }
 
 impl LedgerStatus {
@@ -116,6 +119,7 @@ impl LedgerStatus {
             LedgerStatus::IdempotencySkipped => "idempotency_skipped",
             LedgerStatus::Debouncing => "debouncing",
             LedgerStatus::Debounced => "debounced",
+            LedgerStatus::SingletonSkipped => "singleton_skipped",
         }
     }
 
@@ -154,6 +158,7 @@ impl LedgerStatus {
             LedgerStatus::IdempotencySkipped,
             LedgerStatus::Debouncing,
             LedgerStatus::Debounced,
+            LedgerStatus::SingletonSkipped,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)

@@ -36,9 +36,10 @@ fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
         LedgerStatus::Queued if entry.lease_until_ms > now_ms => "throttled",
         LedgerStatus::Debouncing if entry.lease_until_ms > now_ms => "debouncing",
         LedgerStatus::Debouncing | LedgerStatus::Queued => "pending",
-        LedgerStatus::RateLimited | LedgerStatus::IdempotencySkipped | LedgerStatus::Debounced => {
-            entry.status.as_str()
-        }
+        LedgerStatus::RateLimited
+        | LedgerStatus::IdempotencySkipped
+        | LedgerStatus::Debounced
+        | LedgerStatus::SingletonSkipped => entry.status.as_str(),
     };
     let target = match entry.match_kind {
         MatchKind::Start => "subscriptionId",

@@ -227,6 +227,7 @@ async fn deliver_parked(
             received_ms: None,
             not_before_ms: None,
             debounce_cell: None,
+            slots: None,
         };
         let body = crate::limits::message_body(
             "dispatch message",

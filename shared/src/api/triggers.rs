@@ -183,13 +183,23 @@ struct CreateBody {
     flow: Option<Value>,
 }
 
-/// An authored `flow` object, checked (`null` or `{}`: none).
-fn check_flow(value: Option<&Value>) -> Result<Option<Box<FlowSpec>>, Problem> {
+/// An authored `flow` object, checked (`null` or `{}`: none); `overlap` is for
+/// scheduled subscriptions only.
+fn check_flow(value: Option<&Value>, source: SourceType) -> Result<Option<Box<FlowSpec>>, Problem> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
     let spec =
         FlowSpec::parse(value).map_err(|e| Problem::new(Code::FlowInvalid, e.to_string()))?;
+    if spec.overlap.is_some() && source != SourceType::Scheduled {
+        return Err(Problem::new(
+            Code::FlowInvalid,
+            format!(
+                "flow.overlap: only for sourceType scheduled, not {}",
+                source.as_str()
+            ),
+        ));
+    }
     Ok((!spec.is_empty()).then(|| Box::new(spec)))
 }
 
@@ -275,7 +285,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         }
     }
     let schedule = check_schedule(body.source_type, body.schedule)?;
-    let flow = check_flow(body.flow.as_ref())?;
+    let flow = check_flow(body.flow.as_ref(), body.source_type)?;
     let selector = check_authored(body.selector.as_ref(), &body.input_mapping)?;
     let created = now(api);
     let subscription = Subscription {
@@ -415,7 +425,7 @@ fn apply_patch(
     }
     if let Some(value) = patch.get("flow") {
         // Replaced whole (`null` removes it); buckets already counted keep counting.
-        subscription.flow = check_flow(Some(value))?;
+        subscription.flow = check_flow(Some(value), subscription.source_type)?;
     }
     Ok(*subscription != before)
 }

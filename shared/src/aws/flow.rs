@@ -1,9 +1,10 @@
 //! Flow cells in DynamoDB: partition key `cellId` (`{workspace}#{subscription}#{mode}#
-//! {key hash}`), `valueMs`, `owner`, `sinceMs`, `version` and `expiresAt` (TTL, seconds). Every
+//! {key hash}`), `valueMs`, `owner`, `sinceMs`, `holders` (map), `waiting` (list), `link`, `version` and `expiresAt` (TTL, seconds). Every
 //! write is conditional on the version read, so concurrent match instances share one
 //! count per bucket.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{get_n, get_s, n, s, Item};
@@ -38,6 +39,27 @@ impl FlowStore for DynamoFlowStore {
             value_ms: get_n(&item, "valueMs").unwrap_or(0),
             owner: get_s(&item, "owner").map(str::to_owned),
             since_ms: get_n(&item, "sinceMs").unwrap_or(0),
+            holders: item
+                .get("holders")
+                .and_then(|h| h.as_m().ok())
+                .map(|holders| {
+                    holders
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            waiting: item
+                .get("waiting")
+                .and_then(|w| w.as_l().ok())
+                .map(|waiting| {
+                    waiting
+                        .iter()
+                        .filter_map(|v| v.as_s().ok().cloned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            link: get_s(&item, "link").map(str::to_owned),
             version: get_n(&item, "version").unwrap_or(0),
         }))
     }
@@ -58,6 +80,21 @@ impl FlowStore for DynamoFlowStore {
         ]);
         if let Some(owner) = &cell.owner {
             item.insert("owner".to_owned(), s(owner));
+        }
+        if let Some(link) = &cell.link {
+            item.insert("link".to_owned(), s(link));
+        }
+        if !cell.holders.is_empty() {
+            let holders = cell
+                .holders
+                .iter()
+                .map(|(k, until)| (k.clone(), n(until)))
+                .collect();
+            item.insert("holders".to_owned(), AttributeValue::M(holders));
+        }
+        if !cell.waiting.is_empty() {
+            let waiting = cell.waiting.iter().map(s).collect();
+            item.insert("waiting".to_owned(), AttributeValue::L(waiting));
         }
         let request = self
             .client

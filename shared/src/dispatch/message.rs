@@ -28,6 +28,9 @@ pub struct DispatchMessage {
     /// The debounce window this event is in: it runs only if still its latest event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debounce_cell: Option<String>,
+    /// The concurrency slot this event must take before its run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<crate::flow::Slots>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +144,10 @@ impl DispatchMessage {
         if let Some(cell) = &self.debounce_cell {
             let cell = serde_json::to_string(cell).map_err(|_| too_large.clone())?;
             not_before.push_str(&format!(r#","debounceCell":{cell}"#));
+        }
+        if let Some(slots) = &self.slots {
+            let slots = serde_json::to_string(slots).map_err(|_| too_large.clone())?;
+            not_before.push_str(&format!(r#","slots":{slots}"#));
         }
         let body = format!(
             r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}{received}{not_before}}}"#

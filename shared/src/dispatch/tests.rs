@@ -95,6 +95,7 @@ fn resume() -> DispatchMessage {
         received_ms: None,
         not_before_ms: None,
         debounce_cell: None,
+        slots: None,
     }
 }
 
@@ -1157,4 +1158,98 @@ async fn a_debounced_burst_starts_one_run_with_its_last_event() {
         .unwrap();
     assert_eq!(e0.status, LedgerStatus::Debounced);
     assert_eq!(e0.superseded_by.unwrap().as_str(), "e2");
+}
+
+/// Concurrency 1 through the match and dispatch stages: the second event waits in line
+/// until the first run's end (its lifecycle event, through the match stage) frees the
+/// slot; then it runs.
+#[tokio::test]
+async fn a_concurrency_slot_is_freed_by_the_runs_lifecycle_end() {
+    use crate::memory::{MemoryFlowStore, MemorySubscriptionStore};
+    use crate::stage::matcher::MatchStage;
+    use crate::subscription::{Subscription, SubscriptionStore};
+    let h = harness();
+    let (clock, ledger, workflow) = (h.clock.clone(), h.ledger.clone(), h.workflow.clone());
+    let flow = Arc::new(MemoryFlowStore::default());
+    let subscriptions = Arc::new(MemorySubscriptionStore::default());
+    let subscription: Subscription = serde_json::from_value(json!({
+        "workspaceId": "ws1", "subscriptionId": "sub1", "sourceType": "internal",
+        "workflowId": "wf1", "targetWorkflowVersionId": "wv1", "state": "active",
+        "selector": "has(event.data.n)",
+        "flow": {"concurrency": {"limit": 1}},
+        "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
+    }))
+    .unwrap();
+    subscriptions.put(&subscription).await.unwrap();
+    let dispatch_queue = Arc::new(MemoryQueue::default());
+    let matcher = MatchStage::new(
+        subscriptions,
+        Arc::new(MemoryResumeStore::default()),
+        dispatch_queue.clone(),
+        ledger.clone(),
+        Arc::new(RecordingAuditSink::default()),
+        clock.clone(),
+        0,
+    )
+    .with_flow(flow.clone());
+    let stage = crate::stage::dispatcher::DispatchStage {
+        dispatcher: h.dispatcher,
+        queue: Arc::new(MemoryQueue::default()),
+        flow: Some(Arc::new(crate::flow::FlowGate::new(flow))),
+    };
+    let lifecycle = |id: &str, data: serde_json::Value| -> crate::event::QueuedEvent {
+        serde_json::from_value(json!({
+            "workspaceId": "ws1",
+            "event": {"eventId": id, "kind": "workflow.completed", "depth": 0,
+                      "source": {"type": "internal", "occurredAt": "t"}, "data": data}
+        }))
+        .unwrap()
+    };
+    matcher
+        .handle(&lifecycle("e0", json!({"n": 0})))
+        .await
+        .unwrap();
+    matcher
+        .handle(&lifecycle("e1", json!({"n": 1})))
+        .await
+        .unwrap();
+    let messages: Vec<DispatchMessage> = dispatch_queue
+        .sent()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let first = stage
+        .handle(received(messages[0].clone()), None)
+        .await
+        .unwrap();
+    let DispatchOutcome::Dispatched { run_id: Some(run) } = first else {
+        panic!("{first:?}")
+    };
+    let waiting = stage
+        .handle(received(messages[1].clone()), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(waiting, DispatchOutcome::Held { .. }),
+        "{waiting:?}"
+    );
+    assert_eq!(workflow.starts().len(), 1);
+    // The first run ends: its lifecycle event frees the slot.
+    matcher
+        .handle(&lifecycle(
+            "end-0",
+            json!({"runId": run, "status": "succeeded"}),
+        ))
+        .await
+        .unwrap();
+    clock.advance_ms(2_000);
+    let second = stage
+        .handle(received(messages[1].clone()), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(second, DispatchOutcome::Dispatched { .. }),
+        "{second:?}"
+    );
+    assert_eq!(workflow.starts().len(), 2);
 }

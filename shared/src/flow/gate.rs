@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{Debounce, FlowCell, FlowSpec, FlowStore, Gcra, Mode};
+use super::{Debounce, FlowCell, FlowSpec, FlowStore, Gcra, Mode, SlotRule, Slots};
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::selector::{EventScope, SelectorCache};
 use crate::store::StoreError;
@@ -17,8 +17,12 @@ const SWAP_ATTEMPTS: usize = 16;
 /// What flow control makes of one matched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Dispatch it; `not_before_ms` when a throttle delays it.
-    Run { not_before_ms: Option<i64> },
+    /// Dispatch it; `not_before_ms` when a throttle delays it, `slots` when it must
+    /// take a concurrency slot first.
+    Run {
+        not_before_ms: Option<i64>,
+        slots: Option<Slots>,
+    },
     /// Do not dispatch it: which mode refused it, why, and (idempotency) which event
     /// holds the key.
     Skip {
@@ -106,7 +110,229 @@ impl FlowGate {
             let run_at = self.take_slot(&cell, rule, subject.now_ms, false).await?;
             not_before_ms = run_at.filter(|at| *at > subject.now_ms);
         }
-        Ok(Verdict::Run { not_before_ms })
+        let mut slots = None;
+        if let Some(rule) = flow.slot_rule() {
+            let cell = cell_id(subject, Mode::Slots, rule.key, cache);
+            if let Err(holder) = self.join_line(&cell, &rule, subject).await? {
+                return Ok(Verdict::Skip {
+                    mode: Mode::Slots,
+                    detail: match &holder {
+                        Some(event) => format!("event {event}'s run of this key is still running"),
+                        None => "a run of this key is still running".to_owned(),
+                    },
+                    owner: holder,
+                });
+            }
+            slots = Some(Slots {
+                cell,
+                limit: rule.limit,
+                timeout_ms: rule.timeout_ms,
+            });
+        }
+        Ok(Verdict::Run {
+            not_before_ms,
+            slots,
+        })
+    }
+
+    /// The slot cell of the event (recomputed for a redelivered event).
+    pub fn slots_of(
+        &self,
+        flow: &FlowSpec,
+        subject: &Subject<'_>,
+        cache: &SelectorCache,
+    ) -> Option<Slots> {
+        let rule = flow.slot_rule()?;
+        Some(Slots {
+            cell: cell_id(subject, Mode::Slots, rule.key, cache),
+            limit: rule.limit,
+            timeout_ms: rule.timeout_ms,
+        })
+    }
+
+    /// Puts the event in its key's line, unless the line is full (`max_waiting` events
+    /// already wait, or hold every slot): `Err` with the event holding a slot, if any.
+    async fn join_line(
+        &self,
+        cell_id: &str,
+        rule: &SlotRule<'_>,
+        subject: &Subject<'_>,
+    ) -> Result<Result<(), Option<EventId>>, StoreError> {
+        let me = subject.event_id.as_str();
+        for _ in 0..SWAP_ATTEMPTS {
+            let current = self.store.load(cell_id).await?;
+            let mut cell = current.clone().unwrap_or_default();
+            lapse_holders(&mut cell, subject.now_ms);
+            if cell.holders.contains_key(me) || cell.waiting.iter().any(|w| w == me) {
+                return Ok(Ok(()));
+            }
+            let busy = cell.holders.len() >= rule.limit as usize;
+            if let Some(max) = rule.max_waiting {
+                if cell.waiting.len() + usize::from(busy) > max {
+                    let holder = cell
+                        .holders
+                        .keys()
+                        .next()
+                        .and_then(|h| EventId::new(h.as_str()).ok());
+                    return Ok(Err(holder));
+                }
+            }
+            if cell.waiting.is_empty() {
+                cell.since_ms = subject.now_ms;
+            }
+            cell.waiting.push(me.to_owned());
+            cell.version = current.as_ref().map_or(1, |c| c.version + 1);
+            let expires_at = slot_expiry(&cell, rule.timeout_ms, subject.now_ms);
+            let expected = current.as_ref().map(|c| c.version);
+            if self
+                .store
+                .swap(cell_id, &cell, expected, expires_at)
+                .await?
+            {
+                return Ok(Ok(()));
+            }
+        }
+        Err(contended(cell_id))
+    }
+
+    /// At dispatch time: the event takes a slot when it is first in line and one is
+    /// free (or already holds one: a redelivery). A head of the line that has not come
+    /// for a free slot in [`STALE_HEAD_MS`] is gone (dead-lettered, say) and is dropped.
+    pub async fn take(
+        &self,
+        slots: &Slots,
+        event_id: &EventId,
+        now_ms: i64,
+    ) -> Result<Take, StoreError> {
+        let me = event_id.as_str();
+        for _ in 0..SWAP_ATTEMPTS {
+            let Some(current) = self.store.load(&slots.cell).await? else {
+                // Nothing left to say otherwise (expired long ago): run rather than lose.
+                return Ok(Take::Go);
+            };
+            let mut cell = current.clone();
+            lapse_holders(&mut cell, now_ms);
+            if cell.holders.contains_key(me) {
+                return Ok(Take::Go);
+            }
+            let free = cell.holders.len() < slots.limit as usize;
+            if free
+                && cell.waiting.first().is_some_and(|head| head != me)
+                && now_ms - cell.since_ms > STALE_HEAD_MS
+            {
+                cell.waiting.remove(0);
+                cell.since_ms = now_ms;
+            }
+            let position = cell.waiting.iter().position(|w| w == me);
+            let go = free && position == Some(0);
+            match position {
+                Some(0) if go => {
+                    cell.waiting.remove(0);
+                    cell.since_ms = now_ms;
+                    cell.holders
+                        .insert(me.to_owned(), now_ms.saturating_add(slots.timeout_ms));
+                }
+                Some(_) => {}
+                // Dropped from the line as gone, yet here: back in line, at its end.
+                None => cell.waiting.push(me.to_owned()),
+            }
+            if cell == current {
+                return Ok(Take::Wait {
+                    ahead: position.unwrap_or(0),
+                });
+            }
+            cell.version = current.version + 1;
+            let expires_at = slot_expiry(&cell, slots.timeout_ms, now_ms);
+            if self
+                .store
+                .swap(&slots.cell, &cell, Some(current.version), expires_at)
+                .await?
+            {
+                return Ok(if go {
+                    Take::Go
+                } else {
+                    Take::Wait {
+                        ahead: position.unwrap_or(cell.waiting.len()),
+                    }
+                });
+            }
+        }
+        Err(contended(&slots.cell))
+    }
+
+    /// Gives the event's slot (or its place in line) back.
+    pub async fn give_back(
+        &self,
+        cell_id: &str,
+        event_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        for _ in 0..SWAP_ATTEMPTS {
+            let Some(current) = self.store.load(cell_id).await? else {
+                return Ok(());
+            };
+            let mut cell = current.clone();
+            let held = cell.holders.remove(event_id).is_some();
+            cell.waiting.retain(|w| w != event_id);
+            if cell == current {
+                return Ok(());
+            }
+            if held {
+                cell.since_ms = now_ms;
+            }
+            cell.version = current.version + 1;
+            let expires_at = now_ms / 1000 + DEBOUNCE_KEEP_SECS;
+            if self
+                .store
+                .swap(cell_id, &cell, Some(current.version), expires_at)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(contended(cell_id))
+    }
+
+    /// Remembers which slot a started run holds, so its end (a lifecycle event naming
+    /// the run) gives the slot back.
+    pub async fn link_run(
+        &self,
+        workspace: &WorkspaceId,
+        run_id: &str,
+        slots: &Slots,
+        event_id: &EventId,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let run = FlowCell {
+            owner: Some(event_id.as_str().to_owned()),
+            link: Some(slots.cell.clone()),
+            version: 1,
+            ..FlowCell::default()
+        };
+        let expires_at = now_ms.saturating_add(slots.timeout_ms) / 1000 + 1;
+        // A second link of the same run (a redelivery) finds the first: same content.
+        self.store
+            .swap(&run_cell(workspace, run_id), &run, None, expires_at)
+            .await
+            .map(|_| ())
+    }
+
+    /// A run of this workspace ended: if it holds a slot, the slot is free again.
+    /// `true` when it held one.
+    pub async fn run_ended(
+        &self,
+        workspace: &WorkspaceId,
+        run_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(run) = self.store.load(&run_cell(workspace, run_id)).await? else {
+            return Ok(false);
+        };
+        let (Some(cell), Some(event)) = (&run.link, &run.owner) else {
+            return Ok(false);
+        };
+        self.give_back(cell, event, now_ms).await?;
+        Ok(true)
     }
 
     /// The cell of the event's debounce window (where its check looks).
@@ -144,6 +370,7 @@ impl FlowGate {
                 owner: Some(subject.event_id.as_str().to_owned()),
                 since_ms,
                 version: current.as_ref().map_or(1, |c| c.version + 1),
+                ..FlowCell::default()
             };
             let expected = current.as_ref().map(|c| c.version);
             let expires_at = due_ms / 1000 + DEBOUNCE_KEEP_SECS;
@@ -188,9 +415,8 @@ impl FlowGate {
             }
             let closed = FlowCell {
                 value_ms: 0,
-                owner: cell.owner.clone(),
-                since_ms: cell.since_ms,
                 version: cell.version + 1,
+                ..cell
             };
             let expires_at = now_ms / 1000 + DEBOUNCE_KEEP_SECS;
             if self
@@ -232,6 +458,7 @@ impl FlowGate {
                 owner: Some(me.to_owned()),
                 since_ms: 0,
                 version: current.as_ref().map_or(1, |c| c.version + 1),
+                ..FlowCell::default()
             };
             let expected = current.as_ref().map(|c| c.version);
             if self
@@ -265,6 +492,7 @@ impl FlowGate {
                 owner: None,
                 since_ms: 0,
                 version: current.as_ref().map_or(1, |c| c.version + 1),
+                ..FlowCell::default()
             };
             let expires_at = rule.keep_until_ms(slot.next_tat_ms) / 1000 + 1;
             let expected = current.as_ref().map(|c| c.version);
@@ -278,6 +506,43 @@ impl FlowGate {
         }
         Err(contended(cell_id))
     }
+}
+
+/// Whether a slot is free for the head of a line: `Go`, or wait (`ahead`: how many
+/// events are before this one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Take {
+    Go,
+    Wait { ahead: usize },
+}
+
+/// How long the head of a line may leave a free slot untaken before it counts as gone.
+pub const STALE_HEAD_MS: i64 = 120_000;
+
+/// Slots whose run never reported an end are free again after their timeout.
+fn lapse_holders(cell: &mut FlowCell, now_ms: i64) {
+    let lapsed: Vec<i64> = cell
+        .holders
+        .values()
+        .copied()
+        .filter(|until| *until <= now_ms)
+        .collect();
+    if let Some(latest) = lapsed.iter().max() {
+        cell.holders.retain(|_, until| *until > now_ms);
+        cell.since_ms = cell.since_ms.max(*latest);
+    }
+}
+
+/// A slot cell lives while anything holds or waits (and a day past, for redeliveries).
+fn slot_expiry(cell: &FlowCell, timeout_ms: i64, now_ms: i64) -> i64 {
+    let held = cell.holders.values().copied().max().unwrap_or(now_ms);
+    held.max(now_ms.saturating_add(timeout_ms)) / 1000 + DEBOUNCE_KEEP_SECS
+}
+
+/// The cell linking a started run to its slot.
+fn run_cell(workspace: &WorkspaceId, run_id: &str) -> String {
+    // A leading `#`: no subscription's cell (which starts with the workspace) can equal it.
+    format!("#run#{workspace}#{run_id}")
 }
 
 fn contended(cell_id: &str) -> StoreError {

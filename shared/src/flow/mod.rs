@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::selector::CompiledExpr;
 
-pub use gate::{Fire, FlowGate, Subject, Verdict};
+pub use gate::{Fire, FlowGate, Subject, Take, Verdict};
 pub use gcra::{Gcra, Slot};
 
 /// The longest period any mode accepts (and so the longest a flow cell lives).
@@ -36,6 +36,71 @@ pub struct FlowSpec {
     /// One run per burst: after `period` without a new event of the key, with the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debounce: Option<Debounce>,
+    /// At most `limit` runs of the key running at once; the others wait in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// While a run of the key is running (or about to), new events are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub singleton: Option<Singleton>,
+    /// Scheduled subscriptions: what a tick does while the previous tick's run runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Concurrency {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub limit: u32,
+    /// How long a slot is held when its run never reports an end (default 1 hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Period>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Singleton {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Period>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Overlap {
+    /// A tick is skipped while the previous tick's run is still running.
+    Skip,
+    /// One tick waits for the running one; more are skipped.
+    BufferOne,
+    /// Every tick runs (the default).
+    AllowAll,
+}
+
+/// The most runs a concurrency limit may allow at once.
+pub const MAX_CONCURRENCY: u32 = 1_000;
+/// How long a slot is held without word from its run, unless the mode says otherwise.
+pub const DEFAULT_SLOT_TIMEOUT_SECS: u64 = 3_600;
+
+/// What a dispatch message carries to take its slot at dispatch time: the slot cell,
+/// how many may hold one, and how long a slot is held without word from its run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Slots {
+    pub cell: String,
+    pub limit: u32,
+    pub timeout_ms: i64,
+}
+
+/// A slot mode's rule, before the key is known: at most `limit` hold a slot;
+/// `max_waiting` events may wait in line (`None`: any number), the rest are skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRule<'a> {
+    pub key: Option<&'a str>,
+    pub limit: u32,
+    pub max_waiting: Option<usize>,
+    pub timeout_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,6 +217,44 @@ impl FlowSpec {
             && self.rate_limit.is_none()
             && self.throttle.is_none()
             && self.debounce.is_none()
+            && self.slot_rule().is_none()
+    }
+
+    /// The slot mode, if any (at most one is allowed).
+    pub fn slot_rule(&self) -> Option<SlotRule<'_>> {
+        let timeout = |t: &Option<Period>| {
+            t.as_ref().map_or(
+                i64::try_from(DEFAULT_SLOT_TIMEOUT_SECS * 1000).unwrap_or(i64::MAX),
+                Period::ms,
+            )
+        };
+        if let Some(mode) = &self.concurrency {
+            return Some(SlotRule {
+                key: mode.key.as_deref(),
+                limit: mode.limit,
+                max_waiting: None,
+                timeout_ms: timeout(&mode.timeout),
+            });
+        }
+        if let Some(mode) = &self.singleton {
+            return Some(SlotRule {
+                key: mode.key.as_deref(),
+                limit: 1,
+                max_waiting: Some(0),
+                timeout_ms: timeout(&mode.timeout),
+            });
+        }
+        let max_waiting = match self.overlap? {
+            Overlap::Skip => 0,
+            Overlap::BufferOne => 1,
+            Overlap::AllowAll => return None,
+        };
+        Some(SlotRule {
+            key: None,
+            limit: 1,
+            max_waiting: Some(max_waiting),
+            timeout_ms: timeout(&None),
+        })
     }
 
     fn check(&self) -> Result<(), FlowError> {
@@ -168,6 +271,35 @@ impl FlowSpec {
             if let Some(burst) = mode.burst {
                 check_limit("throttle.burst", burst)?;
             }
+        }
+        if let Some(mode) = &self.concurrency {
+            check_key("concurrency.key", mode.key.as_deref())?;
+            if !(1..=MAX_CONCURRENCY).contains(&mode.limit) {
+                return Err(invalid(
+                    "concurrency.limit",
+                    format!("must be 1 to {MAX_CONCURRENCY}, not {}", mode.limit),
+                ));
+            }
+        }
+        if let Some(mode) = &self.singleton {
+            check_key("singleton.key", mode.key.as_deref())?;
+        }
+        let slot_modes = [
+            self.concurrency.is_some(),
+            self.singleton.is_some(),
+            self.overlap.is_some(),
+        ];
+        if slot_modes.iter().filter(|set| **set).count() > 1 {
+            return Err(invalid(
+                "",
+                "concurrency, singleton and overlap are one mode each: set at most one",
+            ));
+        }
+        if slot_modes.contains(&true) && (self.throttle.is_some() || self.debounce.is_some()) {
+            return Err(invalid(
+                "",
+                "concurrency, singleton and overlap cannot be combined with throttle or debounce",
+            ));
         }
         if let Some(mode) = &self.debounce {
             check_key("debounce.key", mode.key.as_deref())?;
@@ -215,6 +347,7 @@ pub enum Mode {
     RateLimit,
     Throttle,
     Debounce,
+    Slots,
 }
 
 impl Mode {
@@ -224,6 +357,7 @@ impl Mode {
             Mode::RateLimit => "rateLimit",
             Mode::Throttle => "throttle",
             Mode::Debounce => "debounce",
+            Mode::Slots => "slots",
         }
     }
 }
@@ -232,11 +366,19 @@ impl Mode {
 /// idempotency key until `value_ms`, or a debounce window's latest event, when it is due
 /// (`value_ms`, 0 once it fired) and when it opened (`since_ms`). `version` makes every
 /// write a compare-and-set.
+///
+/// Concurrency slots use `holders` (event → until when its slot is held without a word
+/// from its run), `waiting` (events in arrival order) and `since_ms` (since when the
+/// head of the line is the head or a slot is free); a run's cell links its run id to
+/// the slot cell (`link`) and its event (`owner`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowCell {
     pub value_ms: i64,
     pub owner: Option<String>,
     pub since_ms: i64,
+    pub holders: std::collections::BTreeMap<String, i64>,
+    pub waiting: Vec<String>,
+    pub link: Option<String>,
     pub version: u64,
 }
 

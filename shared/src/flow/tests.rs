@@ -4,7 +4,7 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
 use super::*;
-use crate::flow::gate::Fire;
+use crate::flow::gate::{Fire, Take, STALE_HEAD_MS};
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::memory::MemoryFlowStore;
 use crate::selector::{EventScope, SelectorCache};
@@ -95,7 +95,7 @@ async fn a_throttle_delays_the_excess_in_order_and_drops_nothing() {
     let mut slots = Vec::new();
     for i in 0..20 {
         match decide.at(&format!("e{i}"), &scope("a"), 10_000 + i).await {
-            Verdict::Run { not_before_ms } => slots.push(not_before_ms.unwrap_or(10_000 + i)),
+            Verdict::Run { not_before_ms, .. } => slots.push(not_before_ms.unwrap_or(10_000 + i)),
             skipped => panic!("a throttle never skips: {skipped:?}"),
         }
     }
@@ -172,14 +172,16 @@ async fn skipped_events_take_no_throttle_slot() {
     assert_eq!(
         decide.at("a", &scope("x"), 0).await,
         Verdict::Run {
-            not_before_ms: None
+            not_before_ms: None,
+            slots: None
         }
     );
     assert!(!runs(&decide.at("b", &scope("x"), 0).await));
     assert_eq!(
         decide.at("c", &scope("x"), 60_000).await,
         Verdict::Run {
-            not_before_ms: Some(120_000)
+            not_before_ms: Some(120_000),
+            slots: None
         },
         "b took no slot: c has the second one, not the third"
     );
@@ -508,4 +510,241 @@ async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
         store.swaps.load(std::sync::atomic::Ordering::Relaxed),
     );
     assert_eq!(counted, (200, 101));
+
+    // Concurrency with a free slot for each: join the line at match, take the slot at
+    // dispatch, link the run, and give the slot back at the run's end.
+    let store = Arc::new(CountingStore::default());
+    let gate = FlowGate::new(store.clone());
+    let limited = super::FlowSpec::parse(&json!({"concurrency": {"limit": 100}})).unwrap();
+    let ws = WorkspaceId::new("ws").unwrap();
+    let verdicts: Vec<Verdict> = {
+        let names: Vec<String> = (0..100).map(|i| format!("e{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        line_up(&gate, &limited, &names, 0).await
+    };
+    for (i, verdict) in verdicts.iter().enumerate() {
+        let slots = slots_of(verdict);
+        let event = id(&format!("e{i}"));
+        assert_eq!(gate.take(&slots, &event, 1).await.unwrap(), Take::Go);
+        gate.link_run(&ws, &format!("run-{i}"), &slots, &event, 1)
+            .await
+            .unwrap();
+    }
+    for i in 0..100 {
+        assert!(gate.run_ended(&ws, &format!("run-{i}"), 2).await.unwrap());
+    }
+    let counted = (
+        store.loads.load(std::sync::atomic::Ordering::Relaxed),
+        store.swaps.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(counted, (400, 400));
+}
+
+/// Decides events of one bucket of `flow` at `now_ms`: the slots of those that run.
+async fn line_up(gate: &FlowGate, flow: &FlowSpec, events: &[&str], now_ms: i64) -> Vec<Verdict> {
+    let mut verdicts = Vec::new();
+    for event in events {
+        let decide = Decide {
+            gate,
+            flow,
+            cache: SelectorCache::default(),
+        };
+        verdicts.push(decide.at(event, &scope("a"), now_ms).await);
+    }
+    verdicts
+}
+
+fn slots_of(verdict: &Verdict) -> Slots {
+    match verdict {
+        Verdict::Run {
+            slots: Some(slots), ..
+        } => slots.clone(),
+        other => panic!("no slot: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_concurrency_limit_runs_two_at_a_time_and_the_rest_in_arrival_order() {
+    let gate = gate();
+    let flow = spec(json!({"concurrency": {"limit": 2}}));
+    let verdicts = line_up(&gate, &flow, &["e0", "e1", "e2", "e3", "e4"], 0).await;
+    let slots = slots_of(&verdicts[0]);
+    let take = |event: &'static str, now_ms: i64| {
+        let (gate, slots) = (&gate, slots.clone());
+        async move { gate.take(&slots, &id(event), now_ms).await.unwrap() }
+    };
+    // e1's message comes first: it is not first in line, so it waits for e0.
+    assert_eq!(take("e1", 10).await, Take::Wait { ahead: 1 });
+    assert_eq!(take("e0", 20).await, Take::Go);
+    assert_eq!(take("e1", 30).await, Take::Go);
+    assert_eq!(take("e3", 40).await, Take::Wait { ahead: 1 });
+    assert_eq!(
+        take("e2", 50).await,
+        Take::Wait { ahead: 0 },
+        "both slots held"
+    );
+    assert_eq!(
+        take("e0", 60).await,
+        Take::Go,
+        "a redelivery keeps its slot"
+    );
+    gate.give_back(&slots.cell, "e0", 70).await.unwrap();
+    assert_eq!(
+        take("e3", 80).await,
+        Take::Wait { ahead: 1 },
+        "no jumping the line"
+    );
+    assert_eq!(take("e2", 90).await, Take::Go);
+    gate.give_back(&slots.cell, "e1", 100).await.unwrap();
+    assert_eq!(take("e4", 110).await, Take::Wait { ahead: 1 });
+    assert_eq!(take("e3", 120).await, Take::Go);
+}
+
+#[tokio::test]
+async fn a_run_that_never_reports_its_end_frees_its_slot_after_the_timeout() {
+    let gate = gate();
+    let flow = spec(json!({"concurrency": {"limit": 1, "timeout": "PT10S"}}));
+    let verdicts = line_up(&gate, &flow, &["e0", "e1"], 0).await;
+    let slots = slots_of(&verdicts[0]);
+    assert_eq!(gate.take(&slots, &id("e0"), 0).await.unwrap(), Take::Go);
+    assert_eq!(
+        gate.take(&slots, &id("e1"), 9_000).await.unwrap(),
+        Take::Wait { ahead: 0 }
+    );
+    assert_eq!(
+        gate.take(&slots, &id("e1"), 10_000).await.unwrap(),
+        Take::Go
+    );
+}
+
+#[tokio::test]
+async fn a_started_run_gives_its_slot_back_when_its_end_arrives() {
+    let gate = gate();
+    let flow = spec(json!({"concurrency": {"limit": 1}}));
+    let verdicts = line_up(&gate, &flow, &["e0", "e1"], 0).await;
+    let slots = slots_of(&verdicts[0]);
+    let ws = WorkspaceId::new("ws").unwrap();
+    assert_eq!(gate.take(&slots, &id("e0"), 0).await.unwrap(), Take::Go);
+    gate.link_run(&ws, "run-0", &slots, &id("e0"), 0)
+        .await
+        .unwrap();
+    assert!(!gate.run_ended(&ws, "run-unknown", 5).await.unwrap());
+    let other = WorkspaceId::new("other").unwrap();
+    assert!(
+        !gate.run_ended(&other, "run-0", 5).await.unwrap(),
+        "another workspace's run of the same id frees nothing"
+    );
+    assert_eq!(
+        gate.take(&slots, &id("e1"), 10).await.unwrap(),
+        Take::Wait { ahead: 0 }
+    );
+    assert!(gate.run_ended(&ws, "run-0", 20).await.unwrap());
+    assert_eq!(gate.take(&slots, &id("e1"), 30).await.unwrap(), Take::Go);
+}
+
+#[tokio::test]
+async fn a_head_of_the_line_that_never_comes_is_dropped_once_a_slot_stays_free() {
+    let gate = gate();
+    let flow = spec(json!({"concurrency": {"limit": 1}}));
+    let verdicts = line_up(&gate, &flow, &["gone", "e1"], 0).await;
+    let slots = slots_of(&verdicts[0]);
+    assert_eq!(
+        gate.take(&slots, &id("e1"), 60_000).await.unwrap(),
+        Take::Wait { ahead: 1 }
+    );
+    assert_eq!(
+        gate.take(&slots, &id("e1"), STALE_HEAD_MS + 1)
+            .await
+            .unwrap(),
+        Take::Go
+    );
+}
+
+#[tokio::test]
+async fn a_singleton_skips_events_while_its_run_is_running_and_names_it() {
+    let gate = gate();
+    let flow = spec(json!({"singleton": {"key": "event.data.repo"}}));
+    let verdicts = line_up(&gate, &flow, &["e0", "e1"], 0).await;
+    assert!(matches!(
+        &verdicts[1],
+        Verdict::Skip {
+            mode: Mode::Slots,
+            owner: None,
+            ..
+        }
+    ));
+    let slots = slots_of(&verdicts[0]);
+    assert_eq!(gate.take(&slots, &id("e0"), 0).await.unwrap(), Take::Go);
+    let verdicts = line_up(&gate, &flow, &["e2"], 10).await;
+    assert_eq!(
+        verdicts[0],
+        Verdict::Skip {
+            mode: Mode::Slots,
+            detail: "event e0's run of this key is still running".into(),
+            owner: Some(id("e0")),
+        }
+    );
+    gate.give_back(&slots.cell, "e0", 20).await.unwrap();
+    assert!(runs(&line_up(&gate, &flow, &["e3"], 30).await[0]));
+}
+
+#[tokio::test]
+async fn overlap_buffer_one_keeps_one_tick_waiting_and_skips_the_next() {
+    let gate = gate();
+    let flow = spec(json!({"overlap": "bufferOne"}));
+    let verdicts = line_up(&gate, &flow, &["t0"], 0).await;
+    let slots = slots_of(&verdicts[0]);
+    assert_eq!(gate.take(&slots, &id("t0"), 0).await.unwrap(), Take::Go);
+    let verdicts = line_up(&gate, &flow, &["t1", "t2"], 60_000).await;
+    assert!(runs(&verdicts[0]), "one buffered");
+    assert!(!runs(&verdicts[1]), "the next skipped");
+    let skipping = FlowGate::new(Arc::new(MemoryFlowStore::default()));
+    let skip = spec(json!({"overlap": "skip"}));
+    let first = line_up(&skipping, &skip, &["s0", "s1"], 0).await;
+    assert!(runs(&first[0]) && !runs(&first[1]), "skip: nothing waits");
+    assert_eq!(spec(json!({"overlap": "allowAll"})).slot_rule(), None);
+}
+
+#[tokio::test]
+async fn joining_the_line_while_the_head_takes_its_slot_loses_no_one() {
+    let store = Arc::new(PausingStore {
+        inner: MemoryFlowStore::default(),
+        paused: Semaphore::new(0),
+        reached: Notify::new(),
+        release: Notify::new(),
+    });
+    let gate = Arc::new(FlowGate::new(store.clone()));
+    let flow = spec(json!({"concurrency": {"limit": 1}}));
+    let verdicts = line_up(&gate, &flow, &["e0"], 0).await;
+    let slots = slots_of(&verdicts[0]);
+    // e0's take reads the line and pauses before writing.
+    store.paused.add_permits(1);
+    let taking = {
+        let (gate, slots) = (gate.clone(), slots.clone());
+        tokio::spawn(async move { gate.take(&slots, &id("e0"), 10).await.unwrap() })
+    };
+    store.reached.notified().await;
+    assert!(runs(&line_up(&gate, &flow, &["e1"], 10).await[0]));
+    store.release.notify_one();
+    assert_eq!(taking.await.unwrap(), Take::Go, "retried on the fresh line");
+    let cell = store.inner.load(&slots.cell).await.unwrap().unwrap();
+    assert_eq!(cell.holders.keys().collect::<Vec<_>>(), ["e0"]);
+    assert_eq!(cell.waiting, ["e1"], "e1's place in line survived");
+}
+
+#[test]
+fn slot_modes_are_one_at_a_time_and_not_with_throttle_or_debounce() {
+    for refused in [
+        json!({"concurrency": {"limit": 2}, "singleton": {}}),
+        json!({"concurrency": {"limit": 2}, "throttle": {"limit": 1, "period": "PT1M"}}),
+        json!({"singleton": {}, "debounce": {"period": "PT1M"}}),
+        json!({"concurrency": {"limit": 0}}),
+        json!({"overlap": "sometimes"}),
+    ] {
+        assert!(FlowSpec::parse(&refused).is_err(), "{refused}");
+    }
+    assert!(FlowSpec::parse(
+        &json!({"concurrency": {"limit": 2}, "rateLimit": {"limit": 5, "period": "PT1M"}})
+    )
+    .is_ok());
 }

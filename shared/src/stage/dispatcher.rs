@@ -1,13 +1,14 @@
 //! The dispatch stage: runs the dispatcher on one received dispatch message and turns
 //! the outcome into an SQS decision: acknowledge, or return the message after setting
 //! its visibility to the backoff delay. Flow control's waits end here: a throttled
-//! message is held until its slot, a debounced one runs only if its window's latest.
+//! message is held until its slot, a debounced one runs only if its window's latest, and
+//! one under a concurrency limit waits in line for a free slot.
 
 use std::sync::Arc;
 
 use crate::dedup::{LedgerStatus, DEAD_LETTER_RETENTION_SECS};
 use crate::dispatch::{Attempt, DispatchMessage, DispatchOutcome, DispatchTarget, Dispatcher};
-use crate::flow::{Fire, FlowGate};
+use crate::flow::{Fire, FlowGate, Take};
 use crate::queue::Queue;
 use crate::stage::batch::{Received, RetryMessage};
 
@@ -65,6 +66,9 @@ impl DispatchStage {
         if let Some(settled) = self.debounce(&message, attempt).await? {
             return Ok(settled);
         }
+        if let Some(waiting) = self.take_slot(&message, attempt).await? {
+            return Ok(waiting);
+        }
         let outcome = match self.dispatcher.dispatch(body, attempt).await {
             Ok(outcome) => outcome,
             // The ledger could not record anything: back off like any other return, so
@@ -94,7 +98,73 @@ impl DispatchStage {
             self.return_after(&message, *delay_secs).await;
             return Err(RetryMessage(reason.clone()));
         }
+        self.settle_slot(&message, &outcome, attempt).await?;
         Ok(outcome)
+    }
+
+    /// A message that must hold a concurrency slot takes it (first in line, a slot
+    /// free) or waits in line: it comes back after a short delay that grows with the
+    /// number of events ahead of it (2 s each, 30 s at most).
+    async fn take_slot(
+        &self,
+        message: &Received<DispatchMessage>,
+        attempt: Attempt,
+    ) -> Result<Option<DispatchOutcome>, RetryMessage> {
+        let body = &message.body;
+        let (Some(slots), Some(gate)) = (&body.slots, &self.flow) else {
+            return Ok(None);
+        };
+        let now_ms = self.dispatcher.clock.now_ms();
+        match gate.take(slots, &body.event.event_id, now_ms).await {
+            Ok(Take::Go) => Ok(None),
+            Ok(Take::Wait { ahead }) => {
+                let wait_ms = i64::try_from(ahead.saturating_add(1).min(15)).unwrap_or(15) * 2_000;
+                let mut later = body.clone();
+                later.not_before_ms = Some(now_ms + wait_ms);
+                self.hold(&later).await
+            }
+            Err(e) => {
+                self.return_after(message, self.dispatcher.retry_delay(attempt))
+                    .await;
+                Err(RetryMessage(e.to_string()))
+            }
+        }
+    }
+
+    /// After the dispatch: a started run's slot is linked to its run id (its end gives
+    /// the slot back); a match that will never run gives its slot back at once; one that
+    /// retries keeps it.
+    async fn settle_slot(
+        &self,
+        message: &Received<DispatchMessage>,
+        outcome: &DispatchOutcome,
+        attempt: Attempt,
+    ) -> Result<(), RetryMessage> {
+        let body = &message.body;
+        let (Some(slots), Some(gate)) = (&body.slots, &self.flow) else {
+            return Ok(());
+        };
+        let now_ms = self.dispatcher.clock.now_ms();
+        let event_id = &body.event.event_id;
+        let settled = match outcome {
+            DispatchOutcome::Dispatched { run_id: Some(run) }
+            | DispatchOutcome::Duplicate { run_id: Some(run) } => {
+                gate.link_run(&body.workspace_id, run, slots, event_id, now_ms)
+                    .await
+            }
+            DispatchOutcome::DeadLettered { .. } | DispatchOutcome::LoopRejected { .. } => {
+                gate.give_back(&slots.cell, event_id.as_str(), now_ms).await
+            }
+            // No run id to hear its end from: the slot lapses after its timeout.
+            _ => Ok(()),
+        };
+        if let Err(e) = settled {
+            // The dispatch is recorded; the redelivery finds it a duplicate and settles.
+            self.return_after(message, self.dispatcher.retry_delay(attempt))
+                .await;
+            return Err(RetryMessage(e.to_string()));
+        }
+        Ok(())
     }
 
     /// A throttled message that arrived more than a second before its slot goes back

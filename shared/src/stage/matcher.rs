@@ -169,6 +169,7 @@ impl MatchStage {
             replay,
             ..
         } = queued;
+        self.free_slot_of_ended_run(workspace_id, event).await?;
         // Built on first need: most events match without converting them to CEL.
         let scope = LazyScope::new(event);
         let arms = classify(event);
@@ -388,6 +389,39 @@ impl MatchStage {
         Ok(())
     }
 
+    /// A run's end (its lifecycle event) gives back the concurrency slot it held, if
+    /// any: one read per ended run, a write only for runs that hold a slot.
+    async fn free_slot_of_ended_run(
+        &self,
+        workspace: &WorkspaceId,
+        event: &NormalizedEvent,
+    ) -> Result<(), MatchError> {
+        const ENDS: [&str; 6] = [
+            "workflow.completed",
+            "workflow.failed",
+            "workflow.cancelled",
+            "run.completed",
+            "run.failed",
+            "run.cancelled",
+        ];
+        let Some(gate) = &self.flow else {
+            return Ok(());
+        };
+        if !ENDS.contains(&event.kind.as_str()) || event.data.contains_key("stepId") {
+            return Ok(());
+        }
+        let Some(run_id) = event.data.get("runId").and_then(|r| r.as_str()) else {
+            return Ok(());
+        };
+        if gate
+            .run_ended(workspace, run_id, self.clock.now_ms())
+            .await?
+        {
+            tracing::info!(workspace_id = %workspace, run_id, "run ended; its concurrency slot is free");
+        }
+        Ok(())
+    }
+
     /// Whole seconds a throttled message waits in the queue (SQS's limit at most; the
     /// dispatcher holds it for the rest), `None` for a message due now.
     fn delay_secs(&self, message: &DispatchMessage) -> Option<u32> {
@@ -429,6 +463,7 @@ impl MatchStage {
             .debounce
             .as_ref()
             .map(|mode| gate.debounce_cell(mode, &subject, &self.cache));
+        let slots = gate.slots_of(flow, &subject, &self.cache);
         let known = self
             .ledger
             .get(&message.workspace_id, &message.dedup_key())
@@ -443,18 +478,24 @@ impl MatchStage {
                 message.not_before_ms = Some(entry.lease_until_ms);
             }
             message.debounce_cell = debounce_cell;
+            message.slots = slots;
             return Ok(!entry.status.is_skip());
         }
         let verdict = match &flow.debounce {
             Some(mode) => Verdict::Run {
                 not_before_ms: Some(gate.debounce(mode, &subject, &self.cache).await?),
+                slots: None,
             },
             None => gate.decide(flow, &subject, &self.cache).await?,
         };
         let workspace = message.workspace_id.as_str();
         let (entry, admitted) = match verdict {
-            Verdict::Run { not_before_ms } => {
+            Verdict::Run {
+                not_before_ms,
+                slots,
+            } => {
                 message.not_before_ms = not_before_ms;
+                message.slots = slots;
                 let waiting = match debounce_cell {
                     Some(_) => LedgerStatus::Debouncing,
                     None => LedgerStatus::Queued,
@@ -491,6 +532,7 @@ impl MatchStage {
                     Mode::RateLimit | Mode::Throttle => LedgerStatus::RateLimited,
                     Mode::Idempotency => LedgerStatus::IdempotencySkipped,
                     Mode::Debounce => LedgerStatus::Debounced,
+                    Mode::Slots => LedgerStatus::SingletonSkipped,
                 };
                 let mut entry = message.unclaimed_entry(
                     status,
@@ -544,6 +586,7 @@ impl MatchStage {
             received_ms: None,
             not_before_ms: None,
             debounce_cell: None,
+            slots: None,
         };
         let first = self.resumes.get(&resume_id).await?;
         match self.decide(first.as_ref(), &key, workspace, scope) {
@@ -761,6 +804,7 @@ pub fn start_message_with(
         received_ms: None,
         not_before_ms: None,
         debounce_cell: None,
+        slots: None,
     }
 }
 
