@@ -131,6 +131,7 @@ async fn harness(environment: &str) -> Harness {
             dispatcher,
             queue: dispatch_queue,
             flow: None,
+            events: None,
         },
         fake,
     }

@@ -74,6 +74,7 @@ async fn pipeline() -> Pipeline {
             dispatcher,
             queue: dispatch_queue,
             flow: None,
+            events: None,
         },
         ledger,
         subscriptions,
@@ -302,6 +303,7 @@ async fn a_message_redriven_to_the_dlq_ends_dead_lettered_with_a_reason() {
         dispatcher: broken,
         queue: Arc::new(SqsQueue::new(p.sqs.clone(), dispatch_url.clone())),
         flow: None,
+        events: None,
     };
     let (event_id, queued) = lifecycle("run-redrive", 0);
     let message = json!({"workspaceId": "ws1", "event": queued["event"],

@@ -62,6 +62,19 @@ pub trait EventArchive: Send + Sync {
         event_id: &EventId,
     ) -> Result<Option<ArchivedEvent>, StoreError>;
 
+    /// Several archived events at once (those found, in any order).
+    async fn get_many(
+        &self,
+        workspace: &WorkspaceId,
+        event_ids: &[EventId],
+    ) -> Result<Vec<ArchivedEvent>, StoreError> {
+        let mut found = Vec::with_capacity(event_ids.len());
+        for event_id in event_ids {
+            found.extend(self.get(workspace, event_id).await?);
+        }
+        Ok(found)
+    }
+
     /// A workspace's events, newest first (by the time they were received).
     async fn list(
         &self,

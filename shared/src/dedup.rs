@@ -101,6 +101,8 @@ pub enum LedgerStatus {
     /// Skipped: a run of the key (started by `supersededBy`) was running (singleton,
     /// or a schedule's overlap rule).
     SingletonSkipped,
+    /// In a batch whose first event is `supersededBy`: runs with that batch's run.
+    Batched,
 }
 
 impl LedgerStatus {
@@ -120,6 +122,7 @@ impl LedgerStatus {
             LedgerStatus::Debouncing => "debouncing",
             LedgerStatus::Debounced => "debounced",
             LedgerStatus::SingletonSkipped => "singleton_skipped",
+            LedgerStatus::Batched => "batched",
         }
     }
 
@@ -159,6 +162,7 @@ impl LedgerStatus {
             LedgerStatus::Debouncing,
             LedgerStatus::Debounced,
             LedgerStatus::SingletonSkipped,
+            LedgerStatus::Batched,
         ]
         .into_iter()
         .find(|s| s.as_str() == text)

@@ -268,6 +268,7 @@ impl Wiring {
             dispatcher,
             queue: self.dispatch_queue()?,
             flow: Some(Arc::new(crate::flow::FlowGate::new(self.flow_store()?))),
+            events: Some(self.archive()?),
         })
     }
 }

@@ -39,7 +39,8 @@ fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
         LedgerStatus::RateLimited
         | LedgerStatus::IdempotencySkipped
         | LedgerStatus::Debounced
-        | LedgerStatus::SingletonSkipped => entry.status.as_str(),
+        | LedgerStatus::SingletonSkipped
+        | LedgerStatus::Batched => entry.status.as_str(),
     };
     let target = match entry.match_kind {
         MatchKind::Start => "subscriptionId",

@@ -228,6 +228,7 @@ async fn deliver_parked(
             not_before_ms: None,
             debounce_cell: None,
             slots: None,
+            batch: None,
         };
         let body = crate::limits::message_body(
             "dispatch message",

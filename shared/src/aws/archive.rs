@@ -4,6 +4,7 @@
 //! JSON `doc`, the fate `fateReason` / `fateDetail` / `fateAtMs`, TTL `expiresAt`.
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::types::KeysAndAttributes;
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{doc, get_n, get_s, n, s, Item};
@@ -151,6 +152,59 @@ impl EventArchive for DynamoEventArchive {
             .await
             .map_err(StoreError::Unavailable)?;
         item.as_ref().map(decode).transpose()
+    }
+
+    /// `BatchGetItem`, 100 keys a call (consistent reads), unprocessed keys retried.
+    async fn get_many(
+        &self,
+        workspace: &WorkspaceId,
+        event_ids: &[EventId],
+    ) -> Result<Vec<ArchivedEvent>, StoreError> {
+        let mut found = Vec::with_capacity(event_ids.len());
+        for chunk in event_ids.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| Item::from([("eventKey".to_owned(), s(event_key(workspace, id)))]))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            );
+            for attempt in 0..5u32 {
+                let Some(request) = pending.take() else {
+                    break;
+                };
+                if attempt > 0 {
+                    // Unprocessed keys mean throttling: back off before asking again.
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(describe(&e)))?;
+                if let Some(items) = output.responses().and_then(|r| r.get(&self.table)) {
+                    for item in items {
+                        found.push(decode(item)?);
+                    }
+                }
+                pending = output
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .cloned();
+            }
+            if pending.is_some() {
+                return Err(StoreError::Unavailable(
+                    "the event archive left keys unread five times".into(),
+                ));
+            }
+        }
+        Ok(found)
     }
 
     async fn list(

@@ -31,6 +31,9 @@ pub struct DispatchMessage {
     /// The concurrency slot this event must take before its run starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<crate::flow::Slots>,
+    /// The batch (or debounce window delivering all) whose events the run gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<crate::flow::BatchRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +151,10 @@ impl DispatchMessage {
         if let Some(slots) = &self.slots {
             let slots = serde_json::to_string(slots).map_err(|_| too_large.clone())?;
             not_before.push_str(&format!(r#","slots":{slots}"#));
+        }
+        if let Some(batch) = &self.batch {
+            let batch = serde_json::to_string(batch).map_err(|_| too_large.clone())?;
+            not_before.push_str(&format!(r#","batch":{batch}"#));
         }
         let body = format!(
             r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}{received}{not_before}}}"#

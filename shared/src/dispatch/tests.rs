@@ -96,6 +96,7 @@ fn resume() -> DispatchMessage {
         not_before_ms: None,
         debounce_cell: None,
         slots: None,
+        batch: None,
     }
 }
 
@@ -1043,6 +1044,7 @@ async fn a_throttled_message_before_its_slot_is_sent_again_delayed_and_dispatche
         dispatcher: h.dispatcher,
         queue: queue.clone(),
         flow: None,
+        events: None,
     };
     let mut message = start(Some("wv1"), 1);
     message.not_before_ms = Some(now + 2_000_000);
@@ -1109,6 +1111,7 @@ async fn a_debounced_burst_starts_one_run_with_its_last_event() {
         dispatcher: h.dispatcher,
         queue: Arc::new(MemoryQueue::default()),
         flow: Some(Arc::new(crate::flow::FlowGate::new(flow))),
+        events: None,
     };
     for n in 0..3 {
         let queued: crate::event::QueuedEvent = serde_json::from_value(json!({
@@ -1196,6 +1199,7 @@ async fn a_concurrency_slot_is_freed_by_the_runs_lifecycle_end() {
         dispatcher: h.dispatcher,
         queue: Arc::new(MemoryQueue::default()),
         flow: Some(Arc::new(crate::flow::FlowGate::new(flow))),
+        events: None,
     };
     let lifecycle = |id: &str, data: serde_json::Value| -> crate::event::QueuedEvent {
         serde_json::from_value(json!({
@@ -1252,4 +1256,111 @@ async fn a_concurrency_slot_is_freed_by_the_runs_lifecycle_end() {
         "{second:?}"
     );
     assert_eq!(workflow.starts().len(), 2);
+}
+
+/// Batches of 2 through the match and dispatch stages: five events make three runs
+/// (2, 2 and 1 events, the last on its timeout), each with its events in
+/// `inputs.events`; every message of a batch after its first run is a duplicate.
+#[tokio::test]
+async fn batched_events_start_one_run_per_batch_with_every_event() {
+    use crate::archive::EventArchive;
+    use crate::memory::{MemoryArchive, MemoryFlowStore, MemorySubscriptionStore};
+    use crate::stage::matcher::MatchStage;
+    use crate::subscription::{Subscription, SubscriptionStore};
+    let h = harness();
+    let (clock, ledger, workflow) = (h.clock.clone(), h.ledger.clone(), h.workflow.clone());
+    let flow = Arc::new(MemoryFlowStore::default());
+    let archive = Arc::new(MemoryArchive::default());
+    let subscriptions = Arc::new(MemorySubscriptionStore::default());
+    let subscription: Subscription = serde_json::from_value(json!({
+        "workspaceId": "ws1", "subscriptionId": "sub1", "sourceType": "internal",
+        "workflowId": "wf1", "targetWorkflowVersionId": "wv1", "state": "active",
+        "flow": {"batch": {"maxSize": 2, "timeout": "PT30S"}},
+        "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
+    }))
+    .unwrap();
+    subscriptions.put(&subscription).await.unwrap();
+    let dispatch_queue = Arc::new(MemoryQueue::default());
+    let matcher = MatchStage::new(
+        subscriptions,
+        Arc::new(MemoryResumeStore::default()),
+        dispatch_queue.clone(),
+        ledger.clone(),
+        Arc::new(RecordingAuditSink::default()),
+        clock.clone(),
+        0,
+    )
+    .with_flow(flow.clone());
+    let stage = crate::stage::dispatcher::DispatchStage {
+        dispatcher: h.dispatcher,
+        queue: Arc::new(MemoryQueue::default()),
+        flow: Some(Arc::new(crate::flow::FlowGate::new(flow))),
+        events: Some(archive.clone()),
+    };
+    let ws = WorkspaceId::new("ws1").unwrap();
+    for n in 0..5 {
+        let queued: crate::event::QueuedEvent = serde_json::from_value(json!({
+            "workspaceId": "ws1",
+            "event": {"eventId": format!("e{n}"), "kind": "workflow.completed", "depth": 0,
+                      "source": {"type": "internal", "occurredAt": "t"}, "data": {"n": n}}
+        }))
+        .unwrap();
+        archive
+            .put_new(&ws, &queued.event, clock.now_ms(), i64::MAX)
+            .await
+            .unwrap();
+        let report = matcher.handle(&queued).await.unwrap();
+        assert_eq!(
+            report.start_matches, 1,
+            "the first of a batch and the one filling it send"
+        );
+    }
+    let messages: Vec<DispatchMessage> = dispatch_queue
+        .sent()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    clock.advance_ms(30_000);
+    let mut outcomes = Vec::new();
+    for message in messages {
+        outcomes.push(
+            stage
+                .handle(received(message), None)
+                .await
+                .unwrap()
+                .as_str(),
+        );
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "dispatched",
+            "duplicate",
+            "dispatched",
+            "duplicate",
+            "dispatched"
+        ]
+    );
+    let batches: Vec<Vec<i64>> = workflow
+        .starts()
+        .iter()
+        .map(|s| {
+            s.inputs["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["data"]["n"].as_i64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(batches, [vec![0, 1], vec![2, 3], vec![4]]);
+    let member = ledger
+        .get(&ws, &crate::dedup::DedupKey::new("sub1", "e1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (member.status, member.superseded_by.unwrap().as_str()),
+        (LedgerStatus::Batched, "e0")
+    );
 }

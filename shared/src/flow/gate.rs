@@ -6,13 +6,27 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{Debounce, FlowCell, FlowSpec, FlowStore, Gcra, Mode, SlotRule, Slots};
+use super::{
+    BatchRef, Debounce, FlowCell, FlowSpec, FlowStore, Gcra, Mode, SlotRule, Slots, MAX_BATCH,
+};
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::selector::{EventScope, SelectorCache};
 use crate::store::StoreError;
 
 /// How often a decision re-reads a cell another instance changed meanwhile.
-const SWAP_ATTEMPTS: usize = 16;
+const SWAP_ATTEMPTS: u32 = 32;
+
+/// Before another try at a cell others just changed: a random pause that grows with
+/// each lost race (up to ~0.3 s), so a burst on one hot key spreads out instead of
+/// retrying in lockstep.
+async fn pause(attempt: u32) {
+    if attempt == 0 {
+        return;
+    }
+    let ceiling_ms = 5u64 << attempt.min(6);
+    let ms = rand::random_range(0..ceiling_ms);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
 
 /// What flow control makes of one matched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +173,8 @@ impl FlowGate {
         subject: &Subject<'_>,
     ) -> Result<Result<(), Option<EventId>>, StoreError> {
         let me = subject.event_id.as_str();
-        for _ in 0..SWAP_ATTEMPTS {
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
             let current = self.store.load(cell_id).await?;
             let mut cell = current.clone().unwrap_or_default();
             lapse_holders(&mut cell, subject.now_ms);
@@ -205,7 +220,8 @@ impl FlowGate {
         now_ms: i64,
     ) -> Result<Take, StoreError> {
         let me = event_id.as_str();
-        for _ in 0..SWAP_ATTEMPTS {
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
             let Some(current) = self.store.load(&slots.cell).await? else {
                 // Nothing left to say otherwise (expired long ago): run rather than lose.
                 return Ok(Take::Go);
@@ -267,7 +283,8 @@ impl FlowGate {
         event_id: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        for _ in 0..SWAP_ATTEMPTS {
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
             let Some(current) = self.store.load(cell_id).await? else {
                 return Ok(());
             };
@@ -345,35 +362,49 @@ impl FlowGate {
         cell_id(subject, Mode::Debounce, mode.key.as_deref(), cache)
     }
 
-    /// Makes the event its window's latest (opening a window if none is open): when the
-    /// window is due, which is when this event's check runs.
+    /// Puts the event in its key's debounce window (opening one if none is open) and
+    /// makes it the window's latest unless an event that arrived later already is: when
+    /// this event's window would be due. Windows count from when events arrived at the
+    /// door (`arrived_ms`), not from when they are matched, so a match stage running
+    /// behind does not cut a burst in two.
     pub async fn debounce(
         &self,
         mode: &Debounce,
         subject: &Subject<'_>,
+        arrived_ms: i64,
         cache: &SelectorCache,
     ) -> Result<i64, StoreError> {
         let cell_id = self.debounce_cell(mode, subject, cache);
         let now_ms = subject.now_ms;
-        for _ in 0..SWAP_ATTEMPTS {
+        let arrived_ms = arrived_ms.min(now_ms);
+        let me = subject.event_id.as_str();
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
             let current = self.store.load(&cell_id).await?;
             let open = current.as_ref().filter(|c| c.value_ms > 0);
-            let since_ms = open.map_or(now_ms, |c| c.since_ms);
-            let mut due_ms = now_ms.saturating_add(mode.period.ms());
-            if let Some(timeout) = &mode.timeout {
-                due_ms = due_ms
-                    .min(since_ms.saturating_add(timeout.ms()))
-                    .max(now_ms);
+            if open.is_none() {
+                self.seal(&cell_id, current.as_ref()).await?;
             }
-            let next = FlowCell {
-                value_ms: due_ms,
-                owner: Some(subject.event_id.as_str().to_owned()),
-                since_ms,
-                version: current.as_ref().map_or(1, |c| c.version + 1),
-                ..FlowCell::default()
-            };
+            let since_ms = open.map_or(arrived_ms, |c| c.since_ms.min(arrived_ms));
+            let mut due_ms = arrived_ms.saturating_add(mode.period.ms());
+            if let Some(timeout) = &mode.timeout {
+                due_ms = due_ms.min(since_ms.saturating_add(timeout.ms()));
+            }
+            let mut next = open.cloned().unwrap_or_default();
+            if !next.waiting.iter().any(|m| m == me) {
+                next.waiting.push(me.to_owned());
+            }
+            let excess = next.waiting.len().saturating_sub(MAX_BATCH as usize);
+            next.waiting.drain(..excess);
+            // An event that arrived before the window's latest joins it but does not lead it.
+            if open.is_none_or(|c| due_ms >= c.value_ms) {
+                next.owner = Some(me.to_owned());
+                next.value_ms = due_ms;
+            }
+            next.since_ms = since_ms;
+            next.version = current.as_ref().map_or(1, |c| c.version + 1);
             let expected = current.as_ref().map(|c| c.version);
-            let expires_at = due_ms / 1000 + DEBOUNCE_KEEP_SECS;
+            let expires_at = next.value_ms / 1000 + DEBOUNCE_KEEP_SECS;
             if self
                 .store
                 .swap(&cell_id, &next, expected, expires_at)
@@ -396,7 +427,8 @@ impl FlowGate {
         now_ms: i64,
     ) -> Result<Fire, StoreError> {
         let me = event_id.as_str();
-        for _ in 0..SWAP_ATTEMPTS {
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
             // A cell gone (kept a day past its due time) cannot say otherwise: run.
             let Some(cell) = self.store.load(cell_id).await? else {
                 return Ok(Fire::Run);
@@ -430,6 +462,132 @@ impl FlowGate {
         Err(contended(cell_id))
     }
 
+    /// Before a window or batch is replaced by the next, its events are kept in a cell
+    /// of their own (`{cell}#{owner}`), so a late or repeated run of it still finds them.
+    async fn seal(&self, cell_id: &str, current: Option<&FlowCell>) -> Result<(), StoreError> {
+        let Some(old) = current.filter(|c| !c.waiting.is_empty()) else {
+            return Ok(());
+        };
+        let Some(owner) = &old.owner else {
+            return Ok(());
+        };
+        let sealed = FlowCell {
+            version: 1,
+            ..old.clone()
+        };
+        let expires_at = self_expiry(old);
+        // Already sealed (a retried replacement): the same content.
+        self.store
+            .swap(&sealed_id(cell_id, owner), &sealed, None, expires_at)
+            .await
+            .map(|_| ())
+    }
+
+    /// The events of a batch or a debounce window, in arrival order.
+    pub async fn members(&self, batch: &BatchRef) -> Result<Vec<String>, StoreError> {
+        let current = self.store.load(&batch.cell).await?;
+        if let Some(cell) = current.filter(|c| c.owner.as_deref() == Some(batch.batch_id.as_str()))
+        {
+            return Ok(cell.waiting);
+        }
+        let sealed = self
+            .store
+            .load(&sealed_id(&batch.cell, &batch.batch_id))
+            .await?;
+        Ok(sealed.map_or_else(|| vec![batch.batch_id.clone()], |c| c.waiting))
+    }
+
+    /// The cell of the event's key's batches.
+    pub fn batch_cell(
+        &self,
+        mode: &super::Batch,
+        subject: &Subject<'_>,
+        cache: &SelectorCache,
+    ) -> String {
+        cell_id(subject, Mode::Batch, mode.key.as_deref(), cache)
+    }
+
+    /// Adds the event to its key's open batch, or opens one (with it as the batch's id
+    /// and first event) when none is open or the open one is full.
+    pub async fn join_batch(
+        &self,
+        mode: &super::Batch,
+        subject: &Subject<'_>,
+        cache: &SelectorCache,
+    ) -> Result<Joined, StoreError> {
+        let cell_id = self.batch_cell(mode, subject, cache);
+        let me = subject.event_id.as_str();
+        let max = mode.max_size as usize;
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
+            let current = self.store.load(&cell_id).await?;
+            if let Some(cell) = current
+                .as_ref()
+                .filter(|c| c.waiting.iter().any(|m| m == me))
+            {
+                return Ok(joined(&cell_id, cell, me, max));
+            }
+            let open = current
+                .as_ref()
+                .filter(|c| c.value_ms > 0 && c.waiting.len() < max);
+            let mut next = match open {
+                Some(cell) => cell.clone(),
+                None => {
+                    self.seal(&cell_id, current.as_ref()).await?;
+                    FlowCell {
+                        owner: Some(me.to_owned()),
+                        value_ms: subject.now_ms.saturating_add(mode.timeout.ms()),
+                        since_ms: subject.now_ms,
+                        ..FlowCell::default()
+                    }
+                }
+            };
+            next.waiting.push(me.to_owned());
+            next.version = current.as_ref().map_or(1, |c| c.version + 1);
+            let expected = current.as_ref().map(|c| c.version);
+            if self
+                .store
+                .swap(&cell_id, &next, expected, self_expiry(&next))
+                .await?
+            {
+                return Ok(joined(&cell_id, &next, me, max));
+            }
+        }
+        Err(contended(&cell_id))
+    }
+
+    /// The batch's run starts: the batch is closed (no event joins it any more) and
+    /// its events are handed over, in arrival order.
+    pub async fn close_batch(&self, batch: &BatchRef) -> Result<Vec<String>, StoreError> {
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
+            let Some(current) = self.store.load(&batch.cell).await? else {
+                return self.members(batch).await;
+            };
+            if current.owner.as_deref() != Some(batch.batch_id.as_str()) || current.value_ms == 0 {
+                return self.members(batch).await;
+            }
+            let closed = FlowCell {
+                value_ms: 0,
+                version: current.version + 1,
+                ..current.clone()
+            };
+            if self
+                .store
+                .swap(
+                    &batch.cell,
+                    &closed,
+                    Some(current.version),
+                    self_expiry(&closed),
+                )
+                .await?
+            {
+                return Ok(closed.waiting);
+            }
+        }
+        Err(contended(&batch.cell))
+    }
+
     /// Takes the key for this event unless another event holds it: the holder, if any.
     async fn own_key(
         &self,
@@ -438,7 +596,8 @@ impl FlowGate {
         period_ms: i64,
     ) -> Result<Option<String>, StoreError> {
         let me = subject.event_id.as_str();
-        for _ in 0..SWAP_ATTEMPTS {
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
             let current = self.store.load(cell_id).await?;
             if let Some(held) = current
                 .as_ref()
@@ -481,7 +640,8 @@ impl FlowGate {
         now_ms: i64,
         refuse_late: bool,
     ) -> Result<Option<i64>, StoreError> {
-        for _ in 0..SWAP_ATTEMPTS {
+        for attempt in 0..SWAP_ATTEMPTS {
+            pause(attempt).await;
             let current = self.store.load(cell_id).await?;
             let slot = rule.slot(current.as_ref().map(|c| c.value_ms), now_ms);
             if refuse_late && slot.run_at_ms > now_ms {
@@ -506,6 +666,41 @@ impl FlowGate {
         }
         Err(contended(cell_id))
     }
+}
+
+/// Where an event landed in its key's batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub batch: BatchRef,
+    /// When the batch times out (epoch ms).
+    pub due_ms: i64,
+    /// The event opened the batch: its message is the batch's timer.
+    pub first: bool,
+    /// The event filled the batch: its message runs the batch at once.
+    pub filled: bool,
+}
+
+fn joined(cell_id: &str, cell: &FlowCell, me: &str, max: usize) -> Joined {
+    let owner = cell.owner.clone().unwrap_or_else(|| me.to_owned());
+    Joined {
+        first: owner == me,
+        filled: cell.waiting.len() >= max && cell.waiting.last().map(String::as_str) == Some(me),
+        due_ms: cell.value_ms,
+        batch: BatchRef {
+            cell: cell_id.to_owned(),
+            batch_id: owner,
+        },
+    }
+}
+
+/// A batch's or window's own cell, kept once the key's cell moves on to the next.
+fn sealed_id(cell_id: &str, owner: &str) -> String {
+    format!("{cell_id}#{owner}")
+}
+
+/// Batch and window cells live a day past their due time (for late or repeated runs).
+fn self_expiry(cell: &FlowCell) -> i64 {
+    cell.value_ms.max(cell.since_ms) / 1000 + DEBOUNCE_KEEP_SECS
 }
 
 /// Whether a slot is free for the head of a line: `Go`, or wait (`ahead`: how many

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::selector::CompiledExpr;
 
-pub use gate::{Fire, FlowGate, Subject, Take, Verdict};
+pub use gate::{Fire, FlowGate, Joined, Subject, Take, Verdict};
 pub use gcra::{Gcra, Slot};
 
 /// The longest period any mode accepts (and so the longest a flow cell lives).
@@ -45,6 +45,41 @@ pub struct FlowSpec {
     /// Scheduled subscriptions: what a tick does while the previous tick's run runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<Overlap>,
+    /// One run per batch of up to `maxSize` events of the key, or after `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Batch>,
+}
+
+/// The most events a batch (or a debounce window delivering all) hands one run.
+pub const MAX_BATCH: u32 = 500;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Batch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub max_size: u32,
+    /// How long a batch stays open after its first event.
+    pub timeout: Period,
+}
+
+/// Which events a debounced run gets besides the last one as `event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Deliver {
+    #[default]
+    Last,
+    /// Also every event of the window (the latest [`MAX_BATCH`]) as `events`.
+    All,
+}
+
+/// Where a batch (or a debounce window) keeps its events: the key's cell, and the
+/// batch's id (its first event; a debounce window's winner).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchRef {
+    pub cell: String,
+    pub batch_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +147,9 @@ pub struct Debounce {
     /// The longest a burst may postpone its run, counted from its first event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Period>,
+    /// `all`: the run also gets every event of the window as `events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<Deliver>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,6 +255,7 @@ impl FlowSpec {
             && self.rate_limit.is_none()
             && self.throttle.is_none()
             && self.debounce.is_none()
+            && self.batch.is_none()
             && self.slot_rule().is_none()
     }
 
@@ -301,6 +340,22 @@ impl FlowSpec {
                 "concurrency, singleton and overlap cannot be combined with throttle or debounce",
             ));
         }
+        if let Some(mode) = &self.batch {
+            check_key("batch.key", mode.key.as_deref())?;
+            if !(1..=MAX_BATCH).contains(&mode.max_size) {
+                return Err(invalid(
+                    "batch.maxSize",
+                    format!("must be 1 to {MAX_BATCH}, not {}", mode.max_size),
+                ));
+            }
+            let others = FlowSpec {
+                batch: None,
+                ..self.clone()
+            };
+            if !others.is_empty() {
+                return Err(invalid("batch", "cannot be combined with other modes"));
+            }
+        }
         if let Some(mode) = &self.debounce {
             check_key("debounce.key", mode.key.as_deref())?;
             if self.idempotency.is_some() || self.rate_limit.is_some() || self.throttle.is_some() {
@@ -348,6 +403,7 @@ pub enum Mode {
     Throttle,
     Debounce,
     Slots,
+    Batch,
 }
 
 impl Mode {
@@ -358,6 +414,7 @@ impl Mode {
             Mode::Throttle => "throttle",
             Mode::Debounce => "debounce",
             Mode::Slots => "slots",
+            Mode::Batch => "batch",
         }
     }
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
 use super::*;
-use crate::flow::gate::{Fire, Take, STALE_HEAD_MS};
+use crate::flow::gate::{Fire, Joined, Take, STALE_HEAD_MS};
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::memory::MemoryFlowStore;
 use crate::selector::{EventScope, SelectorCache};
@@ -279,7 +279,14 @@ fn authored_flows_are_checked() {
     assert!(
         refused(json!({"rateLimit": {"key": " ", "limit": 1, "period": "PT1M"}})).contains("blank")
     );
-    assert!(refused(json!({"batch": {"maxSize": 5}})).contains("batch"));
+    assert!(refused(json!({"priority": {"run": 5}})).contains("priority"));
+    assert!(
+        refused(json!({"batch": {"maxSize": 501, "timeout": "PT1M"}})).contains("batch.maxSize")
+    );
+    assert!(
+        refused(json!({"batch": {"maxSize": 5, "timeout": "PT1M"}, "singleton": {}}))
+            .contains("combined")
+    );
     assert!(
         refused(json!({"throttle": {"limit": 2, "period": "PT1M", "burst": 0}}))
             .contains("throttle.burst")
@@ -311,7 +318,7 @@ async fn enter(gate: &FlowGate, flow: &FlowSpec, event: &str, now_ms: i64) -> (S
     };
     let mode = flow.debounce.as_ref().unwrap();
     let cache = SelectorCache::default();
-    let due = gate.debounce(mode, &subject, &cache).await.unwrap();
+    let due = gate.debounce(mode, &subject, now_ms, &cache).await.unwrap();
     (gate.debounce_cell(mode, &subject, &cache), due)
 }
 
@@ -747,4 +754,102 @@ fn slot_modes_are_one_at_a_time_and_not_with_throttle_or_debounce() {
         &json!({"concurrency": {"limit": 2}, "rateLimit": {"limit": 5, "period": "PT1M"}})
     )
     .is_ok());
+}
+
+async fn join(gate: &FlowGate, flow: &FlowSpec, event: &str, now_ms: i64) -> Joined {
+    let (workspace, subscription) = (
+        WorkspaceId::new("ws").unwrap(),
+        SubscriptionId::new("sub").unwrap(),
+    );
+    let event_id = EventId::new(event).unwrap();
+    let scope = scope("a");
+    let subject = Subject {
+        workspace: &workspace,
+        subscription: &subscription,
+        event_id: &event_id,
+        scope: &scope,
+        now_ms,
+    };
+    gate.join_batch(
+        flow.batch.as_ref().unwrap(),
+        &subject,
+        &SelectorCache::default(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn batches_fill_up_to_their_size_and_keep_their_events_after_the_next_opens() {
+    let gate = gate();
+    let flow = spec(json!({"batch": {"maxSize": 3, "timeout": "PT10S"}}));
+    let mut joined = Vec::new();
+    for i in 0..7 {
+        joined.push(join(&gate, &flow, &format!("e{i}"), i * 100).await);
+    }
+    let firsts: Vec<bool> = joined.iter().map(|j| j.first).collect();
+    let filled: Vec<bool> = joined.iter().map(|j| j.filled).collect();
+    assert_eq!(firsts, [true, false, false, true, false, false, true]);
+    assert_eq!(filled, [false, false, true, false, false, true, false]);
+    assert_eq!(joined[0].due_ms, 10_000);
+    assert_eq!(
+        joined[6].due_ms, 10_600,
+        "a batch times out from its first event"
+    );
+    assert_eq!(
+        join(&gate, &flow, "e6", 700).await,
+        joined[6],
+        "a redelivery joins once"
+    );
+    let first = &joined[0].batch;
+    assert_eq!(
+        gate.close_batch(first).await.unwrap(),
+        ["e0", "e1", "e2"],
+        "sealed"
+    );
+    let second = &joined[3].batch;
+    assert_eq!(gate.close_batch(second).await.unwrap(), ["e3", "e4", "e5"]);
+    let third = &joined[6].batch;
+    assert_eq!(gate.close_batch(third).await.unwrap(), ["e6"]);
+    assert_eq!(
+        gate.close_batch(third).await.unwrap(),
+        ["e6"],
+        "a second run sees the same"
+    );
+    assert!(
+        join(&gate, &flow, "e7", 800).await.first,
+        "a closed batch takes no more"
+    );
+}
+
+#[tokio::test]
+async fn an_event_joining_while_its_batch_closes_is_in_that_run_or_the_next() {
+    let store = Arc::new(PausingStore {
+        inner: MemoryFlowStore::default(),
+        paused: Semaphore::new(0),
+        reached: Notify::new(),
+        release: Notify::new(),
+    });
+    let gate = Arc::new(FlowGate::new(store.clone()));
+    let flow = spec(json!({"batch": {"maxSize": 10, "timeout": "PT10S"}}));
+    let opened = join(&gate, &flow, "e0", 0).await;
+    join(&gate, &flow, "e1", 1).await;
+    store.paused.add_permits(1);
+    let closing = {
+        let (gate, batch) = (gate.clone(), opened.batch.clone());
+        tokio::spawn(async move { gate.close_batch(&batch).await.unwrap() })
+    };
+    store.reached.notified().await;
+    let late = join(&gate, &flow, "e2", 2).await;
+    assert!(!late.first, "joined the open batch before it closed");
+    store.release.notify_one();
+    assert_eq!(
+        closing.await.unwrap(),
+        ["e0", "e1", "e2"],
+        "the close lost its compare-and-set and took the fresh batch"
+    );
+    assert!(
+        join(&gate, &flow, "e3", 3).await.first,
+        "the next event opens a new batch"
+    );
 }

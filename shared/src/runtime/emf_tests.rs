@@ -261,6 +261,7 @@ async fn dispatch_reports_outcomes_latency_and_rpc_status_classes() {
         dispatcher,
         queue: Arc::new(MemoryQueue::default()),
         flow: None,
+        events: None,
     };
     let batch = sqs(
         &[

@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
+use crate::archive::EventArchive;
 use crate::dedup::{LedgerStatus, DEAD_LETTER_RETENTION_SECS};
 use crate::dispatch::{Attempt, DispatchMessage, DispatchOutcome, DispatchTarget, Dispatcher};
 use crate::flow::{Fire, FlowGate, Take};
+use crate::ids::EventId;
 use crate::queue::Queue;
 use crate::stage::batch::{Received, RetryMessage};
 
@@ -18,6 +20,8 @@ pub struct DispatchStage {
     pub queue: Arc<dyn Queue>,
     /// Debounce windows (none: a debounced message runs when it is due).
     pub flow: Option<Arc<FlowGate>>,
+    /// Where a batch's events are read from (none: a batch run gets only its ids).
+    pub events: Option<Arc<dyn EventArchive>>,
 }
 
 impl DispatchStage {
@@ -69,6 +73,8 @@ impl DispatchStage {
         if let Some(waiting) = self.take_slot(&message, attempt).await? {
             return Ok(waiting);
         }
+        let gathered = self.gather(&message, attempt).await?;
+        let body = gathered.as_ref().unwrap_or(body);
         let outcome = match self.dispatcher.dispatch(body, attempt).await {
             Ok(outcome) => outcome,
             // The ledger could not record anything: back off like any other return, so
@@ -100,6 +106,62 @@ impl DispatchStage {
         }
         self.settle_slot(&message, &outcome, attempt).await?;
         Ok(outcome)
+    }
+
+    /// A batch (or a debounce window delivering all) runs once, as its first event
+    /// (so its dedup key and its fate are the batch's), with every event of it in
+    /// `inputs.events`, in arrival order; closing it keeps later events out.
+    async fn gather(
+        &self,
+        message: &Received<DispatchMessage>,
+        attempt: Attempt,
+    ) -> Result<Option<DispatchMessage>, RetryMessage> {
+        let body = &message.body;
+        let (Some(batch), Some(gate)) = (&body.batch, &self.flow) else {
+            return Ok(None);
+        };
+        let gathered = async {
+            let members = gate.close_batch(batch).await?;
+            let ids: Vec<EventId> = members
+                .iter()
+                .filter_map(|m| EventId::new(m.as_str()).ok())
+                .collect();
+            let archived = match &self.events {
+                Some(archive) => archive.get_many(&body.workspace_id, &ids).await?,
+                None => Vec::new(),
+            };
+            Ok::<_, crate::store::StoreError>((ids, archived))
+        };
+        let (ids, archived) = match gathered.await {
+            Ok(found) => found,
+            Err(e) => {
+                self.return_after(message, self.dispatcher.retry_delay(attempt))
+                    .await;
+                return Err(RetryMessage(e.to_string()));
+            }
+        };
+        let mut by_id: std::collections::HashMap<&str, &crate::event::NormalizedEvent> = archived
+            .iter()
+            .filter_map(|a| Some((a.event_id.as_str(), a.event.as_ref()?)))
+            .collect();
+        let mut run = body.clone();
+        if let Some(first) = by_id.get(batch.batch_id.as_str()) {
+            run.event = (*first).clone();
+        }
+        // An event the archive no longer has (expired) is still named.
+        let events: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| {
+                by_id.remove(id.as_str()).map_or_else(
+                    || serde_json::json!({ "eventId": id.as_str() }),
+                    crate::event::NormalizedEvent::to_json,
+                )
+            })
+            .collect();
+        if let DispatchTarget::Start { inputs, .. } = &mut run.target {
+            inputs.insert("events".to_owned(), serde_json::Value::Array(events));
+        }
+        Ok(Some(run))
     }
 
     /// A message that must hold a concurrency slot takes it (first in line, a slot

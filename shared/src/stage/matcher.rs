@@ -15,7 +15,9 @@ use crate::dedup::{
 };
 use crate::dispatch::{DispatchMessage, DispatchTarget};
 use crate::event::{NormalizedEvent, QueuedEvent};
-use crate::flow::{FlowGate, FlowSpec, FlowStore, Mode, Subject, Verdict};
+use crate::flow::{
+    BatchRef, Deliver, FlowGate, FlowSpec, FlowStore, Joined, Mode, Subject, Verdict,
+};
 use crate::ids::{EventId, ResumeId};
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::limits::{self, MAX_QUEUE_MESSAGE_BYTES};
@@ -190,6 +192,7 @@ impl MatchStage {
                     &self.cache,
                     &memo,
                 );
+                message.received_ms = queued.received_ms;
                 if let Some(flow) = subscription.flow.as_deref() {
                     if !self.admit(&mut message, flow, &scope).await? {
                         flow_skipped += 1;
@@ -422,6 +425,51 @@ impl MatchStage {
         Ok(())
     }
 
+    /// Records where a batched event landed and sends what its batch needs from it: the
+    /// batch's first event is its timer (due at the timeout), the event that fills it
+    /// runs it at once; the others wait in the batch (`batched`, naming its first event).
+    async fn batched(
+        &self,
+        message: &mut DispatchMessage,
+        joined: Joined,
+        now_ms: i64,
+    ) -> Result<bool, MatchError> {
+        let mut entry = if joined.first {
+            let mut entry = message.unclaimed_entry(
+                LedgerStatus::Queued,
+                None,
+                None,
+                0,
+                now_ms,
+                joined.due_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
+            );
+            entry.lease_until_ms = joined.due_ms;
+            entry
+        } else {
+            message.unclaimed_entry(
+                LedgerStatus::Batched,
+                None,
+                None,
+                0,
+                now_ms,
+                now_ms / 1000 + DEAD_LETTER_RETENTION_SECS,
+            )
+        };
+        if !joined.first {
+            entry.superseded_by = EventId::new(joined.batch.batch_id.as_str()).ok();
+        }
+        self.ledger.record_unclaimed(&entry).await?;
+        self.audit.measure(
+            Measurement::one(MetricName::FlowDecisions)
+                .by("outcome", "batched")
+                .for_workspace(message.workspace_id.as_str()),
+        );
+        let sends = joined.first || joined.filled;
+        message.not_before_ms = (joined.first && !joined.filled).then_some(joined.due_ms);
+        message.batch = Some(joined.batch);
+        Ok(sends)
+    }
+
     /// Whole seconds a throttled message waits in the queue (SQS's limit at most; the
     /// dispatcher holds it for the rest), `None` for a message due now.
     fn delay_secs(&self, message: &DispatchMessage) -> Option<u32> {
@@ -464,11 +512,24 @@ impl MatchStage {
             .as_ref()
             .map(|mode| gate.debounce_cell(mode, &subject, &self.cache));
         let slots = gate.slots_of(flow, &subject, &self.cache);
-        let known = self
-            .ledger
-            .get(&message.workspace_id, &message.dedup_key())
-            .await?
-            .filter(|entry| entry.expires_at * 1000 > now_ms);
+        let me = message.event.event_id.as_str().to_owned();
+        // The events a run gets: a debounce window's (deliver: all) or its batch's.
+        let gathered = match (&flow.debounce, &debounce_cell, &flow.batch) {
+            (Some(mode), Some(cell), _) if mode.deliver == Some(Deliver::All) => Some(BatchRef {
+                cell: cell.clone(),
+                batch_id: me.clone(),
+            }),
+            (_, _, Some(mode)) => Some(BatchRef {
+                cell: gate.batch_cell(mode, &subject, &self.cache),
+                batch_id: me.clone(),
+            }),
+            _ => None,
+        };
+        let known = known_decision(self, message, now_ms).await?;
+        if let (Some(mode), None) = (&flow.batch, &known) {
+            let joined = gate.join_batch(mode, &subject, &self.cache).await?;
+            return self.batched(message, joined, now_ms).await;
+        }
         if let Some(entry) = known {
             let waiting = matches!(
                 entry.status,
@@ -479,13 +540,22 @@ impl MatchStage {
             }
             message.debounce_cell = debounce_cell;
             message.slots = slots;
-            return Ok(!entry.status.is_skip());
+            message.batch = gathered;
+            return Ok(!entry.status.is_skip() && entry.status != LedgerStatus::Batched);
         }
         let verdict = match &flow.debounce {
-            Some(mode) => Verdict::Run {
-                not_before_ms: Some(gate.debounce(mode, &subject, &self.cache).await?),
-                slots: None,
-            },
+            Some(mode) => {
+                let arrived_ms = message.received_ms.unwrap_or(now_ms);
+                let due_ms = gate
+                    .debounce(mode, &subject, arrived_ms, &self.cache)
+                    .await?;
+                Verdict::Run {
+                    // A grace after the due time lets events that arrived before it but
+                    // are matched a little later still join the window.
+                    not_before_ms: Some(due_ms.max(now_ms) + DEBOUNCE_GRACE_MS),
+                    slots: None,
+                }
+            }
             None => gate.decide(flow, &subject, &self.cache).await?,
         };
         let workspace = message.workspace_id.as_str();
@@ -496,6 +566,7 @@ impl MatchStage {
             } => {
                 message.not_before_ms = not_before_ms;
                 message.slots = slots;
+                message.batch = gathered;
                 let waiting = match debounce_cell {
                     Some(_) => LedgerStatus::Debouncing,
                     None => LedgerStatus::Queued,
@@ -533,6 +604,7 @@ impl MatchStage {
                     Mode::Idempotency => LedgerStatus::IdempotencySkipped,
                     Mode::Debounce => LedgerStatus::Debounced,
                     Mode::Slots => LedgerStatus::SingletonSkipped,
+                    Mode::Batch => LedgerStatus::Batched,
                 };
                 let mut entry = message.unclaimed_entry(
                     status,
@@ -587,6 +659,7 @@ impl MatchStage {
             not_before_ms: None,
             debounce_cell: None,
             slots: None,
+            batch: None,
         };
         let first = self.resumes.get(&resume_id).await?;
         match self.decide(first.as_ref(), &key, workspace, scope) {
@@ -736,6 +809,22 @@ impl MatchStage {
     }
 }
 
+/// How long a debounced event's check waits past its window's due time.
+const DEBOUNCE_GRACE_MS: i64 = 2_000;
+
+/// The flow decision an earlier delivery of this match recorded, if any.
+async fn known_decision(
+    stage: &MatchStage,
+    message: &DispatchMessage,
+    now_ms: i64,
+) -> Result<Option<crate::dedup::LedgerEntry>, MatchError> {
+    Ok(stage
+        .ledger
+        .get(&message.workspace_id, &message.dedup_key())
+        .await?
+        .filter(|entry| entry.expires_at * 1000 > now_ms))
+}
+
 /// What parking an event did.
 #[derive(Debug, Clone, Copy)]
 struct ParkReceipt {
@@ -805,6 +894,7 @@ pub fn start_message_with(
         not_before_ms: None,
         debounce_cell: None,
         slots: None,
+        batch: None,
     }
 }
 
