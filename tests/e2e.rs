@@ -1795,6 +1795,11 @@ fn now_ms() -> i64 {
 /// Creates a start subscription on this workspace's lifecycle events through the API
 /// (as a user would, `flow` included); returns its id.
 async fn subscribe_with_flow(stack: &Stack, flow: Value) -> String {
+    subscribe_with(stack, "event.kind == \"workflow.completed\"", flow).await
+}
+
+/// [`subscribe_with_flow`] with its own selector.
+async fn subscribe_with(stack: &Stack, selector: &str, flow: Value) -> String {
     let (status, body) = stack
         .api(
             reqwest::Method::POST,
@@ -1802,7 +1807,7 @@ async fn subscribe_with_flow(stack: &Stack, flow: Value) -> String {
             Some(json!({
                 "sourceType": "internal", "workflowId": "wf-flow",
                 "targetWorkflowVersionId": "wv-flow",
-                "selector": "event.kind == \"workflow.completed\"",
+                "selector": selector,
                 "inputMapping": {"run": "${{ event.data.runId }}"},
                 "flow": flow
             })),
@@ -1810,6 +1815,25 @@ async fn subscribe_with_flow(stack: &Stack, flow: Value) -> String {
         .await;
     assert_eq!(status, 201, "{body}");
     body["subscriptionId"].as_str().unwrap().to_owned()
+}
+
+/// Publishes `count` lifecycle events (runs `{prefix}-{i:03}`) at once and waits for
+/// each one's single match to reach one of `fates`: their ids, and how many reached each.
+async fn burst(
+    stack: &Stack,
+    prefix: &str,
+    count: usize,
+    wanted: &[&str],
+) -> (Vec<String>, HashMap<String, usize>) {
+    let envelopes: Vec<Value> = (0..count)
+        .map(|i| stack.envelope(&format!("{prefix}-{i:03}"), json!({})))
+        .collect();
+    let ids = stack.publish_all(&envelopes).await;
+    let mut tally = HashMap::new();
+    for fate in fates(stack, &ids, wanted).await {
+        *tally.entry(fate).or_insert(0) += 1;
+    }
+    (ids, tally)
 }
 
 /// Waits for each event's single match to reach one of `fates`; returns the fates.
@@ -1843,17 +1867,9 @@ async fn a_rate_limit_of_one_a_minute_starts_one_run_for_ten_events_and_says_so_
         "{body}"
     );
     subscribe_with_flow(&stack, json!({"rateLimit": {"limit": 1, "period": "PT1M"}})).await;
-    let envelopes: Vec<Value> = (0..10)
-        .map(|i| stack.envelope(&format!("run-rl-{i}"), json!({})))
-        .collect();
-    let ids = stack.publish_all(&envelopes).await;
-    let found = fates(&stack, &ids, &["dispatched", "rate_limited"]).await;
-    assert_eq!(
-        found.iter().filter(|f| *f == "dispatched").count(),
-        1,
-        "{found:?}"
-    );
-    assert_eq!(found.iter().filter(|f| *f == "rate_limited").count(), 9);
+    let (_, tally) = burst(&stack, "run-rl", 10, &["dispatched", "rate_limited"]).await;
+    assert_eq!(tally.get("dispatched"), Some(&1), "{tally:?}");
+    assert_eq!(tally.get("rate_limited"), Some(&9), "{tally:?}");
     stack.drained().await;
     assert_eq!(stack.calls("start").await.len(), 1);
 }
@@ -2046,16 +2062,8 @@ async fn a_batch_of_fifty_makes_three_runs_of_a_hundred_and_twenty_events() {
         json!({"batch": {"maxSize": 50, "timeout": "PT10S"}}),
     )
     .await;
-    let envelopes: Vec<Value> = (0..120)
-        .map(|i| stack.envelope(&format!("run-bt-{i:03}"), json!({})))
-        .collect();
-    let ids = stack.publish_all(&envelopes).await;
-    let found = fates(&stack, &ids, &["dispatched", "batched"]).await;
-    assert_eq!(
-        found.iter().filter(|f| *f == "dispatched").count(),
-        3,
-        "{found:?}"
-    );
+    let (_, tally) = burst(&stack, "run-bt", 120, &["dispatched", "batched"]).await;
+    assert_eq!(tally.get("dispatched"), Some(&3), "{tally:?}");
     stack.drained().await;
     let starts = stack.calls("start").await;
     let mut sizes: Vec<usize> = starts
@@ -2080,20 +2088,12 @@ async fn a_batch_of_fifty_makes_three_runs_of_a_hundred_and_twenty_events() {
 #[tokio::test]
 async fn a_concurrency_limit_of_two_runs_ten_events_never_more_than_two_at_a_time() {
     let stack = Stack::new();
-    let (status, body) = stack
-        .api(
-            reqwest::Method::POST,
-            &format!("/v1/workspaces/{}/triggers", stack.workspace),
-            Some(json!({
-                "sourceType": "internal", "workflowId": "wf-cc",
-                "targetWorkflowVersionId": "wv-cc",
-                "selector": "event.data.runId.startsWith(\"src-cc-\")",
-                "inputMapping": {"run": "${{ event.data.runId }}"},
-                "flow": {"concurrency": {"limit": 2}}
-            })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    subscribe_with(
+        &stack,
+        "event.data.runId.startsWith(\"src-cc-\")",
+        json!({"concurrency": {"limit": 2}}),
+    )
+    .await;
     let envelopes: Vec<Value> = (0..10)
         .map(|i| stack.envelope(&format!("src-cc-{i}"), json!({})))
         .collect();

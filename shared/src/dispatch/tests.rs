@@ -1075,59 +1075,98 @@ async fn a_throttled_message_before_its_slot_is_sent_again_delayed_and_dispatche
     assert_eq!(workflow.starts().len(), 1);
 }
 
-/// Three events of one debounce window through the match stage and the dispatch stage
-/// (sharing the ledger and the flow cells): one run, with the last event; the others
-/// end `debounced`, naming the event that came after them.
-#[tokio::test]
-async fn a_debounced_burst_starts_one_run_with_its_last_event() {
-    use crate::memory::{MemoryFlowStore, MemorySubscriptionStore};
-    use crate::stage::matcher::MatchStage;
+/// The match and dispatch stages of one subscription with `flow` (and `selector`; the
+/// mapping `{"n": event.data.n}`), sharing the ledger, the flow cells and an archive.
+struct FlowPipeline {
+    clock: Arc<ManualClock>,
+    ledger: Arc<MemoryLedger>,
+    workflow: Arc<ScriptedWorkflow>,
+    archive: Arc<crate::memory::MemoryArchive>,
+    dispatch_queue: Arc<MemoryQueue>,
+    matcher: crate::stage::matcher::MatchStage,
+    stage: crate::stage::dispatcher::DispatchStage,
+}
+
+async fn flow_pipeline(flow: serde_json::Value, selector: Option<&str>) -> FlowPipeline {
     use crate::subscription::{Subscription, SubscriptionStore};
     let h = harness();
-    let (clock, ledger, workflow) = (h.clock.clone(), h.ledger.clone(), h.workflow.clone());
-    let flow = Arc::new(MemoryFlowStore::default());
-    let subscriptions = Arc::new(MemorySubscriptionStore::default());
+    let cells = Arc::new(crate::memory::MemoryFlowStore::default());
+    let archive = Arc::new(crate::memory::MemoryArchive::default());
+    let subscriptions = Arc::new(crate::memory::MemorySubscriptionStore::default());
     let subscription: Subscription = serde_json::from_value(json!({
         "workspaceId": "ws1", "subscriptionId": "sub1", "sourceType": "internal",
         "workflowId": "wf1", "targetWorkflowVersionId": "wv1", "state": "active",
-        "inputMapping": {"n": "${{ event.data.n }}"},
-        "flow": {"debounce": {"period": "PT5S"}},
+        "selector": selector, "inputMapping": {"n": "${{ event.data.n }}"}, "flow": flow,
         "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
     }))
     .unwrap();
     subscriptions.put(&subscription).await.unwrap();
     let dispatch_queue = Arc::new(MemoryQueue::default());
-    let matcher = MatchStage::new(
+    let matcher = crate::stage::matcher::MatchStage::new(
         subscriptions,
         Arc::new(MemoryResumeStore::default()),
         dispatch_queue.clone(),
-        ledger.clone(),
+        h.ledger.clone(),
         Arc::new(RecordingAuditSink::default()),
-        clock.clone(),
+        h.clock.clone(),
         0,
     )
-    .with_flow(flow.clone());
-    let stage = crate::stage::dispatcher::DispatchStage {
-        dispatcher: h.dispatcher,
-        queue: Arc::new(MemoryQueue::default()),
-        flow: Some(Arc::new(crate::flow::FlowGate::new(flow))),
-        events: None,
-    };
-    for n in 0..3 {
+    .with_flow(cells.clone());
+    FlowPipeline {
+        clock: h.clock,
+        ledger: h.ledger,
+        workflow: h.workflow,
+        archive: archive.clone(),
+        dispatch_queue,
+        matcher,
+        stage: crate::stage::dispatcher::DispatchStage {
+            dispatcher: h.dispatcher,
+            queue: Arc::new(MemoryQueue::default()),
+            flow: Some(Arc::new(crate::flow::FlowGate::new(cells))),
+            events: Some(archive),
+        },
+    }
+}
+
+impl FlowPipeline {
+    /// Matches a lifecycle event of ws1 (archived first, as ingest does).
+    async fn event(&self, id: &str, data: serde_json::Value) {
+        use crate::archive::EventArchive;
         let queued: crate::event::QueuedEvent = serde_json::from_value(json!({
             "workspaceId": "ws1",
-            "event": {"eventId": format!("e{n}"), "kind": "workflow.completed", "depth": 0,
-                      "source": {"type": "internal", "occurredAt": "t"}, "data": {"n": n}}
+            "event": {"eventId": id, "kind": "workflow.completed", "depth": 0,
+                      "source": {"type": "internal", "occurredAt": "t"}, "data": data}
         }))
         .unwrap();
-        matcher.handle(&queued).await.unwrap();
+        let ws = WorkspaceId::new("ws1").unwrap();
+        self.archive
+            .put_new(&ws, &queued.event, self.clock.now_ms(), i64::MAX)
+            .await
+            .unwrap();
+        self.matcher.handle(&queued).await.unwrap();
+    }
+
+    fn messages(&self) -> Vec<DispatchMessage> {
+        self.dispatch_queue
+            .sent()
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+}
+
+/// Three events of one debounce window through the match stage and the dispatch stage
+/// (sharing the ledger and the flow cells): one run, with the last event; the others
+/// end `debounced`, naming the event that came after them.
+#[tokio::test]
+async fn a_debounced_burst_starts_one_run_with_its_last_event() {
+    let p = flow_pipeline(json!({"debounce": {"period": "PT5S"}}), None).await;
+    let (clock, ledger, workflow, stage) = (&p.clock, &p.ledger, &p.workflow, &p.stage);
+    for n in 0..3 {
+        p.event(&format!("e{n}"), json!({"n": n})).await;
         clock.advance_ms(1_000);
     }
-    let messages: Vec<DispatchMessage> = dispatch_queue
-        .sent()
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
+    let messages = p.messages();
     assert_eq!(messages.len(), 3);
     let mut outcomes = Vec::new();
     for message in messages {
@@ -1168,60 +1207,15 @@ async fn a_debounced_burst_starts_one_run_with_its_last_event() {
 /// slot; then it runs.
 #[tokio::test]
 async fn a_concurrency_slot_is_freed_by_the_runs_lifecycle_end() {
-    use crate::memory::{MemoryFlowStore, MemorySubscriptionStore};
-    use crate::stage::matcher::MatchStage;
-    use crate::subscription::{Subscription, SubscriptionStore};
-    let h = harness();
-    let (clock, ledger, workflow) = (h.clock.clone(), h.ledger.clone(), h.workflow.clone());
-    let flow = Arc::new(MemoryFlowStore::default());
-    let subscriptions = Arc::new(MemorySubscriptionStore::default());
-    let subscription: Subscription = serde_json::from_value(json!({
-        "workspaceId": "ws1", "subscriptionId": "sub1", "sourceType": "internal",
-        "workflowId": "wf1", "targetWorkflowVersionId": "wv1", "state": "active",
-        "selector": "has(event.data.n)",
-        "flow": {"concurrency": {"limit": 1}},
-        "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
-    }))
-    .unwrap();
-    subscriptions.put(&subscription).await.unwrap();
-    let dispatch_queue = Arc::new(MemoryQueue::default());
-    let matcher = MatchStage::new(
-        subscriptions,
-        Arc::new(MemoryResumeStore::default()),
-        dispatch_queue.clone(),
-        ledger.clone(),
-        Arc::new(RecordingAuditSink::default()),
-        clock.clone(),
-        0,
+    let p = flow_pipeline(
+        json!({"concurrency": {"limit": 1}}),
+        Some("has(event.data.n)"),
     )
-    .with_flow(flow.clone());
-    let stage = crate::stage::dispatcher::DispatchStage {
-        dispatcher: h.dispatcher,
-        queue: Arc::new(MemoryQueue::default()),
-        flow: Some(Arc::new(crate::flow::FlowGate::new(flow))),
-        events: None,
-    };
-    let lifecycle = |id: &str, data: serde_json::Value| -> crate::event::QueuedEvent {
-        serde_json::from_value(json!({
-            "workspaceId": "ws1",
-            "event": {"eventId": id, "kind": "workflow.completed", "depth": 0,
-                      "source": {"type": "internal", "occurredAt": "t"}, "data": data}
-        }))
-        .unwrap()
-    };
-    matcher
-        .handle(&lifecycle("e0", json!({"n": 0})))
-        .await
-        .unwrap();
-    matcher
-        .handle(&lifecycle("e1", json!({"n": 1})))
-        .await
-        .unwrap();
-    let messages: Vec<DispatchMessage> = dispatch_queue
-        .sent()
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
+    .await;
+    let (clock, workflow, stage) = (&p.clock, &p.workflow, &p.stage);
+    p.event("e0", json!({"n": 0})).await;
+    p.event("e1", json!({"n": 1})).await;
+    let messages = p.messages();
     let first = stage
         .handle(received(messages[0].clone()), None)
         .await
@@ -1239,13 +1233,8 @@ async fn a_concurrency_slot_is_freed_by_the_runs_lifecycle_end() {
     );
     assert_eq!(workflow.starts().len(), 1);
     // The first run ends: its lifecycle event frees the slot.
-    matcher
-        .handle(&lifecycle(
-            "end-0",
-            json!({"runId": run, "status": "succeeded"}),
-        ))
-        .await
-        .unwrap();
+    p.event("end-0", json!({"runId": run, "status": "succeeded"}))
+        .await;
     clock.advance_ms(2_000);
     let second = stage
         .handle(received(messages[1].clone()), None)
@@ -1263,63 +1252,18 @@ async fn a_concurrency_slot_is_freed_by_the_runs_lifecycle_end() {
 /// `inputs.events`; every message of a batch after its first run is a duplicate.
 #[tokio::test]
 async fn batched_events_start_one_run_per_batch_with_every_event() {
-    use crate::archive::EventArchive;
-    use crate::memory::{MemoryArchive, MemoryFlowStore, MemorySubscriptionStore};
-    use crate::stage::matcher::MatchStage;
-    use crate::subscription::{Subscription, SubscriptionStore};
-    let h = harness();
-    let (clock, ledger, workflow) = (h.clock.clone(), h.ledger.clone(), h.workflow.clone());
-    let flow = Arc::new(MemoryFlowStore::default());
-    let archive = Arc::new(MemoryArchive::default());
-    let subscriptions = Arc::new(MemorySubscriptionStore::default());
-    let subscription: Subscription = serde_json::from_value(json!({
-        "workspaceId": "ws1", "subscriptionId": "sub1", "sourceType": "internal",
-        "workflowId": "wf1", "targetWorkflowVersionId": "wv1", "state": "active",
-        "flow": {"batch": {"maxSize": 2, "timeout": "PT30S"}},
-        "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"
-    }))
-    .unwrap();
-    subscriptions.put(&subscription).await.unwrap();
-    let dispatch_queue = Arc::new(MemoryQueue::default());
-    let matcher = MatchStage::new(
-        subscriptions,
-        Arc::new(MemoryResumeStore::default()),
-        dispatch_queue.clone(),
-        ledger.clone(),
-        Arc::new(RecordingAuditSink::default()),
-        clock.clone(),
-        0,
-    )
-    .with_flow(flow.clone());
-    let stage = crate::stage::dispatcher::DispatchStage {
-        dispatcher: h.dispatcher,
-        queue: Arc::new(MemoryQueue::default()),
-        flow: Some(Arc::new(crate::flow::FlowGate::new(flow))),
-        events: Some(archive.clone()),
-    };
+    let p = flow_pipeline(json!({"batch": {"maxSize": 2, "timeout": "PT30S"}}), None).await;
+    let (clock, ledger, workflow, stage) = (&p.clock, &p.ledger, &p.workflow, &p.stage);
     let ws = WorkspaceId::new("ws1").unwrap();
     for n in 0..5 {
-        let queued: crate::event::QueuedEvent = serde_json::from_value(json!({
-            "workspaceId": "ws1",
-            "event": {"eventId": format!("e{n}"), "kind": "workflow.completed", "depth": 0,
-                      "source": {"type": "internal", "occurredAt": "t"}, "data": {"n": n}}
-        }))
-        .unwrap();
-        archive
-            .put_new(&ws, &queued.event, clock.now_ms(), i64::MAX)
-            .await
-            .unwrap();
-        let report = matcher.handle(&queued).await.unwrap();
-        assert_eq!(
-            report.start_matches, 1,
-            "the first of a batch and the one filling it send"
-        );
+        p.event(&format!("e{n}"), json!({"n": n})).await;
     }
-    let messages: Vec<DispatchMessage> = dispatch_queue
-        .sent()
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
+    let messages = p.messages();
+    assert_eq!(
+        messages.len(),
+        5,
+        "each batch's first event and the one filling it send"
+    );
     clock.advance_ms(30_000);
     let mut outcomes = Vec::new();
     for message in messages {

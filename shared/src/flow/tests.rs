@@ -24,20 +24,45 @@ struct Decide<'a> {
     cache: SelectorCache,
 }
 
-impl Decide<'_> {
-    async fn at(&self, event: &str, scope: &EventScope, now_ms: i64) -> Verdict {
-        let (workspace, subscription) = (
-            WorkspaceId::new("ws").unwrap(),
-            SubscriptionId::new("sub").unwrap(),
-        );
-        let event_id = EventId::new(event).unwrap();
-        let subject = Subject {
-            workspace: &workspace,
-            subscription: &subscription,
-            event_id: &event_id,
+/// Workspace `ws`, subscription `sub` and an event: what a [`Subject`] borrows.
+struct Names {
+    workspace: WorkspaceId,
+    subscription: SubscriptionId,
+    event_id: EventId,
+}
+
+impl Names {
+    fn of(event: &str) -> Self {
+        Self {
+            workspace: WorkspaceId::new("ws").unwrap(),
+            subscription: SubscriptionId::new("sub").unwrap(),
+            event_id: EventId::new(event).unwrap(),
+        }
+    }
+
+    fn at<'a>(&'a self, scope: &'a EventScope, now_ms: i64) -> Subject<'a> {
+        Subject {
+            workspace: &self.workspace,
+            subscription: &self.subscription,
+            event_id: &self.event_id,
             scope,
             now_ms,
-        };
+        }
+    }
+}
+
+fn decide<'a>(gate: &'a FlowGate, flow: &'a FlowSpec) -> Decide<'a> {
+    Decide {
+        gate,
+        flow,
+        cache: SelectorCache::default(),
+    }
+}
+
+impl Decide<'_> {
+    async fn at(&self, event: &str, scope: &EventScope, now_ms: i64) -> Verdict {
+        let names = Names::of(event);
+        let subject = names.at(scope, now_ms);
         self.gate
             .decide(self.flow, &subject, &self.cache)
             .await
@@ -57,11 +82,7 @@ fn runs(verdict: &Verdict) -> bool {
 async fn a_rate_limit_of_one_a_minute_runs_one_of_ten_and_the_next_a_minute_later() {
     let flow = spec(json!({"rateLimit": {"limit": 1, "period": "PT1M"}}));
     let gate = gate();
-    let decide = Decide {
-        gate: &gate,
-        flow: &flow,
-        cache: SelectorCache::default(),
-    };
+    let decide = decide(&gate, &flow);
     let mut verdicts = Vec::new();
     for i in 0..10 {
         verdicts.push(
@@ -87,11 +108,7 @@ async fn a_rate_limit_of_one_a_minute_runs_one_of_ten_and_the_next_a_minute_late
 async fn a_throttle_delays_the_excess_in_order_and_drops_nothing() {
     let flow = spec(json!({"throttle": {"limit": 2, "period": "PT10S"}}));
     let gate = gate();
-    let decide = Decide {
-        gate: &gate,
-        flow: &flow,
-        cache: SelectorCache::default(),
-    };
+    let decide = decide(&gate, &flow);
     let mut slots = Vec::new();
     for i in 0..20 {
         match decide.at(&format!("e{i}"), &scope("a"), 10_000 + i).await {
@@ -110,11 +127,7 @@ async fn a_throttle_delays_the_excess_in_order_and_drops_nothing() {
 async fn an_idempotency_key_runs_once_per_period_and_a_redelivery_keeps_its_run() {
     let flow = spec(json!({"idempotency": {"key": "event.data.repo", "period": "PT1H"}}));
     let gate = gate();
-    let decide = Decide {
-        gate: &gate,
-        flow: &flow,
-        cache: SelectorCache::default(),
-    };
+    let decide = decide(&gate, &flow);
     assert!(runs(&decide.at("first", &scope("acme/api"), 0).await));
     assert_eq!(
         decide.at("second", &scope("acme/api"), 1_000).await,
@@ -141,11 +154,7 @@ async fn an_idempotency_key_runs_once_per_period_and_a_redelivery_keeps_its_run(
 async fn keys_make_buckets_and_a_key_that_does_not_evaluate_shares_the_null_bucket() {
     let flow = spec(json!({"rateLimit": {"key": "event.data.repo", "limit": 1, "period": "PT1M"}}));
     let gate = gate();
-    let decide = Decide {
-        gate: &gate,
-        flow: &flow,
-        cache: SelectorCache::default(),
-    };
+    let decide = decide(&gate, &flow);
     assert!(runs(&decide.at("a1", &scope("a"), 0).await));
     assert!(runs(&decide.at("b1", &scope("b"), 0).await));
     assert!(!runs(&decide.at("a2", &scope("a"), 0).await));
@@ -164,11 +173,7 @@ async fn skipped_events_take_no_throttle_slot() {
         "throttle": {"limit": 1, "period": "PT2M"}
     }));
     let gate = gate();
-    let decide = Decide {
-        gate: &gate,
-        flow: &flow,
-        cache: SelectorCache::default(),
-    };
+    let decide = decide(&gate, &flow);
     assert_eq!(
         decide.at("a", &scope("x"), 0).await,
         Verdict::Run {
@@ -232,21 +237,13 @@ async fn two_instances_racing_for_the_last_slot_start_one_run() {
     let slow = {
         let (gate, flow) = (gate.clone(), flow.clone());
         tokio::spawn(async move {
-            let decide = Decide {
-                gate: &gate,
-                flow: &flow,
-                cache: SelectorCache::default(),
-            };
+            let decide = decide(&gate, &flow);
             decide.at("slow", &scope("a"), 0).await
         })
     };
     // The slow instance has read an empty bucket and waits before writing.
     store.reached.notified().await;
-    let decide = Decide {
-        gate: &gate,
-        flow: &flow,
-        cache: SelectorCache::default(),
-    };
+    let decide = decide(&gate, &flow);
     let fast = decide.at("fast", &scope("a"), 0).await;
     store.release.notify_one();
     let slow = slow.await.unwrap();
@@ -303,19 +300,8 @@ fn authored_flows_are_checked() {
 }
 
 async fn enter(gate: &FlowGate, flow: &FlowSpec, event: &str, now_ms: i64) -> (String, i64) {
-    let (workspace, subscription) = (
-        WorkspaceId::new("ws").unwrap(),
-        SubscriptionId::new("sub").unwrap(),
-    );
-    let event_id = EventId::new(event).unwrap();
-    let scope = scope("a");
-    let subject = Subject {
-        workspace: &workspace,
-        subscription: &subscription,
-        event_id: &event_id,
-        scope: &scope,
-        now_ms,
-    };
+    let (names, scope) = (Names::of(event), scope("a"));
+    let subject = names.at(&scope, now_ms);
     let mode = flow.debounce.as_ref().unwrap();
     let cache = SelectorCache::default();
     let due = gate.debounce(mode, &subject, now_ms, &cache).await.unwrap();
@@ -486,11 +472,7 @@ async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
         let store = Arc::new(CountingStore::default());
         let gate = FlowGate::new(store.clone());
         let spec = spec(flow.clone());
-        let decide = Decide {
-            gate: &gate,
-            flow: &spec,
-            cache: SelectorCache::default(),
-        };
+        let decide = decide(&gate, &spec);
         for i in 0..100 {
             decide.at(&format!("e{i}"), &scope("a"), 1_000).await;
         }
@@ -551,11 +533,7 @@ async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
 async fn line_up(gate: &FlowGate, flow: &FlowSpec, events: &[&str], now_ms: i64) -> Vec<Verdict> {
     let mut verdicts = Vec::new();
     for event in events {
-        let decide = Decide {
-            gate,
-            flow,
-            cache: SelectorCache::default(),
-        };
+        let decide = decide(gate, flow);
         verdicts.push(decide.at(event, &scope("a"), now_ms).await);
     }
     verdicts
@@ -757,19 +735,8 @@ fn slot_modes_are_one_at_a_time_and_not_with_throttle_or_debounce() {
 }
 
 async fn join(gate: &FlowGate, flow: &FlowSpec, event: &str, now_ms: i64) -> Joined {
-    let (workspace, subscription) = (
-        WorkspaceId::new("ws").unwrap(),
-        SubscriptionId::new("sub").unwrap(),
-    );
-    let event_id = EventId::new(event).unwrap();
-    let scope = scope("a");
-    let subject = Subject {
-        workspace: &workspace,
-        subscription: &subscription,
-        event_id: &event_id,
-        scope: &scope,
-        now_ms,
-    };
+    let (names, scope) = (Names::of(event), scope("a"));
+    let subject = names.at(&scope, now_ms);
     gate.join_batch(
         flow.batch.as_ref().unwrap(),
         &subject,
