@@ -21,6 +21,8 @@ pub mod limits;
 pub mod listing;
 pub mod mapping;
 pub mod matching;
+/// In-memory adapters: for tests only (`--features testing` for other crates' tests).
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod metrics;
 pub mod normalize;
