@@ -339,7 +339,8 @@ async fn the_archive_lists_a_workspace_newest_first_filtered_and_paged() {
 
 #[tokio::test]
 async fn the_due_index_serves_active_schedules_and_moves_on_exactly_once() {
-    use custos_trigger::schedule::{shard_of, ScheduleStore};
+    use custos_trigger::schedule::shard_of;
+    use custos_trigger::scheduled::ScheduleStore;
     let client = dynamodb();
     let t = tables(&client).await;
     let store = DynamoSubscriptionStore::new(client, t.subscriptions);

@@ -30,6 +30,7 @@ pub mod queue;
 pub mod resume;
 pub mod runtime;
 pub mod schedule;
+pub mod scheduled;
 pub mod selector;
 pub mod stage;
 pub mod store;

@@ -122,20 +122,20 @@ impl SubscriptionStore for MemorySubscriptionStore {
 }
 
 #[async_trait]
-impl crate::schedule::ScheduleStore for MemorySubscriptionStore {
+impl crate::scheduled::ScheduleStore for MemorySubscriptionStore {
     async fn due(
         &self,
         shard: u32,
         now_ms: i64,
         limit: usize,
-    ) -> Result<Vec<crate::schedule::DueSubscription>, StoreError> {
+    ) -> Result<Vec<crate::scheduled::DueSubscription>, StoreError> {
         let next_fire = lock(&self.next_fire).clone();
-        let mut due: Vec<crate::schedule::DueSubscription> = lock(&self.all)
+        let mut due: Vec<crate::scheduled::DueSubscription> = lock(&self.all)
             .iter()
             .filter(|s| crate::schedule::shard_of(s.subscription_id.as_str()) == shard)
             .filter_map(|s| {
                 let at = *next_fire.get(&(s.workspace_id.clone(), s.subscription_id.clone()))?;
-                (at <= now_ms).then(|| crate::schedule::DueSubscription {
+                (at <= now_ms).then(|| crate::scheduled::DueSubscription {
                     subscription: s.clone(),
                     next_fire_ms: at,
                 })
@@ -175,7 +175,7 @@ impl MemorySubscriptionStore {
             subscription.workspace_id.clone(),
             subscription.subscription_id.clone(),
         );
-        match crate::schedule::first_fire_ms(subscription) {
+        match crate::scheduled::first_fire_ms(subscription) {
             Some(at) => lock(&self.next_fire).insert(key, at),
             None => lock(&self.next_fire).remove(&key),
         };

@@ -1,24 +1,16 @@
 //! Schedules: when a `scheduled` subscription fires. A cron expression in an IANA time
 //! zone (`cron`: our own rules, chrono-tz for the zones) or a fixed rate, the
-//! catch-up policy for ticks the scheduler missed, and the `cron.tick` event of one
-//! (subscription, scheduled instant), whose id is derived from both so every duplicate
-//! tick dedups to one run.
+//! catch-up policy for ticks the scheduler missed. What a scheduled *subscription*
+//! does with them (its ticks, the due index) is in [`crate::scheduled`].
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::event::{
-    EventKind, EventSource, NormalizedEvent, OccurredAt, QueuedEvent, RawPayload, SchemaVersion,
-    SourceType,
-};
-use crate::normalize::derive_event_id;
-use crate::subscription::Subscription;
 
 /// The shortest rate: the scheduler runs once a minute.
 pub const MIN_RATE_MS: i64 = 60_000;
@@ -249,54 +241,6 @@ pub fn zoned_text(ms: i64, zone: Tz) -> String {
     }
 }
 
-/// The `cron.tick` of `subscription` for the instant `scheduled_ms`, emitted at
-/// `actual_ms`. Its id depends on the subscription and the instant only.
-pub fn tick(subscription: &Subscription, scheduled_ms: i64, actual_ms: i64) -> Option<QueuedEvent> {
-    let scheduled = utc_text(scheduled_ms);
-    let zone = subscription
-        .schedule
-        .as_ref()
-        .and_then(|s| s.timezone.clone())
-        .unwrap_or_else(|| "UTC".to_owned());
-    let id = subscription.subscription_id.as_str();
-    let mut data = Map::new();
-    data.insert("scheduledTime".into(), json!(scheduled));
-    data.insert("actualTime".into(), json!(utc_text(actual_ms)));
-    data.insert("subscriptionId".into(), json!(id));
-    data.insert("timezone".into(), json!(zone));
-    let event = NormalizedEvent {
-        schema_version: SchemaVersion::V1,
-        event_id: derive_event_id(&[
-            "cron.tick",
-            subscription.workspace_id.as_str(),
-            id,
-            &scheduled,
-        ]),
-        source: EventSource {
-            source_type: SourceType::Scheduled,
-            connector_instance_id: None,
-            subscription_id: Some(id.to_owned()),
-            vendor: Some("cron".to_owned()),
-            occurred_at: OccurredAt::new(&scheduled)?,
-        },
-        kind: EventKind::new("cron.tick").ok()?,
-        subject: id.to_owned(),
-        data,
-        raw: RawPayload {
-            headers: BTreeMap::new(),
-            body: String::new(),
-        },
-        depth: 0,
-    };
-    Some(QueuedEvent {
-        workspace_id: subscription.workspace_id.clone(),
-        event,
-        replay: false,
-        trace: Some(crate::trace::TraceParent::generate()),
-        received_ms: Some(actual_ms),
-    })
-}
-
 /// A schedule's fire times as the preview route shows them.
 pub fn preview(schedule: &Schedule, after_ms: i64, count: usize) -> Value {
     let zone = schedule.zone();
@@ -325,43 +269,3 @@ pub fn shard_of(subscription_id: &str) -> u32 {
     u32::from(digest[0]) % SHARDS
 }
 
-/// The first instant an active scheduled subscription fires at after its last write
-/// (creation, a change, a resume: nothing before it is back-filled), if any.
-pub fn first_fire_ms(subscription: &Subscription) -> Option<i64> {
-    let spec = subscription.schedule.as_ref()?;
-    if !subscription.is_matchable() || subscription.source_type != SourceType::Scheduled {
-        return None;
-    }
-    let written_ms =
-        i64::try_from(subscription.updated_at.unix_timestamp_nanos() / 1_000_000).ok()?;
-    Schedule::compile(spec).ok()?.next_after(written_ms)
-}
-
-/// A scheduled subscription whose next fire instant has come.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DueSubscription {
-    pub subscription: Subscription,
-    pub next_fire_ms: i64,
-}
-
-/// The due index of scheduled subscriptions.
-#[async_trait::async_trait]
-pub trait ScheduleStore: Send + Sync {
-    /// Active scheduled subscriptions of `shard` whose next fire instant is at or before
-    /// `now_ms`, oldest first, at most `limit`.
-    async fn due(
-        &self,
-        shard: u32,
-        now_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<DueSubscription>, crate::store::StoreError>;
-
-    /// Moves the next fire instant from `from_ms` to `to_ms` (`i64::MAX`: never again),
-    /// unless a concurrent run already did (`false`).
-    async fn advance(
-        &self,
-        subscription: &Subscription,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<bool, crate::store::StoreError>;
-}

@@ -175,7 +175,7 @@ fn attributes(subscription: &Subscription) -> Item {
             )),
         ),
     ]);
-    if let Some(next_fire_ms) = crate::schedule::first_fire_ms(subscription) {
+    if let Some(next_fire_ms) = crate::scheduled::first_fire_ms(subscription) {
         let id = subscription.subscription_id.as_str();
         item.insert(
             "dueShard".to_owned(),
@@ -354,13 +354,13 @@ impl SubscriptionStore for DynamoSubscriptionStore {
 }
 
 #[async_trait]
-impl crate::schedule::ScheduleStore for DynamoSubscriptionStore {
+impl crate::scheduled::ScheduleStore for DynamoSubscriptionStore {
     async fn due(
         &self,
         shard: u32,
         now_ms: i64,
         limit: usize,
-    ) -> Result<Vec<crate::schedule::DueSubscription>, StoreError> {
+    ) -> Result<Vec<crate::scheduled::DueSubscription>, StoreError> {
         let output = self
             .client
             .query()
@@ -383,7 +383,7 @@ impl crate::schedule::ScheduleStore for DynamoSubscriptionStore {
                 .and_then(|(at, _)| at.parse::<i64>().ok());
             // The index is eventually consistent: re-check what it claims.
             if let (Some(next_fire_ms), true) = (next_fire_ms, subscription.is_matchable()) {
-                due.push(crate::schedule::DueSubscription {
+                due.push(crate::scheduled::DueSubscription {
                     subscription,
                     next_fire_ms,
                 });

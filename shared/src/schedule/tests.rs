@@ -2,6 +2,9 @@
 //! both daylight-saving changes of a year, catch-up policies, tick identity.
 
 use super::*;
+use crate::event::SourceType;
+use crate::scheduled::tick;
+use crate::subscription::Subscription;
 
 fn at(text: &str) -> i64 {
     DateTime::parse_from_rfc3339(text)

@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod cache;
 pub mod desugar;
+mod projection;
 pub mod value;
 
 use std::sync::{Arc, LazyLock};
@@ -331,7 +332,7 @@ impl<'a> LazyScope<'a> {
         match paths {
             None => self.get(),
             Some(paths) => self.projected.get_or_init(|| {
-                EventScope::from_json(crate::matching::predicate::project(self.event, paths), None)
+                EventScope::from_json(projection::project(self.event, paths), None)
             }),
         }
     }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::schedule::{self, DueSubscription, Schedule, ScheduleStore, SHARDS};
+use crate::schedule::{self, Schedule, SHARDS};
+use crate::scheduled::{DueSubscription, ScheduleStore};
 use crate::stage::ingest::{AcceptError, IngestStage};
 use crate::store::StoreError;
 
@@ -105,7 +106,7 @@ impl SchedulerStage {
             );
         }
         for instant in &plan.fire {
-            let Some(tick) = schedule::tick(subscription, *instant, now_ms) else {
+            let Some(tick) = crate::scheduled::tick(subscription, *instant, now_ms) else {
                 continue;
             };
             self.ingest.accept(&tick).await?;

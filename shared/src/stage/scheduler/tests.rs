@@ -11,7 +11,7 @@ use crate::audit::NoopAuditSink;
 use crate::clock::ManualClock;
 use crate::event::QueuedEvent;
 use crate::memory::{MemoryArchive, MemoryQueue, MemorySubscriptionStore};
-use crate::schedule::ScheduleStore;
+use crate::scheduled::ScheduleStore;
 use crate::subscription::{Subscription, SubscriptionState, SubscriptionStore};
 
 fn at(text: &str) -> i64 {
