@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use thiserror::Error;
 
-
 /// The shortest rate: the scheduler runs once a minute.
 pub const MIN_RATE_MS: i64 = 60_000;
 /// The longest rate (a year); longer intervals are a cron expression's job.
@@ -268,4 +267,3 @@ pub fn shard_of(subscription_id: &str) -> u32 {
     let digest = Sha256::digest(subscription_id.as_bytes());
     u32::from(digest[0]) % SHARDS
 }
-

@@ -442,4 +442,3 @@ pub fn referenced_paths(expr: &IdedExpr, out: &mut Vec<Vec<String>>) -> bool {
         .all(|e| referenced_paths(e, out)),
     }
 }
-
