@@ -337,10 +337,12 @@ fn main() {
         let memo = custos_trigger::mapping::Memo::default();
         let event_json = serde_json::to_string(e).expect("serializes");
         for subscription in index.match_event(e, &scope).matched {
+            // As the match stage: the CEL form only when a mapping reads it.
+            let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
             let message = custos_trigger::stage::matcher::start_message_with(
                 &workspace,
                 e,
-                scope.get(),
+                mapped,
                 &subscription,
                 &cache,
                 &memo,

@@ -184,10 +184,12 @@ impl MatchStage {
             // One mapping evaluation per distinct expression for all the matches.
             let memo = mapping::Memo::default();
             for subscription in matched {
+                // The event's CEL form is built only when a mapping reads it.
+                let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
                 let mut message = start_message_with(
                     workspace_id,
                     event,
-                    scope.get(),
+                    mapped,
                     &subscription,
                     &self.cache,
                     &memo,
@@ -858,23 +860,32 @@ pub fn start_message(
     start_message_with(
         workspace,
         event,
-        scope,
+        Some(scope),
         subscription,
         cache,
         &mapping::Memo::default(),
     )
 }
 
-/// [`start_message`] sharing mapping results with the event's other matches (`memo`).
+/// [`start_message`] sharing mapping results with the event's other matches (`memo`);
+/// `scope` may be `None` for a subscription without a mapping (nothing reads it).
 pub fn start_message_with(
     workspace: &WorkspaceId,
     event: &NormalizedEvent,
-    scope: &EventScope,
+    scope: Option<&EventScope>,
     subscription: &Subscription,
     cache: &SelectorCache,
     memo: &mapping::Memo,
 ) -> DispatchMessage {
-    let resolved = mapping::resolve_with(&subscription.input_mapping, scope, cache, memo);
+    let resolved = match scope {
+        Some(scope) => mapping::resolve_with(&subscription.input_mapping, scope, cache, memo),
+        None if subscription.input_mapping.is_empty() => Ok(Default::default()),
+        None => Err(mapping::MappingError {
+            path: String::new(),
+            reason: "no event scope to resolve the mapping over".to_owned(),
+            too_expensive: false,
+        }),
+    };
     let (inputs, mapping_error) = match resolved {
         Ok(inputs) => (inputs, None),
         Err(e) => (Default::default(), Some(e.to_string())),
