@@ -2143,3 +2143,50 @@ async fn a_concurrency_limit_of_two_runs_ten_events_never_more_than_two_at_a_tim
     let expected: Vec<String> = (0..10).map(|i| format!("src-cc-{i}")).collect();
     assert_eq!(runs, expected, "all ten ran, each once");
 }
+
+/// Singleton: five events at once start one run and the other four are skipped (naming
+/// the event whose run is running once it holds the slot); once that run ends (its lifecycle event), the next
+/// event starts a run again.
+#[tokio::test]
+async fn a_singleton_runs_one_at_a_time_and_skips_events_while_it_runs() {
+    let stack = Stack::new();
+    subscribe_with(
+        &stack,
+        "event.data.runId.startsWith(\"run-sg-\")",
+        json!({"singleton": {}}),
+    )
+    .await;
+    let (_, tally) = burst(&stack, "run-sg", 5, &["dispatched", "singleton_skipped"]).await;
+    assert_eq!(tally.get("dispatched"), Some(&1), "{tally:?}");
+    assert_eq!(tally.get("singleton_skipped"), Some(&4), "{tally:?}");
+    let run = stack.calls("start").await[0].run_id.clone().unwrap();
+    stack
+        .publish(&stack.envelope(&run, json!({"status": "succeeded"})))
+        .await;
+    // The slot is free once the end is matched; a later event runs.
+    let mut later = Vec::new();
+    for i in 0..60 {
+        let id = stack
+            .publish(&stack.envelope(&format!("run-sg-late-{i}"), json!({})))
+            .await;
+        let body = stack
+            .event_status_until(&id, |b| {
+                matches!(
+                    b["matches"][0]["status"].as_str(),
+                    Some("dispatched" | "singleton_skipped")
+                )
+            })
+            .await;
+        later.push(body["matches"][0]["status"].as_str().unwrap().to_owned());
+        if later.last().map(String::as_str) == Some("dispatched") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        later.last().map(String::as_str),
+        Some("dispatched"),
+        "{later:?}"
+    );
+    assert_eq!(stack.calls("start").await.len(), 2);
+}
