@@ -7,6 +7,14 @@ use thiserror::Error;
 /// The longest delivery delay a queue offers (SQS: 15 minutes).
 pub const MAX_DELAY_SECS: u32 = 900;
 
+/// The delivery delay for a wait of `wait_ms`: whole seconds, rounded down (a message
+/// arrives at most a second early, never late), at most [`MAX_DELAY_SECS`].
+pub fn delay_secs(wait_ms: i64) -> u32 {
+    u32::try_from(wait_ms.max(0).div_euclid(1000))
+        .unwrap_or(u32::MAX)
+        .min(MAX_DELAY_SECS)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QueueError {
     #[error("queue unavailable: {0}")]

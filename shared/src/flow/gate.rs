@@ -126,8 +126,8 @@ impl FlowGate {
         }
         let mut slots = None;
         if let Some(rule) = flow.slot_rule() {
-            let cell = cell_id(subject, Mode::Slots, rule.key, cache);
-            if let Err(holder) = self.join_line(&cell, &rule, subject).await? {
+            let line = slots_for(&rule, subject, cache);
+            if let Err(holder) = self.join_line(&line, rule.max_waiting, subject).await? {
                 return Ok(Verdict::Skip {
                     mode: Mode::Slots,
                     detail: match &holder {
@@ -137,11 +137,7 @@ impl FlowGate {
                     owner: holder,
                 });
             }
-            slots = Some(Slots {
-                cell,
-                limit: rule.limit,
-                timeout_ms: rule.timeout_ms,
-            });
+            slots = Some(line);
         }
         Ok(Verdict::Run {
             not_before_ms,
@@ -156,22 +152,19 @@ impl FlowGate {
         subject: &Subject<'_>,
         cache: &SelectorCache,
     ) -> Option<Slots> {
-        let rule = flow.slot_rule()?;
-        Some(Slots {
-            cell: cell_id(subject, Mode::Slots, rule.key, cache),
-            limit: rule.limit,
-            timeout_ms: rule.timeout_ms,
-        })
+        flow.slot_rule()
+            .map(|rule| slots_for(&rule, subject, cache))
     }
 
     /// Puts the event in its key's line, unless the line is full (`max_waiting` events
     /// already wait, or hold every slot): `Err` with the event holding a slot, if any.
     async fn join_line(
         &self,
-        cell_id: &str,
-        rule: &SlotRule<'_>,
+        line: &Slots,
+        max_waiting: Option<usize>,
         subject: &Subject<'_>,
     ) -> Result<Result<(), Option<EventId>>, StoreError> {
+        let cell_id = line.cell.as_str();
         let me = subject.event_id.as_str();
         for attempt in 0..SWAP_ATTEMPTS {
             pause(attempt).await;
@@ -181,8 +174,8 @@ impl FlowGate {
             if cell.holders.contains_key(me) || cell.waiting.iter().any(|w| w == me) {
                 return Ok(Ok(()));
             }
-            let busy = cell.holders.len() >= rule.limit as usize;
-            if let Some(max) = rule.max_waiting {
+            let busy = cell.holders.len() >= line.limit as usize;
+            if let Some(max) = max_waiting {
                 if cell.waiting.len() + usize::from(busy) > max {
                     let holder = cell
                         .holders
@@ -197,7 +190,7 @@ impl FlowGate {
             }
             cell.waiting.push(me.to_owned());
             cell.version = current.as_ref().map_or(1, |c| c.version + 1);
-            let expires_at = slot_expiry(&cell, rule.timeout_ms, subject.now_ms);
+            let expires_at = slot_expiry(&cell, line.timeout_ms, subject.now_ms);
             let expected = current.as_ref().map(|c| c.version);
             if self
                 .store
@@ -732,6 +725,15 @@ fn lapse_holders(cell: &mut FlowCell, now_ms: i64) {
 fn slot_expiry(cell: &FlowCell, timeout_ms: i64, now_ms: i64) -> i64 {
     let held = cell.holders.values().copied().max().unwrap_or(now_ms);
     held.max(now_ms.saturating_add(timeout_ms)) / 1000 + DEBOUNCE_KEEP_SECS
+}
+
+/// The slot line of a rule's key for this event.
+fn slots_for(rule: &SlotRule<'_>, subject: &Subject<'_>, cache: &SelectorCache) -> Slots {
+    Slots {
+        cell: cell_id(subject, Mode::Slots, rule.key, cache),
+        limit: rule.limit,
+        timeout_ms: rule.timeout_ms,
+    }
 }
 
 /// The cell linking a started run to its slot.

@@ -79,11 +79,7 @@ impl DispatchStage {
             Ok(outcome) => outcome,
             // The ledger could not record anything: back off like any other return, so
             // a ledger outage spends receives no faster than a Workflow Service outage.
-            Err(e) => {
-                let delay_secs = self.dispatcher.retry_delay(attempt);
-                self.return_after(&message, delay_secs).await;
-                return Err(RetryMessage(e.to_string()));
-            }
+            Err(e) => return Err(self.back_off(&message, attempt, e).await),
         };
         let run_id = match &outcome {
             DispatchOutcome::Dispatched { run_id } | DispatchOutcome::Duplicate { run_id } => {
@@ -134,11 +130,7 @@ impl DispatchStage {
         };
         let (ids, archived) = match gathered.await {
             Ok(found) => found,
-            Err(e) => {
-                self.return_after(message, self.dispatcher.retry_delay(attempt))
-                    .await;
-                return Err(RetryMessage(e.to_string()));
-            }
+            Err(e) => return Err(self.back_off(message, attempt, e).await),
         };
         let mut by_id: std::collections::HashMap<&str, &crate::event::NormalizedEvent> = archived
             .iter()
@@ -185,11 +177,7 @@ impl DispatchStage {
                 later.not_before_ms = Some(now_ms + wait_ms);
                 self.hold(&later).await
             }
-            Err(e) => {
-                self.return_after(message, self.dispatcher.retry_delay(attempt))
-                    .await;
-                Err(RetryMessage(e.to_string()))
-            }
+            Err(e) => Err(self.back_off(message, attempt, e).await),
         }
     }
 
@@ -222,9 +210,7 @@ impl DispatchStage {
         };
         if let Err(e) = settled {
             // The dispatch is recorded; the redelivery finds it a duplicate and settles.
-            self.return_after(message, self.dispatcher.retry_delay(attempt))
-                .await;
-            return Err(RetryMessage(e.to_string()));
+            return Err(self.back_off(message, attempt, e).await);
         }
         Ok(())
     }
@@ -240,9 +226,7 @@ impl DispatchStage {
         if wait_ms < 1_000 {
             return Ok(None);
         }
-        let delay_secs = u32::try_from(wait_ms.div_euclid(1000))
-            .unwrap_or(u32::MAX)
-            .min(crate::queue::MAX_DELAY_SECS);
+        let delay_secs = crate::queue::delay_secs(wait_ms);
         let encoded = crate::limits::message_body(
             "dispatch message",
             body,
@@ -277,11 +261,7 @@ impl DispatchStage {
         let now_ms = self.dispatcher.clock.now_ms();
         let fire = match gate.fire(cell, &body.event.event_id, now_ms).await {
             Ok(fire) => fire,
-            Err(e) => {
-                self.return_after(message, self.dispatcher.retry_delay(attempt))
-                    .await;
-                return Err(RetryMessage(e.to_string()));
-            }
+            Err(e) => return Err(self.back_off(message, attempt, e).await),
         };
         match fire {
             Fire::Run => Ok(None),
@@ -305,9 +285,7 @@ impl DispatchStage {
                 );
                 entry.superseded_by = latest.clone();
                 if let Err(e) = self.dispatcher.ledger.record_unclaimed(&entry).await {
-                    self.return_after(message, self.dispatcher.retry_delay(attempt))
-                        .await;
-                    return Err(RetryMessage(e.to_string()));
+                    return Err(self.back_off(message, attempt, e).await);
                 }
                 self.dispatcher.audit.measure(
                     crate::metrics::Measurement::one(crate::metrics::MetricName::FlowDecisions)
@@ -317,6 +295,19 @@ impl DispatchStage {
                 Ok(Some(DispatchOutcome::Debounced { latest }))
             }
         }
+    }
+
+    /// A store or ledger that could not answer: the message comes back after the
+    /// attempt's backoff, so such failures spend receives no faster than RPC failures.
+    async fn back_off(
+        &self,
+        message: &Received<DispatchMessage>,
+        attempt: Attempt,
+        error: impl std::fmt::Display,
+    ) -> RetryMessage {
+        self.return_after(message, self.dispatcher.retry_delay(attempt))
+            .await;
+        RetryMessage(error.to_string())
     }
 
     async fn return_after(&self, message: &Received<DispatchMessage>, delay_secs: u32) {

@@ -476,10 +476,7 @@ impl MatchStage {
     /// dispatcher holds it for the rest), `None` for a message due now.
     fn delay_secs(&self, message: &DispatchMessage) -> Option<u32> {
         let wait_ms = message.not_before_ms? - self.clock.now_ms();
-        (wait_ms > 0).then(|| {
-            let secs = u32::try_from(wait_ms.div_euclid(1000)).unwrap_or(u32::MAX);
-            secs.min(crate::queue::MAX_DELAY_SECS)
-        })
+        (wait_ms > 0).then(|| crate::queue::delay_secs(wait_ms))
     }
 
     /// Puts a match through its subscription's flow control: `false` when skipped (its
