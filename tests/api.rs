@@ -72,15 +72,20 @@ async fn harness(environment: &str) -> Harness {
     custos_trigger::aws::tables::create_connectors(&ddb, &connectors_table)
         .await
         .unwrap();
+    let intake = Arc::new(custos_trigger::stage::IngestStage {
+        normalized_queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),
+        archive: archive.clone(),
+        audit: audit.clone(),
+        clock: clock.clone(),
+        retention: settings.archive_retention(),
+    });
     let webhooks = custos_trigger::webhook::WebhookIntake {
         connectors: Arc::new(custos_trigger::aws::DynamoConnectorStore::new(
             ddb.clone(),
             connectors_table,
         )),
         secrets: Arc::new(integration_tests::secrets()),
-        queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),
-        archive: archive.clone(),
-        retention: settings.archive_retention(),
+        intake: intake.clone(),
         audit: audit.clone(),
         clock: clock.clone(),
     };
@@ -92,7 +97,7 @@ async fn harness(environment: &str) -> Harness {
         dead_letters: ledger.clone(),
         archive,
         parked: parked.clone(),
-        normalized_queue: Arc::new(SqsQueue::new(sqs.clone(), normalized_url.clone())),
+        intake,
         dispatch_queue: dispatch_queue.clone(),
         audit: audit.clone(),
         clock: clock.clone(),

@@ -8,7 +8,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use custos_trigger::schedule::{utc_text, CatchUp, CronExpr, Schedule, ScheduleSpec};
+use custos_trigger::instant::rfc3339 as utc_text;
+use custos_trigger::schedule::{CatchUp, CronExpr, Schedule, ScheduleSpec};
 use serde_json::{json, Value};
 
 const ZONES: [&str; 7] = [

@@ -336,12 +336,15 @@ fn main() {
         let scope = LazyScope::new(e);
         let memo = custos_trigger::mapping::Memo::default();
         let event_json = serde_json::to_string(e).expect("serializes");
+        let mut shared = None;
         for subscription in index.match_event(e, &scope).matched {
-            // As the match stage: the CEL form only when a mapping reads it.
+            // As the match stage: one copy of the event shared by its messages, the CEL
+            // form only when a mapping reads it.
+            let shared = shared.get_or_insert_with(|| std::sync::Arc::new(e.clone()));
             let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
             let message = custos_trigger::stage::matcher::start_message_with(
                 &workspace,
-                e,
+                shared,
                 mapped,
                 &subscription,
                 &cache,

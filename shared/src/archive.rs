@@ -110,11 +110,8 @@ impl EventQuery {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventPage {
-    pub items: Vec<ArchivedEvent>,
-    pub next_cursor: Option<String>,
-}
+/// A page of a workspace's archived events.
+pub type EventPage = crate::listing::Page<ArchivedEvent>;
 
 /// An event's key in its workspace's listing: received-at, then id; also the cursor.
 pub fn listing_key(received_at_ms: i64, event_id: &EventId) -> String {

@@ -50,11 +50,8 @@ impl DeadLetterQuery {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeadLetterPage {
-    pub items: Vec<LedgerEntry>,
-    pub next_cursor: Option<String>,
-}
+/// A page of a workspace's dead letters.
+pub type DeadLetterPage = crate::listing::Page<LedgerEntry>;
 
 /// The sort key of a dead letter in its workspace's index: dead-lettered-at, then id;
 /// also the (opaque) cursor after that item.

@@ -1,7 +1,42 @@
-//! Newest-first listings by time (a workspace's archived events, its dead letters): each
-//! item's sort key is `{epoch ms, 13 digits}#{id}`, which orders by time and then id,
-//! doubles as the opaque cursor after that item, and turns a time window into one
-//! key range.
+//! Listings: one page shape for every listing (subscriptions, archived events, dead
+//! letters) and its JSON form, and the keys of the newest-first listings by time (a
+//! workspace's archived events, its dead letters): each item's sort key is
+//! `{epoch ms, 13 digits}#{id}`, which orders by time and then id, doubles as the opaque
+//! cursor after that item, and turns a time window into one key range.
+
+/// Items a listing returns when the caller names no `limit`.
+pub const DEFAULT_PAGE: usize = 50;
+/// The largest `limit` a listing takes.
+pub const MAX_PAGE: usize = 200;
+
+/// One page of a listing: its items, and the cursor after the last one when more follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Default for Page<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            next_cursor: None,
+        }
+    }
+}
+
+impl<T> Page<T> {
+    /// The page as every listing answers it: `{"items": [...], "nextCursor": "..."}`
+    /// (no `nextCursor` on the last page).
+    pub fn to_json(&self, view: impl Fn(&T) -> serde_json::Value) -> serde_json::Value {
+        let mut body =
+            serde_json::json!({ "items": self.items.iter().map(view).collect::<Vec<_>>() });
+        if let Some(cursor) = &self.next_cursor {
+            body["nextCursor"] = cursor.as_str().into();
+        }
+        body
+    }
+}
 
 /// The largest instant a key holds (13 digits of epoch ms).
 pub const LAST_MS: i64 = 9_999_999_999_999;

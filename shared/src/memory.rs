@@ -936,6 +936,13 @@ pub fn api(
     let settings = crate::config::Settings::from_lookup(|name| {
         (name == "ENVIRONMENT").then(|| "development".to_owned())
     })?;
+    let intake = Arc::new(crate::stage::IngestStage {
+        normalized_queue: queue.clone(),
+        archive: archive.clone(),
+        audit: Arc::clone(&audit),
+        clock: Arc::clone(&clock),
+        retention: crate::archive::Retention { ttl_secs: 60 },
+    });
     Ok(crate::api::Api {
         subscriptions: Arc::new(MemorySubscriptionStore::default()),
         resumes: Arc::new(MemoryResumeStore::default()),
@@ -943,8 +950,8 @@ pub fn api(
         dead_letters: ledger,
         archive: archive.clone(),
         parked: Arc::new(MemoryParkStore::default()),
-        normalized_queue: queue.clone(),
-        dispatch_queue: queue.clone(),
+        intake: Arc::clone(&intake),
+        dispatch_queue: queue,
         audit: Arc::clone(&audit),
         clock: Arc::clone(&clock),
         settings: Arc::new(settings),
@@ -952,9 +959,7 @@ pub fn api(
         webhooks: crate::webhook::WebhookIntake {
             connectors: Arc::new(MemoryConnectorStore::default()),
             secrets: Arc::new(crate::webhook::secrets::StaticSecrets::new(secrets)),
-            queue,
-            archive,
-            retention: crate::archive::Retention { ttl_secs: 60 },
+            intake,
             audit,
             clock,
         },

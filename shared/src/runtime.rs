@@ -18,10 +18,7 @@ use crate::dispatch::{DispatchMessage, DispatchSettings, Dispatcher};
 use crate::event::QueuedEvent;
 use crate::queue::Queue;
 use crate::stage::batch::{self, MissingMessageId, OnParseError, Received, RetryMessage};
-use crate::stage::{
-    ingest, DeadLetterRecorder, DispatchStage, IngestStage, MatchStage, SchedulerStage,
-};
-use crate::trace::TraceParent;
+use crate::stage::{DeadLetterRecorder, DispatchStage, IngestStage, MatchStage, SchedulerStage};
 use crate::workflow::http::HttpWorkflowClient;
 
 /// Messages of one batch handled at once.
@@ -206,7 +203,7 @@ impl Wiring {
 
     pub fn api(&self) -> Result<crate::api::Api, ConfigError> {
         let s = &self.settings;
-        let normalized_queue = self.normalized_queue()?;
+        let intake = Arc::new(self.ingest_stage()?);
         let ledger = self.ledger()?;
         Ok(crate::api::Api {
             subscriptions: Arc::new(DynamoSubscriptionStore::new(
@@ -218,7 +215,7 @@ impl Wiring {
             dead_letters: ledger,
             archive: self.archive()?,
             parked: self.parked()?,
-            normalized_queue: normalized_queue.clone(),
+            intake: Arc::clone(&intake),
             dispatch_queue: self.dispatch_queue()?,
             audit: Arc::clone(&self.audit),
             clock: Arc::clone(&self.clock),
@@ -234,9 +231,7 @@ impl Wiring {
                     Arc::clone(&self.clock),
                     SECRET_CACHE_MS,
                 )),
-                queue: normalized_queue,
-                archive: self.archive()?,
-                retention: s.archive_retention(),
+                intake,
                 audit: Arc::clone(&self.audit),
                 clock: Arc::clone(&self.clock),
             },
@@ -273,8 +268,7 @@ impl Wiring {
     }
 }
 
-/// Workflow lifecycle envelopes → normalized queue. Malformed envelopes are dropped with
-/// a logged reason; a valid one is acknowledged only once it is enqueued.
+/// Workflow lifecycle envelopes → normalized queue.
 pub async fn ingest_workflow_events(
     stage: &IngestStage,
     event: SqsEvent,
@@ -283,37 +277,7 @@ pub async fn ingest_workflow_events(
         event,
         BATCH_CONCURRENCY,
         OnParseError::Drop,
-        |m: Received<Value>| async move {
-            let mut queued = match ingest::lifecycle_envelope(&m.body) {
-                Ok(queued) => queued,
-                Err(error) => {
-                    tracing::warn!(message_id = m.message_id, %error, "workflow envelope dropped");
-                    return Ok(());
-                }
-            };
-            let trace = TraceParent::continue_or_start(m.traceparent.as_deref());
-            tracing::info!(
-                trace_id = trace.trace_id(),
-                workspace_id = %queued.workspace_id,
-                event_id = %queued.event.event_id,
-                "lifecycle event received"
-            );
-            queued.trace = Some(trace);
-            queued.received_ms = Some(stage.clock.now_ms());
-            match stage.accept(&queued).await {
-                Ok(ingest::Accepted::Enqueued) => Ok(()),
-                Ok(ingest::Accepted::TooLarge(detail)) => {
-                    tracing::error!(
-                        workspace_id = %queued.workspace_id,
-                        event_id = %queued.event.event_id,
-                        detail,
-                        "lifecycle event too large for the pipeline; recorded as dead-lettered"
-                    );
-                    Ok(())
-                }
-                Err(e) => Err(RetryMessage(e.to_string())),
-            }
-        },
+        |m: Received<Value>| stage.take_envelope(m),
     )
     .await
 }
@@ -377,7 +341,7 @@ pub async fn run_scheduler(
     };
     let report = stage.run(now_ms).await?;
     tracing::info!(
-        now = %crate::schedule::utc_text(now_ms),
+        now = %crate::instant::rfc3339(now_ms),
         due = report.due,
         ticks = report.ticks,
         advanced = report.advanced,

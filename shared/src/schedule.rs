@@ -5,7 +5,6 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -224,29 +223,13 @@ fn parse_rate(rate: &str) -> Result<i64, ScheduleError> {
         .ok_or_else(|| ScheduleError::RateRange(rate.to_owned()))
 }
 
-/// RFC 3339 in UTC with millisecond precision.
-pub fn utc_text(ms: i64) -> String {
-    match Utc.timestamp_millis_opt(ms).single() {
-        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        None => String::new(),
-    }
-}
-
-/// RFC 3339 with the zone's offset at that instant.
-pub fn zoned_text(ms: i64, zone: Tz) -> String {
-    match zone.timestamp_millis_opt(ms).single() {
-        Some(t) => DateTime::to_rfc3339_opts(&t, chrono::SecondsFormat::Millis, true),
-        None => String::new(),
-    }
-}
-
 /// A schedule's fire times as the preview route shows them.
 pub fn preview(schedule: &Schedule, after_ms: i64, count: usize) -> Value {
     let zone = schedule.zone();
     let items: Vec<Value> = schedule
         .upcoming(after_ms, count)
         .into_iter()
-        .map(|ms| json!({"utc": utc_text(ms), "local": zoned_text(ms, zone)}))
+        .map(|ms| json!({"utc": crate::instant::rfc3339(ms), "local": crate::instant::zoned(ms, zone)}))
         .collect();
     json!({ "timezone": zone.name(), "fireTimes": items })
 }

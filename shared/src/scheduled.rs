@@ -10,14 +10,15 @@ use crate::event::{
     EventKind, EventSource, NormalizedEvent, OccurredAt, QueuedEvent, RawPayload, SchemaVersion,
     SourceType,
 };
+use crate::instant::rfc3339;
 use crate::normalize::derive_event_id;
-use crate::schedule::{utc_text, Schedule};
+use crate::schedule::Schedule;
 use crate::subscription::Subscription;
 
 /// The `cron.tick` of `subscription` for the instant `scheduled_ms`, emitted at
 /// `actual_ms`. Its id depends on the subscription and the instant only.
 pub fn tick(subscription: &Subscription, scheduled_ms: i64, actual_ms: i64) -> Option<QueuedEvent> {
-    let scheduled = utc_text(scheduled_ms);
+    let scheduled = rfc3339(scheduled_ms);
     let zone = subscription
         .schedule
         .as_ref()
@@ -26,7 +27,7 @@ pub fn tick(subscription: &Subscription, scheduled_ms: i64, actual_ms: i64) -> O
     let id = subscription.subscription_id.as_str();
     let mut data = Map::new();
     data.insert("scheduledTime".into(), json!(scheduled));
-    data.insert("actualTime".into(), json!(utc_text(actual_ms)));
+    data.insert("actualTime".into(), json!(rfc3339(actual_ms)));
     data.insert("subscriptionId".into(), json!(id));
     data.insert("timezone".into(), json!(zone));
     let event = NormalizedEvent {
@@ -69,9 +70,9 @@ pub fn first_fire_ms(subscription: &Subscription) -> Option<i64> {
     if !subscription.is_matchable() || subscription.source_type != SourceType::Scheduled {
         return None;
     }
-    let written_ms =
-        i64::try_from(subscription.updated_at.unix_timestamp_nanos() / 1_000_000).ok()?;
-    Schedule::compile(spec).ok()?.next_after(written_ms)
+    Schedule::compile(spec)
+        .ok()?
+        .next_after(subscription.updated_at_ms)
 }
 
 /// A scheduled subscription whose next fire instant has come.

@@ -62,10 +62,11 @@ pub struct Subscription {
     /// How a burst of matching events becomes runs (none: one run per event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<Box<crate::flow::FlowSpec>>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: time::OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: time::OffsetDateTime,
+    /// Epoch ms (RFC 3339 in JSON).
+    #[serde(rename = "createdAt", with = "crate::instant::text")]
+    pub created_at_ms: i64,
+    #[serde(rename = "updatedAt", with = "crate::instant::text")]
+    pub updated_at_ms: i64,
     /// Grows by one with every change; PATCH and DELETE are conditional on it (the
     /// `ETag`), so a PATCH racing a DELETE can never bring a deleted subscription back.
     #[serde(default)]
@@ -160,11 +161,8 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Page {
-    pub items: Vec<Subscription>,
-    pub next_cursor: Option<String>,
-}
+/// A page of a workspace's subscriptions.
+pub type Page = crate::listing::Page<Subscription>;
 
 impl ListQuery {
     pub fn admits(&self, subscription: &Subscription) -> bool {

@@ -8,16 +8,15 @@ use serde_json::{json, Map, Value};
 
 use super::auth;
 use super::problem::{Code, Problem};
-use super::request::{rfc3339, rfc3339_ms, ApiRequest};
+use super::request::{rfc3339_ms, ApiRequest};
 use super::{Api, Params, Reply};
 use crate::audit::{AuditEvent, AuditName};
 use crate::deadletters::{DeadLetterQuery, ReplayError, Replayer, Transition, MAX_BULK_REPLAY};
 use crate::dedup::{DeadLetterReason, DedupKey, LedgerEntry, LedgerStatus};
 use crate::dispatch::{DispatchMessage, DispatchTarget};
 use crate::ids::WorkspaceId;
+use crate::instant::rfc3339;
 
-pub const DEFAULT_PAGE: usize = 50;
-pub const MAX_PAGE: usize = 200;
 const DEFAULT_BULK: usize = 100;
 
 /// The list form of a dead letter (tenant-safe: `detail` is the stored safe detail).
@@ -88,15 +87,11 @@ pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         reason: request.query_enum("reason")?,
         since_ms: request.query_time_ms("since")?,
         until_ms: request.query_time_ms("until")?,
-        limit: request.query_limit(DEFAULT_PAGE, MAX_PAGE)?,
+        limit: request.page_limit()?,
         cursor: request.query_cursor(|c| crate::deadletters::parse_cursor(c).is_some())?,
     };
     let page = api.dead_letters.list(&ws, &query).await?;
-    let mut body = json!({ "items": page.items.iter().map(summary).collect::<Vec<_>>() });
-    if let Some(cursor) = page.next_cursor {
-        body["nextCursor"] = cursor.into();
-    }
-    Ok(Reply::json(200, body))
+    Ok(Reply::json(200, page.to_json(summary)))
 }
 
 pub async fn get(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {

@@ -9,17 +9,15 @@ use serde_json::{json, Value};
 
 use super::auth;
 use super::problem::{Code, Problem};
-use super::request::{rfc3339, ApiRequest};
+use super::request::ApiRequest;
 use super::{Api, Params, Reply};
 use crate::archive::{ArchivedEvent, EventQuery};
 use crate::audit::{AuditEvent, AuditName};
 use crate::dedup::{LedgerEntry, LedgerStatus, MatchKind};
 use crate::event::QueuedEvent;
 use crate::ids::{EventId, WorkspaceId};
-use crate::limits::{self, MAX_EVENT_MESSAGE_BYTES};
-
-pub const DEFAULT_PAGE: usize = 50;
-pub const MAX_PAGE: usize = 200;
+use crate::instant::rfc3339;
+use crate::stage::ingest::Oversize;
 
 fn outcome(entry: &LedgerEntry, now_ms: i64) -> Value {
     let status = match entry.status {
@@ -166,13 +164,9 @@ pub fn event_query(request: &ApiRequest, limit: usize) -> Result<EventQuery, Pro
 
 pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
     let ws = api.authorize(params, request, auth::READ)?;
-    let query = event_query(request, request.query_limit(DEFAULT_PAGE, MAX_PAGE)?)?;
+    let query = event_query(request, request.page_limit()?)?;
     let page = api.archive.list(&ws, &query).await?;
-    let mut body = json!({ "items": page.items.iter().map(listed).collect::<Vec<_>>() });
-    if let Some(cursor) = page.next_cursor {
-        body["nextCursor"] = cursor.into();
-    }
-    Ok(Reply::json(200, body))
+    Ok(Reply::json(200, page.to_json(listed)))
 }
 
 /// Offers an archived event to the match stage again, as it was (same id, same depth).
@@ -200,8 +194,7 @@ pub async fn replay(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         )),
         received_ms: Some(api.clock.now_ms()),
     };
-    let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
-    api.normalized_queue.send_batch(&[body]).await?;
+    api.intake.accept(&queued, Oversize::Refuse).await?;
     audit_replay(api, &ws, &event_id);
     Ok(Reply::json(
         202,

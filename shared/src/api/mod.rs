@@ -317,7 +317,8 @@ pub struct Api {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub archive: Arc<dyn EventArchive>,
     pub parked: Arc<dyn ParkStore>,
-    pub normalized_queue: Arc<dyn Queue>,
+    /// The one way in for fired and replayed events (webhooks share it).
+    pub intake: Arc<crate::stage::IngestStage>,
     /// Where a registration sends the parked event it delivers.
     pub dispatch_queue: Arc<dyn Queue>,
     pub audit: Arc<dyn AuditSink>,

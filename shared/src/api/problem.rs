@@ -359,6 +359,17 @@ impl From<crate::limits::TooLarge> for Problem {
     }
 }
 
+impl From<crate::stage::ingest::AcceptError> for Problem {
+    fn from(error: crate::stage::ingest::AcceptError) -> Self {
+        use crate::stage::ingest::AcceptError;
+        match error {
+            AcceptError::Queue(e) => e.into(),
+            AcceptError::Archive(e) => e.into(),
+            AcceptError::TooLarge(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::selector::SelectorError> for Problem {
     fn from(error: crate::selector::SelectorError) -> Self {
         let code = match error {

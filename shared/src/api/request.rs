@@ -82,8 +82,13 @@ impl ApiRequest {
     }
 
     /// `limit`, within `1..=max` (`default` when absent).
-    pub fn query_limit(&self, default: usize, max: usize) -> Result<usize, Problem> {
-        self.query_count("limit", default, max)
+    /// A listing's `limit`: the same default and maximum for every listing.
+    pub fn page_limit(&self) -> Result<usize, Problem> {
+        self.query_count(
+            "limit",
+            crate::listing::DEFAULT_PAGE,
+            crate::listing::MAX_PAGE,
+        )
     }
 
     /// A count in the query, within `1..=max` (`default` when absent).
@@ -163,26 +168,14 @@ impl ApiRequest {
 
 /// Parses an RFC 3339 instant (`2026-11-27T10:00:00Z`) as epoch milliseconds.
 pub fn rfc3339_ms(name: &str, raw: &str) -> Result<i64, Problem> {
-    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
-        .ok_or_else(|| {
-            Problem::new(
-                Code::BadRequest,
-                format!("{name}: expected an RFC 3339 instant such as 2026-11-27T10:00:00Z, got {raw:?}"),
-            )
-        })
-}
-
-/// Epoch milliseconds as an RFC 3339 instant (UTC).
-pub fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::instant::parse_ms(raw).ok_or_else(|| {
+        Problem::new(
+            Code::BadRequest,
+            format!(
+                "{name}: expected an RFC 3339 instant such as 2026-11-27T10:00:00Z, got {raw:?}"
+            ),
+        )
+    })
 }
 
 /// A count in a JSON body. JSON Schema (and so openapi.yaml) calls `246.0` an integer,

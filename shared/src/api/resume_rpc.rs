@@ -214,7 +214,7 @@ async fn deliver_parked(
         let event_id = candidate.event.event_id.clone();
         let message = DispatchMessage {
             workspace_id: workspace.clone(),
-            event: candidate.event,
+            event: candidate.event.into(),
             target: DispatchTarget::Resume {
                 resume_id: wait.resume_id.clone(),
                 run_id: wait.run_id.clone(),

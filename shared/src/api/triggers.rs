@@ -13,7 +13,7 @@ use super::{Api, Params, Reply};
 use crate::event::{QueuedEvent, SourceType};
 use crate::flow::FlowSpec;
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
-use crate::limits::{self, MAX_EVENT_MESSAGE_BYTES, MAX_QUEUE_MESSAGE_BYTES};
+use crate::limits::{self, MAX_QUEUE_MESSAGE_BYTES};
 use crate::mapping;
 use crate::normalize::{self, derive_event_id};
 use crate::schedule::{Schedule, ScheduleSpec};
@@ -135,7 +135,7 @@ async fn change_versioned(
             return Ok(current);
         };
         next.version = current.version + 1;
-        next.updated_at = now(api);
+        next.updated_at_ms = api.clock.now_ms();
         match api.subscriptions.replace(&next, current.version).await {
             Ok(()) => return Ok(next),
             Err(StoreError::Conflict(_)) if required.is_none() => continue,
@@ -157,11 +157,6 @@ fn conflict(current: &Subscription) -> Problem {
         ),
     )
     .with("etag", etag(current.version))
-}
-
-fn now(api: &Api) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(api.clock.now_ms()) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,7 +282,7 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
     let schedule = check_schedule(body.source_type, body.schedule)?;
     let flow = check_flow(body.flow.as_ref(), body.source_type)?;
     let selector = check_authored(body.selector.as_ref(), &body.input_mapping)?;
-    let created = now(api);
+    let created = api.clock.now_ms();
     let subscription = Subscription {
         workspace_id: ws,
         subscription_id: SubscriptionId::new(uuid::Uuid::new_v4().simple().to_string())
@@ -302,8 +297,8 @@ pub async fn create(api: &Api, params: &Params, request: &ApiRequest) -> Result<
         connector_instance_id: body.connector_instance_id,
         schedule: schedule.map(Box::new),
         flow,
-        created_at: created,
-        updated_at: created,
+        created_at_ms: created,
+        updated_at_ms: created,
         version: 1,
     };
     api.subscriptions.put(&subscription).await?;
@@ -348,12 +343,9 @@ pub async fn preview_schedule(
 /// bytes, DynamoDB's limit for a sort key.
 const MAX_CURSOR_CHARS: usize = 256;
 
-pub const DEFAULT_PAGE: usize = 50;
-pub const MAX_PAGE: usize = 200;
-
 pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Reply, Problem> {
     let ws = api.authorize(params, request, auth::READ)?;
-    let limit = request.query_limit(DEFAULT_PAGE, MAX_PAGE)?;
+    let limit = request.page_limit()?;
     let query = ListQuery {
         state: request.query_enum("state")?,
         source_type: request.query_enum("sourceType")?,
@@ -362,12 +354,7 @@ pub async fn list(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         cursor: request.query_cursor(|c| c.chars().count() <= MAX_CURSOR_CHARS)?,
     };
     let page = api.subscriptions.list(&ws, &query).await?;
-    let items: Vec<Value> = page.items.iter().map(to_json).collect();
-    let mut body = json!({ "items": items });
-    if let Some(cursor) = page.next_cursor {
-        body["nextCursor"] = Value::String(cursor);
-    }
-    Ok(Reply::json(200, body))
+    Ok(Reply::json(200, page.to_json(to_json)))
 }
 
 const PATCHABLE: &[&str] = &[
@@ -534,23 +521,18 @@ pub async fn fire(api: &Api, params: &Params, request: &ApiRequest) -> Result<Re
         )),
         received_ms: Some(api.clock.now_ms()),
     };
-    let body = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
+    let body = crate::stage::ingest::message_body(&queued)?;
     let scope = EventScope::new(&queued.event);
     let dispatch = start_message(
         &queued.workspace_id,
-        &queued.event,
+        &std::sync::Arc::new(queued.event.clone()),
         &scope,
         &subscription,
         &api.cache,
     );
     limits::message_body("dispatch message", &dispatch, MAX_QUEUE_MESSAGE_BYTES)?;
-    let now_ms = api.clock.now_ms();
-    let expires_at = api.settings.archive_retention().expires_at(now_ms);
-    api.archive
-        .put_new(&queued.workspace_id, &queued.event, now_ms, expires_at)
-        .await?;
-    api.normalized_queue.send_batch(&[body]).await?;
-    api.audit.measure(crate::stage::ingest::ingested(&queued));
+    let archived = api.intake.archive(&queued, body).await?;
+    api.intake.enqueue(archived).await?;
     tracing::info!(
         trace_id = queued.trace.as_ref().map(TraceParent::trace_id),
         workspace_id = %queued.workspace_id,

@@ -177,10 +177,8 @@ impl EventArchive for DynamoEventArchive {
                 let Some(request) = pending.take() else {
                     break;
                 };
-                if attempt > 0 {
-                    // Unprocessed keys mean throttling: back off before asking again.
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                }
+                // Unprocessed keys mean throttling: back off before asking again.
+                crate::backoff::contention_pause(attempt, 50).await;
                 let output = self
                     .client
                     .batch_get_item()

@@ -160,7 +160,7 @@ fn attributes(subscription: &Subscription) -> Item {
         ),
         (
             "createdAt".to_owned(),
-            n(subscription.created_at.unix_timestamp()),
+            n(subscription.created_at_ms.div_euclid(1000)),
         ),
         ("version".to_owned(), n(subscription.version)),
         (

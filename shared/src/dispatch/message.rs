@@ -1,6 +1,8 @@
 //! The message between match and dispatch: one per match, carrying everything the
 //! dispatcher needs (and the full event, for the dead-letter record).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -13,7 +15,8 @@ use crate::ids::{ResumeId, SubscriptionId, WorkspaceId};
 pub struct DispatchMessage {
     /// The tenant the dispatch runs in (the subscription's, or the event's for resumes).
     pub workspace_id: WorkspaceId,
-    pub event: NormalizedEvent,
+    /// Shared by every message of one event's matches (serialized as the event itself).
+    pub event: Arc<NormalizedEvent>,
     pub target: DispatchTarget,
     /// The W3C trace of the event, sent on to the Workflow Service as `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,6 @@
 //! release (failure). The outcome tells the Lambda whether to acknowledge the message
 //! or to return it for a retry after the computed backoff.
 
-pub mod backoff;
 pub mod message;
 pub mod outage;
 
@@ -14,6 +13,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::audit::{AuditEvent, AuditName, AuditSink};
+pub use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{Settings, MAX_LEASE_SECS};
 use crate::dedup::{
@@ -29,7 +29,6 @@ use crate::resume::{
 use crate::selector::SelectorCache;
 use crate::store::StoreError;
 use crate::workflow::{RaiseEventRequest, StartRunRequest, WorkflowClient, WorkflowError};
-pub use backoff::Backoff;
 pub use message::{DispatchMessage, DispatchTarget};
 pub use outage::{BreakerState, BreakerStore, Gate, LocalBreaker, OutageBreaker};
 
@@ -177,7 +176,7 @@ impl DispatchSettings {
 
     /// The outage breaker these settings call for, its state kept in `store`.
     pub fn breaker(&self, store: Box<dyn BreakerStore>) -> OutageBreaker {
-        OutageBreaker::new(OUTAGE_THRESHOLD, self.backoff.cap_secs, store)
+        OutageBreaker::new(OUTAGE_THRESHOLD, self.backoff, store)
     }
 }
 
@@ -478,7 +477,7 @@ impl Dispatcher {
         }
         let now_ms = self.clock.now_ms();
         let parked = ParkedEvent {
-            event: message.event.clone(),
+            event: (*message.event).clone(),
             parked_at_ms: now_ms,
             until_ms: now_ms.saturating_add(self.settings.park_ms),
         };

@@ -85,7 +85,6 @@ const PROBE_TIMEOUT_MS: i64 = 30_000;
 const CLEAN_CACHE_MS: i64 = 250;
 const MIN_PROBE_INTERVAL_MS: i64 = 2_000;
 const MAX_PROBE_INTERVAL_MS: i64 = 20_000;
-const MIN_HOLD_SECS: i64 = 5;
 /// How long a probe usually takes to report (a held message comes back after it).
 const PROBE_REPORT_MS: i64 = 2_000;
 /// How long a message waits while another call from this instance tests a service that
@@ -94,6 +93,7 @@ const SUSPECT_HOLD_SECS: u32 = 1;
 
 pub struct OutageBreaker {
     threshold: u32,
+    backoff: crate::backoff::Backoff,
     cap_secs: u32,
     store: Box<dyn BreakerStore>,
     /// The state as last read or written, and when (epoch ms).
@@ -121,12 +121,17 @@ impl std::fmt::Debug for OutageBreaker {
 }
 
 impl OutageBreaker {
-    /// Opens after `threshold` consecutive transient failures; holds are capped at
-    /// `cap_secs` (the dispatch backoff cap).
-    pub fn new(threshold: u32, cap_secs: u32, store: Box<dyn BreakerStore>) -> Self {
+    /// Opens after `threshold` consecutive transient failures; holds follow `backoff`
+    /// (capped at the dispatch backoff cap).
+    pub fn new(
+        threshold: u32,
+        backoff: crate::backoff::Backoff,
+        store: Box<dyn BreakerStore>,
+    ) -> Self {
         Self {
             threshold: threshold.max(1),
-            cap_secs: cap_secs.max(1),
+            backoff,
+            cap_secs: backoff.cap_secs.max(1),
             store,
             cached: Mutex::new((BreakerState::default(), i64::MIN)),
             in_flight: AtomicUsize::new(0),
@@ -155,10 +160,7 @@ impl OutageBreaker {
 
     /// How long a message waits without calling after the outage has lasted `age_ms`.
     pub fn hold_secs(&self, age_ms: i64) -> u32 {
-        let secs = (age_ms / 15_000)
-            .max(MIN_HOLD_SECS)
-            .min(i64::from(self.cap_secs));
-        u32::try_from(secs).unwrap_or(self.cap_secs)
+        self.backoff.outage_hold_secs(age_ms)
     }
 
     /// The hold for a message now, when the breaker is open.
@@ -350,7 +352,14 @@ mod tests {
     use super::*;
 
     fn breaker(threshold: u32, cap_secs: u32) -> OutageBreaker {
-        OutageBreaker::new(threshold, cap_secs, Box::new(LocalBreaker::default()))
+        OutageBreaker::new(
+            threshold,
+            crate::backoff::Backoff {
+                base_secs: 1,
+                cap_secs,
+            },
+            Box::new(LocalBreaker::default()),
+        )
     }
 
     #[tokio::test]
@@ -473,8 +482,22 @@ mod tests {
                 self.0.close().await
             }
         }
-        let a = OutageBreaker::new(1, 300, Box::new(Shared(shared.clone())));
-        let b = OutageBreaker::new(1, 300, Box::new(Shared(shared.clone())));
+        let a = OutageBreaker::new(
+            1,
+            crate::backoff::Backoff {
+                base_secs: 1,
+                cap_secs: 300,
+            },
+            Box::new(Shared(shared.clone())),
+        );
+        let b = OutageBreaker::new(
+            1,
+            crate::backoff::Backoff {
+                base_secs: 1,
+                cap_secs: 300,
+            },
+            Box::new(Shared(shared.clone())),
+        );
         assert!(a.record_failure(0).await);
         assert!(
             matches!(b.admit(10).await, Gate::Wait { .. }),

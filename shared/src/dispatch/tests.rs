@@ -83,7 +83,7 @@ fn resume() -> DispatchMessage {
     };
     DispatchMessage {
         workspace_id: WorkspaceId::new("ws1").unwrap(),
-        event: event(0),
+        event: event(0).into(),
         target: DispatchTarget::Resume {
             resume_id: key.resume_id(),
             run_id: "r1".into(),
@@ -475,7 +475,7 @@ fn live_wait(generation: &str) -> ResumeWait {
 /// The resume message of another event for the same wait.
 fn resume_of(event_id: &str) -> DispatchMessage {
     let mut msg = resume();
-    msg.event.event_id = crate::ids::EventId::new(event_id).unwrap();
+    std::sync::Arc::make_mut(&mut msg.event).event_id = crate::ids::EventId::new(event_id).unwrap();
     msg
 }
 
@@ -614,7 +614,7 @@ async fn a_match_for_an_older_generation_goes_to_the_newer_one_that_takes_it() {
     };
     let wait = h.resumes.get(&resume_id).await.unwrap().unwrap();
     assert_eq!(wait.generation, "g2");
-    assert_eq!(wait.consumed_by, Some(resume().event.event_id));
+    assert_eq!(wait.consumed_by, Some(resume().event.event_id.clone()));
     assert!(
         !h.resumes.delete(&resume_id, Some("g1")).await.unwrap(),
         "a stale delete is a no-op"
@@ -721,7 +721,7 @@ async fn an_event_that_finds_a_new_generation_at_take_time_resumes_it() {
         .unwrap();
     assert_eq!(
         (wait.generation.as_str(), wait.consumed_by),
-        ("g2", Some(resume().event.event_id))
+        ("g2", Some(resume().event.event_id.clone()))
     );
 }
 
@@ -753,7 +753,7 @@ async fn a_consume_that_fails_after_the_commit_is_finished_by_the_redelivery() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(wait.consumed_by, Some(resume().event.event_id));
+    assert_eq!(wait.consumed_by, Some(resume().event.event_id.clone()));
     assert_eq!(h.workflow.raises().len(), 1, "delivered once");
     // The next event finds the generation consumed, not merely held until it lapses.
     let other = h
@@ -764,7 +764,7 @@ async fn a_consume_that_fails_after_the_commit_is_finished_by_the_redelivery() {
     assert_eq!(
         other,
         DispatchOutcome::Parked {
-            superseded_by: Some(resume().event.event_id)
+            superseded_by: Some(resume().event.event_id.clone())
         }
     );
 }
@@ -934,8 +934,7 @@ async fn a_message_past_its_window_gets_a_final_attempt_despite_the_breaker() {
 #[test]
 fn a_body_around_a_shared_event_is_the_body_serde_makes() {
     let mut message = start(Some("wv\"1"), 2);
-    message
-        .event
+    std::sync::Arc::make_mut(&mut message.event)
         .data
         .insert("odd".into(), json!("a\u{FFFF}b \" \\ é"));
     message.received_ms = Some(1_700_000_000_000);

@@ -16,16 +16,9 @@ use crate::store::StoreError;
 /// How often a decision re-reads a cell another instance changed meanwhile.
 const SWAP_ATTEMPTS: u32 = 32;
 
-/// Before another try at a cell others just changed: a random pause that grows with
-/// each lost race (up to ~0.3 s), so a burst on one hot key spreads out instead of
-/// retrying in lockstep.
+/// Before another try at a cell others just changed (up to ~0.3 s).
 async fn pause(attempt: u32) {
-    if attempt == 0 {
-        return;
-    }
-    let ceiling_ms = 5u64 << attempt.min(6);
-    let ms = rand::random_range(0..ceiling_ms);
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    crate::backoff::contention_pause(attempt, 5).await;
 }
 
 /// What flow control makes of one matched event.

@@ -7,9 +7,7 @@ use crate::scheduled::tick;
 use crate::subscription::Subscription;
 
 fn at(text: &str) -> i64 {
-    DateTime::parse_from_rfc3339(text)
-        .unwrap()
-        .timestamp_millis()
+    crate::instant::parse_ms(text).unwrap()
 }
 
 fn cron(expression: &str, zone: Option<&str>) -> Schedule {
@@ -32,7 +30,10 @@ fn rate(text: &str) -> Result<Schedule, ScheduleError> {
 }
 
 fn utc(instants: &[i64]) -> Vec<String> {
-    instants.iter().map(|ms| utc_text(*ms)).collect()
+    instants
+        .iter()
+        .map(|ms| crate::instant::rfc3339(*ms))
+        .collect()
 }
 
 #[test]
@@ -50,9 +51,9 @@ fn weekday_mornings_in_berlin_follow_the_zone_offset() {
     );
     // In summer (CEST, +2) the same wall clock time is 07:00 UTC.
     let summer = schedule.next_after(at("2026-07-01T12:00:00Z")).unwrap();
-    assert_eq!(utc_text(summer), "2026-07-02T07:00:00.000Z");
+    assert_eq!(crate::instant::rfc3339(summer), "2026-07-02T07:00:00.000Z");
     assert_eq!(
-        zoned_text(summer, Tz::Europe__Berlin),
+        crate::instant::zoned(summer, Tz::Europe__Berlin),
         "2026-07-02T09:00:00.000+02:00"
     );
 }
@@ -75,7 +76,7 @@ fn spring_forward_a_skipped_wall_clock_time_fires_right_after_the_gap() {
     let next = hourly.upcoming(at("2026-03-28T23:30:00Z"), 3);
     assert_eq!(
         next.iter()
-            .map(|ms| zoned_text(*ms, Tz::Europe__Berlin))
+            .map(|ms| crate::instant::zoned(*ms, Tz::Europe__Berlin))
             .collect::<Vec<_>>(),
         [
             "2026-03-29T01:00:00.000+01:00",
@@ -193,7 +194,10 @@ fn catch_up_policies_decide_what_a_late_scheduler_fires() {
             "2026-11-27T10:04:00.000Z"
         ]
     );
-    assert_eq!(utc_text(all.next_fire_ms), "2026-11-27T10:05:00.000Z");
+    assert_eq!(
+        crate::instant::rfc3339(all.next_fire_ms),
+        "2026-11-27T10:05:00.000Z"
+    );
     assert!(!all.truncated);
     let latest = minutely.due(next_fire, now, CatchUp::Latest);
     assert_eq!(utc(&latest.fire), ["2026-11-27T10:04:00.000Z"]);
@@ -214,7 +218,7 @@ fn catch_up_policies_decide_what_a_late_scheduler_fires() {
     assert_eq!(all.fire.len(), MAX_CATCH_UP_TICKS);
     assert!(all.truncated);
     assert_eq!(
-        utc_text(*all.fire.last().unwrap()),
+        crate::instant::rfc3339(*all.fire.last().unwrap()),
         "2026-11-28T10:30:00.000Z"
     );
 

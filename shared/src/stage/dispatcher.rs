@@ -138,7 +138,7 @@ impl DispatchStage {
             .collect();
         let mut run = body.clone();
         if let Some(first) = by_id.get(batch.batch_id.as_str()) {
-            run.event = (*first).clone();
+            run.event = std::sync::Arc::new((*first).clone());
         }
         // An event the archive no longer has (expired) is still named.
         let events: Vec<serde_json::Value> = ids

@@ -181,14 +181,17 @@ impl MatchStage {
             let matched = self
                 .start_matches(workspace_id, event, &scope, *replay)
                 .await?;
-            // One mapping evaluation per distinct expression for all the matches.
+            // One mapping evaluation per distinct expression for all the matches, and
+            // one copy of the event that all their messages share.
             let memo = mapping::Memo::default();
+            let mut shared = None;
             for subscription in matched {
+                let shared = shared.get_or_insert_with(|| Arc::new(event.clone()));
                 // The event's CEL form is built only when a mapping reads it.
                 let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
                 let mut message = start_message_with(
                     workspace_id,
-                    event,
+                    shared,
                     mapped,
                     &subscription,
                     &self.cache,
@@ -643,9 +646,10 @@ impl MatchStage {
             return Ok(None);
         };
         let resume_id = key.resume_id();
+        let shared = Arc::new(event.clone());
         let message = |generation: String| DispatchMessage {
             workspace_id: workspace.clone(),
-            event: event.clone(),
+            event: Arc::clone(&shared),
             target: DispatchTarget::Resume {
                 resume_id: resume_id.clone(),
                 run_id: key.run_id.clone(),
@@ -849,7 +853,7 @@ enum Decided {
 /// it could not be).
 pub fn start_message(
     workspace: &WorkspaceId,
-    event: &NormalizedEvent,
+    event: &Arc<NormalizedEvent>,
     scope: &EventScope,
     subscription: &Subscription,
     cache: &SelectorCache,
@@ -868,7 +872,7 @@ pub fn start_message(
 /// `scope` may be `None` for a subscription without a mapping (nothing reads it).
 pub fn start_message_with(
     workspace: &WorkspaceId,
-    event: &NormalizedEvent,
+    event: &Arc<NormalizedEvent>,
     scope: Option<&EventScope>,
     subscription: &Subscription,
     cache: &SelectorCache,
@@ -889,7 +893,7 @@ pub fn start_message_with(
     };
     DispatchMessage {
         workspace_id: workspace.clone(),
-        event: event.clone(),
+        event: Arc::clone(event),
         target: DispatchTarget::Start {
             subscription_id: subscription.subscription_id.clone(),
             workflow_id: subscription.workflow_id.clone(),

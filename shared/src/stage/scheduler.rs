@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::schedule::{self, Schedule, SHARDS};
 use crate::scheduled::{DueSubscription, ScheduleStore};
-use crate::stage::ingest::{AcceptError, IngestStage};
+use crate::stage::ingest::{AcceptError, IngestStage, Oversize};
 use crate::store::StoreError;
 
 /// Due subscriptions read per shard and run (the rest wait for the next minute).
@@ -109,12 +109,12 @@ impl SchedulerStage {
             let Some(tick) = crate::scheduled::tick(subscription, *instant, now_ms) else {
                 continue;
             };
-            self.ingest.accept(&tick).await?;
+            self.ingest.accept(&tick, Oversize::RecordFate).await?;
             tracing::info!(
                 workspace_id = %subscription.workspace_id,
                 subscription_id = %subscription.subscription_id,
                 event_id = %tick.event.event_id,
-                scheduled_time = %schedule::utc_text(*instant),
+                scheduled_time = %crate::instant::rfc3339(*instant),
                 "schedule tick emitted"
             );
         }

@@ -15,14 +15,14 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::archive::{EventArchive, Retention};
 use crate::audit::{AuditEvent, AuditName, AuditSink};
 use crate::clock::Clock;
 use crate::event::{EventKind, QueuedEvent};
 use crate::ids::EventId;
-use crate::limits::{self, TooLarge, MAX_EVENT_MESSAGE_BYTES};
+use crate::limits::TooLarge;
 use crate::normalize::{self, WebhookDelivery};
-use crate::queue::{Queue, QueueError};
+use crate::queue::QueueError;
+use crate::stage::ingest::{self, AcceptError, IngestStage};
 use crate::store::StoreError;
 pub use connector::{ConnectorInstance, ConnectorStore, SignatureScheme};
 pub use secrets::{SecretError, SecretResolver};
@@ -60,12 +60,21 @@ pub enum IntakeError {
     Queue(#[from] QueueError),
 }
 
+impl From<AcceptError> for IntakeError {
+    fn from(error: AcceptError) -> Self {
+        match error {
+            AcceptError::Queue(e) => Self::Queue(e),
+            AcceptError::Archive(e) => Self::Store(e),
+            AcceptError::TooLarge(e) => Self::EventTooLarge(e),
+        }
+    }
+}
+
 pub struct WebhookIntake {
     pub connectors: Arc<dyn ConnectorStore>,
     pub secrets: Arc<dyn SecretResolver>,
-    pub queue: Arc<dyn Queue>,
-    pub archive: Arc<dyn EventArchive>,
-    pub retention: Retention,
+    /// The one way in: archive, enqueue, count.
+    pub intake: Arc<IngestStage>,
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
 }
@@ -127,24 +136,14 @@ impl WebhookIntake {
             received_ms: Some(self.clock.now_ms()),
         };
         let event_id = queued.event.event_id.clone();
-        let message = limits::message_body("event", &queued, MAX_EVENT_MESSAGE_BYTES)?;
-        let now_ms = self.clock.now_ms();
-        let new = self
-            .archive
-            .put_new(
-                &queued.workspace_id,
-                &queued.event,
-                now_ms,
-                self.retention.expires_at(now_ms),
-            )
-            .await?;
-        if !new {
+        let body = ingest::message_body(&queued)?;
+        let archived = self.intake.archive(&queued, body).await?;
+        if !archived.new {
             self.refuse_relabelled_replay(&queued).await?;
         }
         // A provider's retry is enqueued again (our earlier answer may have been lost);
         // the dedup ledger makes it start nothing new.
-        self.queue.send_batch(&[message]).await?;
-        self.audit.measure(crate::stage::ingest::ingested(&queued));
+        self.intake.enqueue(archived).await?;
         tracing::info!(
             trace_id = queued.trace.as_ref().map(crate::trace::TraceParent::trace_id),
             workspace_id = %connector.workspace_id,
@@ -159,6 +158,7 @@ impl WebhookIntake {
     /// replay under another kind would fire other subscriptions.
     async fn refuse_relabelled_replay(&self, queued: &QueuedEvent) -> Result<(), IntakeError> {
         let original = self
+            .intake
             .archive
             .get(&queued.workspace_id, &queued.event.event_id)
             .await?

@@ -52,9 +52,13 @@ async fn harness() -> Harness {
     let intake = WebhookIntake {
         connectors: connectors.clone(),
         secrets,
-        queue: queue.clone(),
-        archive: Arc::new(crate::memory::MemoryArchive::default()),
-        retention: crate::archive::Retention { ttl_secs: 60 },
+        intake: Arc::new(crate::stage::IngestStage {
+            normalized_queue: queue.clone(),
+            archive: Arc::new(crate::memory::MemoryArchive::default()),
+            audit: audit.clone(),
+            clock: Arc::new(ManualClock::at_ms(1_614_265_330_000)),
+            retention: crate::archive::Retention { ttl_secs: 60 },
+        }),
         audit: audit.clone(),
         clock: Arc::new(ManualClock::at_ms(1_614_265_330_000)),
     };
