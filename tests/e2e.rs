@@ -2190,3 +2190,68 @@ async fn a_singleton_runs_one_at_a_time_and_skips_events_while_it_runs() {
     );
     assert_eq!(stack.calls("start").await.len(), 2);
 }
+
+/// Overlap on a deployed schedule (`bufferOne`): while a tick's run is running the next
+/// tick waits and the one after it is skipped; the run's end lets the waiting tick run.
+/// The scheduler is invoked for three days of 2029 at 12:30 (`catchUp: none`, so the
+/// other scheduler test's 2030 invocations find these instants late and fire nothing).
+#[tokio::test]
+async fn an_overlapping_schedule_buffers_one_tick_and_skips_the_next_while_its_run_runs() {
+    let stack = Stack::new();
+    let subscription = "sub-overlap";
+    stack
+        .put_subscription(json!({
+            "subscriptionId": subscription, "sourceType": "scheduled",
+            "workflowId": "wf", "targetWorkflowVersionId": "wv-overlap",
+            "schedule": {"cron": "30 12 * * *", "catchUp": "none"},
+            "flow": {"overlap": "bufferOne"},
+            "createdAt": "2029-06-01T00:00:00Z", "updatedAt": "2029-06-01T00:00:00Z"
+        }))
+        .await;
+    let tick = |day: &str| {
+        custos_trigger::normalize::derive_event_id(&[
+            "cron.tick",
+            &stack.workspace,
+            subscription,
+            &format!("2029-06-{day}T12:30:00.000Z"),
+        ])
+        .to_string()
+    };
+    let status = |body: &Value| body["matches"][0]["status"].as_str().map(str::to_owned);
+    run_scheduler(&stack, "2029-06-01T12:30:02Z").await;
+    let first = stack
+        .event_status_until(&tick("01"), |b| status(b).as_deref() == Some("dispatched"))
+        .await;
+    assert_eq!(status(&first).as_deref(), Some("dispatched"), "{first}");
+    let run = first["matches"][0]["runId"].as_str().unwrap().to_owned();
+    // The second tick waits for the slot; the third finds the line full.
+    run_scheduler(&stack, "2029-06-02T12:30:02Z").await;
+    let second = stack
+        .event_status_until(&tick("02"), |b| status(b).is_some())
+        .await;
+    run_scheduler(&stack, "2029-06-03T12:30:02Z").await;
+    let third = stack
+        .event_status_until(&tick("03"), |b| {
+            status(b).as_deref() == Some("singleton_skipped")
+        })
+        .await;
+    assert_eq!(
+        status(&third).as_deref(),
+        Some("singleton_skipped"),
+        "{third}"
+    );
+    assert_ne!(status(&second).as_deref(), Some("dispatched"), "{second}");
+    assert_eq!(stack.calls("start").await.len(), 1, "one run while it runs");
+    stack
+        .publish(&stack.envelope(&run, json!({"status": "succeeded"})))
+        .await;
+    let second = stack
+        .event_status_until(&tick("02"), |b| status(b).as_deref() == Some("dispatched"))
+        .await;
+    assert_eq!(status(&second).as_deref(), Some("dispatched"), "{second}");
+    assert_eq!(
+        stack.calls("start").await.len(),
+        2,
+        "the buffered tick, never the skipped one"
+    );
+}

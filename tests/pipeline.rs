@@ -344,6 +344,7 @@ async fn a_message_redriven_to_the_dlq_ends_dead_lettered_with_a_reason() {
         audit: Arc::new(NoopAuditSink),
         clock: Arc::new(SystemClock),
         retention: custos_trigger::archive::Retention { ttl_secs: 3_600 },
+        flow: None,
     };
     let response = runtime::record_dead_letters(&recorder, dead.clone())
         .await

@@ -362,6 +362,11 @@ impl MemoryLedger {
     pub fn entries(&self) -> Vec<LedgerEntry> {
         lock(&self.0).values().cloned().collect()
     }
+
+    /// Puts an entry as it is (a state a test starts from).
+    pub fn insert(&self, entry: LedgerEntry) {
+        lock(&self.0).insert((entry.workspace_id.clone(), entry.key.clone()), entry);
+    }
 }
 
 #[async_trait]

@@ -173,6 +173,7 @@ impl Wiring {
             audit: Arc::clone(&self.audit),
             clock: Arc::clone(&self.clock),
             retention: self.settings.archive_retention(),
+            flow: Some(Arc::new(crate::flow::FlowGate::new(self.flow_store()?))),
         })
     }
 

@@ -321,6 +321,7 @@ async fn the_recorder_counts_dead_letters_by_reason_and_rolls_the_reason_up() {
         audit: telemetry.clone(),
         clock: clock(),
         retention: crate::archive::Retention { ttl_secs: 60 },
+        flow: None,
     };
     let batch = sqs(
         &[

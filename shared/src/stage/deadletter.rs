@@ -30,6 +30,8 @@ pub enum RecordError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Archive(#[from] StoreError),
+    #[error("flow table: {0}")]
+    Flow(StoreError),
 }
 
 /// What the recorder could identify in a dead letter.
@@ -53,6 +55,8 @@ pub struct DeadLetterRecorder {
     pub audit: Arc<dyn AuditSink>,
     pub clock: Arc<dyn Clock>,
     pub retention: Retention,
+    /// Gives back the concurrency slot a dead-lettered match held (none: no flow table).
+    pub flow: Option<Arc<crate::flow::FlowGate>>,
 }
 
 impl DeadLetterRecorder {
@@ -115,7 +119,13 @@ impl DeadLetterRecorder {
         let entry = message.dead_letter_entry(reason, detail, self.clock.now_ms());
         // A committed item (the dispatch did happen) or a live claim wins.
         self.ledger.record_unclaimed(&entry).await?;
-        self.finish_resume_hold(message).await?;
+        let status = self
+            .ledger
+            .get(&message.workspace_id, &message.dedup_key())
+            .await?
+            .map(|e| e.status);
+        self.finish_resume_hold(message, status).await?;
+        self.give_back_slot(message, status).await?;
         self.audit.emit(
             message
                 .audit(AuditName::DeadLetterRecorded)
@@ -130,15 +140,15 @@ impl DeadLetterRecorder {
     /// A resume match the queue gave up on may still hold its wait (its worker was
     /// stopped mid-delivery): given back when it was dead-lettered, so the next event
     /// can resume the step; marked consumed when the ledger says it was delivered.
-    async fn finish_resume_hold(&self, message: &DispatchMessage) -> Result<(), RecordError> {
+    async fn finish_resume_hold(
+        &self,
+        message: &DispatchMessage,
+        status: Option<LedgerStatus>,
+    ) -> Result<(), RecordError> {
         let DispatchTarget::Resume { resume_id, .. } = &message.target else {
             return Ok(());
         };
-        let stored = self
-            .ledger
-            .get(&message.workspace_id, &message.dedup_key())
-            .await?;
-        let finish = match stored.map(|e| e.status) {
+        let finish = match status {
             Some(LedgerStatus::Committed) => Finish::Consume,
             Some(LedgerStatus::DeadLettered) => Finish::Release,
             _ => return Ok(()),
@@ -151,6 +161,29 @@ impl DeadLetterRecorder {
         )
         .await?;
         Ok(())
+    }
+
+    /// A dead-lettered match waiting for (or holding) a concurrency slot will never
+    /// run: its slot goes back at once instead of after the slot timeout. One that was
+    /// dispatched after all keeps it (its run's end frees it).
+    async fn give_back_slot(
+        &self,
+        message: &DispatchMessage,
+        status: Option<LedgerStatus>,
+    ) -> Result<(), RecordError> {
+        let (Some(slots), Some(gate)) = (&message.slots, &self.flow) else {
+            return Ok(());
+        };
+        if status != Some(LedgerStatus::DeadLettered) {
+            return Ok(());
+        }
+        gate.give_back(
+            &slots.cell,
+            message.event.event_id.as_str(),
+            self.clock.now_ms(),
+        )
+        .await
+        .map_err(RecordError::Flow)
     }
 
     async fn record_event(
@@ -213,6 +246,7 @@ mod tests {
             audit: audit.clone(),
             clock: Arc::new(crate::clock::ManualClock::at_ms(1_800_000_000_000)),
             retention: Retention { ttl_secs: 60 },
+            flow: None,
         };
         (recorder, ledger, archive, audit)
     }
@@ -287,6 +321,83 @@ mod tests {
             (stored.taken, stored.consumed_by),
             (None, None),
             "live again for the next event"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dead_match_gives_back_its_concurrency_slot_and_its_place_in_line() {
+        use crate::flow::{FlowCell, FlowGate, FlowStore};
+        let (mut recorder, ledger, _, _) = recorder();
+        let store = Arc::new(crate::memory::MemoryFlowStore::default());
+        recorder.flow = Some(Arc::new(FlowGate::new(store.clone())));
+        let queued = ingest::lifecycle_envelope(&envelope()).unwrap();
+        let me = queued.event.event_id.to_string();
+        let cell = FlowCell {
+            holders: [
+                (me.clone(), i64::MAX / 2),
+                ("other".to_owned(), i64::MAX / 2),
+            ]
+            .into(),
+            waiting: vec!["next".to_owned()],
+            version: 1,
+            ..FlowCell::default()
+        };
+        assert!(store
+            .swap("ws1#s1#slots", &cell, None, i64::MAX / 2000)
+            .await
+            .unwrap());
+        let message = json!({"workspaceId": "ws1", "event": queued.event,
+            "target": {"type": "start", "subscriptionId": "s1", "workflowId": "wf",
+                       "workflowVersionId": "wv"},
+            "slots": {"cell": "ws1#s1#slots", "limit": 2, "timeoutMs": 3_600_000}});
+        recorder.record("m1", &message.to_string()).await.unwrap();
+        assert_eq!(ledger.entries()[0].status, LedgerStatus::DeadLettered);
+        let after = store.load("ws1#s1#slots").await.unwrap().unwrap();
+        assert_eq!(
+            after.holders.keys().collect::<Vec<_>>(),
+            ["other"],
+            "its slot is free now"
+        );
+        assert_eq!(after.waiting, ["next"]);
+    }
+
+    #[tokio::test]
+    async fn a_dispatched_match_the_queue_gave_up_on_keeps_its_slot_for_its_run() {
+        use crate::flow::{FlowCell, FlowGate, FlowStore};
+        let (mut recorder, ledger, _, _) = recorder();
+        let store = Arc::new(crate::memory::MemoryFlowStore::default());
+        recorder.flow = Some(Arc::new(FlowGate::new(store.clone())));
+        let queued = ingest::lifecycle_envelope(&envelope()).unwrap();
+        let message: DispatchMessage = serde_json::from_value(json!({"workspaceId": "ws1",
+            "event": queued.event,
+            "target": {"type": "start", "subscriptionId": "s1", "workflowId": "wf",
+                       "workflowVersionId": "wv"},
+            "slots": {"cell": "ws1#s1#slots", "limit": 1, "timeoutMs": 3_600_000}}))
+        .unwrap();
+        // The run started (committed) but the message was not acknowledged.
+        let mut committed = message.dead_letter_entry(DeadLetterReason::RetriesExhausted, "", 0);
+        committed.status = LedgerStatus::Committed;
+        committed.reason = None;
+        committed.expires_at = i64::MAX / 2000;
+        ledger.insert(committed);
+        let cell = FlowCell {
+            holders: [(queued.event.event_id.to_string(), i64::MAX / 2)].into(),
+            version: 1,
+            ..FlowCell::default()
+        };
+        assert!(store
+            .swap("ws1#s1#slots", &cell, None, i64::MAX / 2000)
+            .await
+            .unwrap());
+        recorder
+            .record("m1", &serde_json::to_string(&message).unwrap())
+            .await
+            .unwrap();
+        let after = store.load("ws1#s1#slots").await.unwrap().unwrap();
+        assert_eq!(
+            after.holders.len(),
+            1,
+            "the run's end frees it, not the recorder"
         );
     }
 
