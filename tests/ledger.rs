@@ -1,4 +1,7 @@
-//! The dedup ledger through the real SDK against DynamoDB Local.
+//! The dedup ledger's contract (claim, commit, release, dead letters), written once over
+//! the port (`&dyn Port`) and run against both adapters: the DynamoDB ledger through the
+//! real SDK on DynamoDB Local, and the in-memory ledger the unit tests rely on — so the
+//! two cannot drift apart unnoticed.
 
 use std::sync::Arc;
 
@@ -13,11 +16,49 @@ use integration_tests::{dynamodb, tables};
 
 const NOW: i64 = 1_800_000_000_000;
 
-async fn ledger() -> DynamoLedger {
+/// Both ports of the ledger table, as one object.
+trait Port: Ledger + DeadLetterStore {}
+impl<T: Ledger + DeadLetterStore> Port for T {}
+
+async fn dynamo() -> Arc<dyn Port> {
     let client = dynamodb();
     let t = tables(&client).await;
-    DynamoLedger::new(client, t.ledger)
+    Arc::new(DynamoLedger::new(client, t.ledger))
 }
+
+fn memory() -> Arc<dyn Port> {
+    Arc::new(custos_trigger::memory::MemoryLedger::default())
+}
+
+/// Each contract test, once per adapter.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod on_dynamodb {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::dynamo().await).await
+            })*
+        }
+        mod in_memory {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::memory()).await
+            })*
+        }
+    };
+}
+
+contract!(
+    claim_commit_then_duplicate_with_run_id,
+    live_claim_is_in_flight_and_passed_lease_is_taken_over,
+    release_makes_the_key_claimable_and_keeps_the_error,
+    dead_letters_are_listed_newest_first_filtered_paged_and_per_workspace,
+    reopen_and_discard_leave_the_index_and_only_take_dead_letters,
+    expired_commit_is_claimable_again,
+    two_concurrent_claims_of_one_key_have_exactly_one_winner,
+    unclaimed_outcomes_never_overwrite_a_commit,
+    workspaces_do_not_see_each_others_items,
+);
 
 fn request(token: &str, now_ms: i64, lease_ms: i64) -> ClaimRequest {
     ClaimRequest {
@@ -40,9 +81,7 @@ fn claimed(outcome: ClaimOutcome) -> custos_trigger::dedup::Claim {
     }
 }
 
-#[tokio::test]
-async fn claim_commit_then_duplicate_with_run_id() {
-    let ledger = ledger().await;
+async fn claim_commit_then_duplicate_with_run_id(ledger: Arc<dyn Port>) {
     let claim = claimed(ledger.claim(&request("t1", NOW, 30_000)).await.unwrap());
     assert_eq!(claim.attempts, 1);
     ledger
@@ -68,9 +107,7 @@ async fn claim_commit_then_duplicate_with_run_id() {
     assert_eq!(entry.claim_token, None);
 }
 
-#[tokio::test]
-async fn live_claim_is_in_flight_and_passed_lease_is_taken_over() {
-    let ledger = ledger().await;
+async fn live_claim_is_in_flight_and_passed_lease_is_taken_over(ledger: Arc<dyn Port>) {
     let first = claimed(ledger.claim(&request("t1", NOW, 30_000)).await.unwrap());
     let blocked = ledger
         .claim(&request("t2", NOW + 10_000, 30_000))
@@ -100,9 +137,7 @@ async fn live_claim_is_in_flight_and_passed_lease_is_taken_over() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn release_makes_the_key_claimable_and_keeps_the_error() {
-    let ledger = ledger().await;
+async fn release_makes_the_key_claimable_and_keeps_the_error(ledger: Arc<dyn Port>) {
     let claim = claimed(ledger.claim(&request("t1", NOW, 30_000)).await.unwrap());
     ledger
         .release(
@@ -158,7 +193,7 @@ async fn release_makes_the_key_claimable_and_keeps_the_error() {
 
 /// Dead-letters `target` of `evt1` in `ws` at `at_ms` with `reason`.
 async fn dead_letter(
-    ledger: &DynamoLedger,
+    ledger: &dyn Port,
     ws: &str,
     target: &str,
     reason: DeadLetterReason,
@@ -178,18 +213,25 @@ async fn dead_letter(
     ledger.release(&claim, &release, at_ms).await.unwrap();
 }
 
-#[tokio::test]
-async fn dead_letters_are_listed_newest_first_filtered_paged_and_per_workspace() {
-    let ledger = ledger().await;
+async fn dead_letters_are_listed_newest_first_filtered_paged_and_per_workspace(
+    ledger: Arc<dyn Port>,
+) {
     for i in 0..5 {
         let reason = if i % 2 == 0 {
             DeadLetterReason::Rejected
         } else {
             DeadLetterReason::RetriesExhausted
         };
-        dead_letter(&ledger, "ws1", &format!("sub{i}"), reason, NOW + i).await;
+        dead_letter(ledger.as_ref(), "ws1", &format!("sub{i}"), reason, NOW + i).await;
     }
-    dead_letter(&ledger, "ws2", "sub0", DeadLetterReason::Rejected, NOW).await;
+    dead_letter(
+        ledger.as_ref(),
+        "ws2",
+        "sub0",
+        DeadLetterReason::Rejected,
+        NOW,
+    )
+    .await;
     // A committed item is never listed.
     let mut committed = request("t", NOW, 30_000);
     committed.key = DedupKey::new("sub-done", "evt1");
@@ -255,11 +297,23 @@ async fn dead_letters_are_listed_newest_first_filtered_paged_and_per_workspace()
     );
 }
 
-#[tokio::test]
-async fn reopen_and_discard_leave_the_index_and_only_take_dead_letters() {
-    let ledger = ledger().await;
-    dead_letter(&ledger, "ws1", "sub1", DeadLetterReason::Rejected, NOW).await;
-    dead_letter(&ledger, "ws1", "sub2", DeadLetterReason::Rejected, NOW).await;
+async fn reopen_and_discard_leave_the_index_and_only_take_dead_letters(ledger: Arc<dyn Port>) {
+    dead_letter(
+        ledger.as_ref(),
+        "ws1",
+        "sub1",
+        DeadLetterReason::Rejected,
+        NOW,
+    )
+    .await;
+    dead_letter(
+        ledger.as_ref(),
+        "ws1",
+        "sub2",
+        DeadLetterReason::Rejected,
+        NOW,
+    )
+    .await;
     let ws1 = WorkspaceId::new("ws1").unwrap();
     let (k1, k2) = (DedupKey::new("sub1", "evt1"), DedupKey::new("sub2", "evt1"));
     let other = WorkspaceId::new("ws2").unwrap();
@@ -362,9 +416,7 @@ async fn reopen_and_discard_leave_the_index_and_only_take_dead_letters() {
     assert!(listed.items.is_empty());
 }
 
-#[tokio::test]
-async fn expired_commit_is_claimable_again() {
-    let ledger = ledger().await;
+async fn expired_commit_is_claimable_again(ledger: Arc<dyn Port>) {
     let claim = claimed(ledger.claim(&request("t1", NOW, 30_000)).await.unwrap());
     ledger
         .commit(&claim, Some("run-1"), NOW / 1000 + 10, NOW)
@@ -378,9 +430,7 @@ async fn expired_commit_is_claimable_again() {
     );
 }
 
-#[tokio::test]
-async fn two_concurrent_claims_of_one_key_have_exactly_one_winner() {
-    let ledger = Arc::new(ledger().await);
+async fn two_concurrent_claims_of_one_key_have_exactly_one_winner(ledger: Arc<dyn Port>) {
     for round in 0..5i64 {
         let now = NOW + round * 1_000_000;
         let tasks: Vec<_> = (0..8)
@@ -407,9 +457,7 @@ async fn two_concurrent_claims_of_one_key_have_exactly_one_winner() {
     }
 }
 
-#[tokio::test]
-async fn unclaimed_outcomes_never_overwrite_a_commit() {
-    let ledger = ledger().await;
+async fn unclaimed_outcomes_never_overwrite_a_commit(ledger: Arc<dyn Port>) {
     let claim = claimed(ledger.claim(&request("t1", NOW, 30_000)).await.unwrap());
     ledger
         .commit(&claim, Some("run-1"), NOW / 1000 + 86_400, NOW)
@@ -456,9 +504,7 @@ async fn unclaimed_outcomes_never_overwrite_a_commit() {
     assert_eq!(entry.last_error.as_deref(), Some("too deep"));
 }
 
-#[tokio::test]
-async fn workspaces_do_not_see_each_others_items() {
-    let ledger = ledger().await;
+async fn workspaces_do_not_see_each_others_items(ledger: Arc<dyn Port>) {
     let claim = claimed(ledger.claim(&request("t1", NOW, 30_000)).await.unwrap());
     ledger
         .commit(&claim, Some("run-1"), NOW / 1000 + 86_400, NOW)

@@ -1,14 +1,75 @@
-//! Subscription and resume-wait stores through the real SDK against DynamoDB Local.
+//! The stores' contracts — subscriptions, resume waits, the event archive, flow cells —
+//! each written once over its port (`Arc<dyn Trait>`) and run against both adapters: the
+//! DynamoDB one through the real SDK on DynamoDB Local, and the in-memory one the unit
+//! tests rely on. What only DynamoDB has (the due index, the back-fill, concurrent
+//! decisions through the SDK) is tested on DynamoDB alone.
 
-use custos_trigger::aws::{DynamoResumeStore, DynamoSubscriptionStore};
+use custos_trigger::aws::DynamoSubscriptionStore;
 use custos_trigger::event::SourceType;
 use custos_trigger::ids::{SubscriptionId, WorkspaceId};
 use custos_trigger::resume::{ResumeKey, ResumeStore, ResumeWait};
 use custos_trigger::subscription::{
     ListQuery, Route, Subscription, SubscriptionState, SubscriptionStore,
 };
+use std::sync::Arc;
+
+use custos_trigger::archive::EventArchive;
+use custos_trigger::flow::FlowStore;
 use integration_tests::{dynamodb, tables};
 use serde_json::json;
+
+/// One contract test per adapter: `$port` is the trait, `$dynamo` builds the DynamoDB
+/// adapter from a client and the test tables, `$memory` the in-memory one.
+macro_rules! contract {
+    ($module:ident, $dynamo:expr, $memory:expr, [$($name:ident),* $(,)?]) => {
+        mod $module {
+            $(mod $name {
+                #[tokio::test]
+                async fn on_dynamodb() {
+                    let client = integration_tests::dynamodb();
+                    let t = integration_tests::tables(&client).await;
+                    super::super::$name(std::sync::Arc::new(($dynamo)(client, t))).await
+                }
+                #[tokio::test]
+                async fn in_memory() {
+                    super::super::$name(std::sync::Arc::new($memory)).await
+                }
+            })*
+        }
+    };
+}
+
+contract!(
+    subscriptions,
+    |c, t: integration_tests::Tables| custos_trigger::aws::DynamoSubscriptionStore::new(
+        c,
+        t.subscriptions
+    ),
+    custos_trigger::memory::MemorySubscriptionStore::default(),
+    [
+        subscriptions_round_trip_and_list_by_route_within_a_workspace,
+        listing_pages_through_large_workspaces,
+        filtered_listings_read_the_state_and_source_indexes_in_id_order_and_follow_changes,
+    ]
+);
+contract!(
+    resume_waits,
+    |c, t: integration_tests::Tables| custos_trigger::aws::DynamoResumeStore::new(c, t.resumes),
+    custos_trigger::memory::MemoryResumeStore::default(),
+    [resume_wait_delete_is_one_shot]
+);
+contract!(
+    archive,
+    |c, t: integration_tests::Tables| custos_trigger::aws::DynamoEventArchive::new(c, t.archive),
+    custos_trigger::memory::MemoryArchive::default(),
+    [the_archive_lists_a_workspace_newest_first_filtered_and_paged]
+);
+contract!(
+    flow_cells,
+    |c, t: integration_tests::Tables| custos_trigger::aws::DynamoFlowStore::new(c, t.flow),
+    custos_trigger::memory::MemoryFlowStore::default(),
+    [flow_cells_are_written_only_over_the_version_read]
+);
 
 fn sub(ws: &str, id: &str, source: &str, connector: Option<&str>) -> Subscription {
     serde_json::from_value(json!({
@@ -27,11 +88,9 @@ fn ids(subs: &[std::sync::Arc<Subscription>]) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn subscriptions_round_trip_and_list_by_route_within_a_workspace() {
-    let client = dynamodb();
-    let t = tables(&client).await;
-    let store = DynamoSubscriptionStore::new(client, t.subscriptions);
+async fn subscriptions_round_trip_and_list_by_route_within_a_workspace(
+    store: Arc<dyn SubscriptionStore>,
+) {
     let ws1 = WorkspaceId::new("ws1").unwrap();
     let original = sub("ws1", "a", "internal", None);
     for s in [
@@ -86,11 +145,7 @@ async fn subscriptions_round_trip_and_list_by_route_within_a_workspace() {
     assert_eq!(ids(&internal), ["a", "f"]);
 }
 
-#[tokio::test]
-async fn listing_pages_through_large_workspaces() {
-    let client = dynamodb();
-    let t = tables(&client).await;
-    let store = DynamoSubscriptionStore::new(client, t.subscriptions);
+async fn listing_pages_through_large_workspaces(store: Arc<dyn SubscriptionStore>) {
     let big = "x".repeat(20_000);
     for i in 0..70 {
         let mut s = sub("ws1", &format!("s{i:03}"), "internal", None);
@@ -109,7 +164,7 @@ async fn listing_pages_through_large_workspaces() {
 
 /// Every page of a listing, following its cursors.
 async fn list_all(
-    store: &DynamoSubscriptionStore,
+    store: &Arc<dyn SubscriptionStore>,
     ws: &str,
     state: Option<SubscriptionState>,
     source_type: Option<SourceType>,
@@ -136,11 +191,9 @@ async fn list_all(
     }
 }
 
-#[tokio::test]
-async fn filtered_listings_read_the_state_and_source_indexes_in_id_order_and_follow_changes() {
-    let client = dynamodb();
-    let t = tables(&client).await;
-    let store = DynamoSubscriptionStore::new(client, t.subscriptions);
+async fn filtered_listings_read_the_state_and_source_indexes_in_id_order_and_follow_changes(
+    store: Arc<dyn SubscriptionStore>,
+) {
     let sources = ["internal", "manual", "webhook"];
     for ws in ["ws1", "ws2"] {
         for i in 0..24 {
@@ -186,11 +239,7 @@ async fn filtered_listings_read_the_state_and_source_indexes_in_id_order_and_fol
     assert_eq!(paused, expected(&|i| i % 4 == 0 && i != 0));
 }
 
-#[tokio::test]
-async fn resume_wait_delete_is_one_shot() {
-    let client = dynamodb();
-    let t = tables(&client).await;
-    let store = DynamoResumeStore::new(client, t.resumes);
+async fn resume_wait_delete_is_one_shot(store: Arc<dyn ResumeStore>) {
     let key = ResumeKey {
         run_id: "r1".into(),
         step_id: "s1".into(),
@@ -237,12 +286,10 @@ fn lifecycle_event(run: &str) -> custos_trigger::event::NormalizedEvent {
     .event
 }
 
-#[tokio::test]
-async fn the_archive_lists_a_workspace_newest_first_filtered_and_paged() {
-    use custos_trigger::archive::{EventArchive, EventQuery};
-    let client = dynamodb();
-    let t = tables(&client).await;
-    let archive = custos_trigger::aws::DynamoEventArchive::new(client, t.archive);
+async fn the_archive_lists_a_workspace_newest_first_filtered_and_paged(
+    archive: Arc<dyn EventArchive>,
+) {
+    use custos_trigger::archive::EventQuery;
     let (ws1, ws2) = (
         WorkspaceId::new("ws1").unwrap(),
         WorkspaceId::new("ws2").unwrap(),
@@ -454,13 +501,8 @@ async fn the_backfill_gives_items_of_an_older_release_their_index_keys() {
 }
 
 /// Flow cells: every write is a compare-and-set on the version read.
-#[tokio::test]
-async fn flow_cells_are_written_only_over_the_version_read() {
-    use custos_trigger::aws::DynamoFlowStore;
-    use custos_trigger::flow::{FlowCell, FlowStore};
-    let client = dynamodb();
-    let t = tables(&client).await;
-    let store = DynamoFlowStore::new(client, t.flow);
+async fn flow_cells_are_written_only_over_the_version_read(store: Arc<dyn FlowStore>) {
+    use custos_trigger::flow::FlowCell;
     let cell = |value_ms: i64, owner: Option<&str>, version: u64| FlowCell {
         value_ms,
         owner: owner.map(str::to_owned),
