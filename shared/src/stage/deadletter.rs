@@ -324,21 +324,33 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_dead_match_gives_back_its_concurrency_slot_and_its_place_in_line() {
+    /// A recorder with a flow gate, the slot cell `ws1#s1#slots` as `holders` (the dead
+    /// event's id stands for "me") and `waiting` left it, and the dead event's message.
+    async fn slot_case(
+        holders: &[&str],
+        waiting: &[&str],
+    ) -> (
+        DeadLetterRecorder,
+        Arc<MemoryLedger>,
+        Arc<crate::memory::MemoryFlowStore>,
+        DispatchMessage,
+    ) {
         use crate::flow::{FlowCell, FlowGate, FlowStore};
         let (mut recorder, ledger, _, _) = recorder();
         let store = Arc::new(crate::memory::MemoryFlowStore::default());
         recorder.flow = Some(Arc::new(FlowGate::new(store.clone())));
         let queued = ingest::lifecycle_envelope(&envelope()).unwrap();
         let me = queued.event.event_id.to_string();
+        let name = |h: &&str| {
+            if *h == "me" {
+                me.clone()
+            } else {
+                (*h).to_owned()
+            }
+        };
         let cell = FlowCell {
-            holders: [
-                (me.clone(), i64::MAX / 2),
-                ("other".to_owned(), i64::MAX / 2),
-            ]
-            .into(),
-            waiting: vec!["next".to_owned()],
+            holders: holders.iter().map(|h| (name(h), i64::MAX / 2)).collect(),
+            waiting: waiting.iter().map(name).collect(),
             version: 1,
             ..FlowCell::default()
         };
@@ -346,11 +358,21 @@ mod tests {
             .swap("ws1#s1#slots", &cell, None, i64::MAX / 2000)
             .await
             .unwrap());
-        let message = json!({"workspaceId": "ws1", "event": queued.event,
+        let message = serde_json::from_value(json!({"workspaceId": "ws1",
+            "event": queued.event,
             "target": {"type": "start", "subscriptionId": "s1", "workflowId": "wf",
                        "workflowVersionId": "wv"},
-            "slots": {"cell": "ws1#s1#slots", "limit": 2, "timeoutMs": 3_600_000}});
-        recorder.record("m1", &message.to_string()).await.unwrap();
+            "slots": {"cell": "ws1#s1#slots", "limit": 2, "timeoutMs": 3_600_000}}))
+        .unwrap();
+        (recorder, ledger, store, message)
+    }
+
+    #[tokio::test]
+    async fn a_dead_match_gives_back_its_concurrency_slot_and_its_place_in_line() {
+        use crate::flow::FlowStore;
+        let (recorder, ledger, store, message) = slot_case(&["me", "other"], &["next"]).await;
+        let body = serde_json::to_string(&message).unwrap();
+        recorder.record("m1", &body).await.unwrap();
         assert_eq!(ledger.entries()[0].status, LedgerStatus::DeadLettered);
         let after = store.load("ws1#s1#slots").await.unwrap().unwrap();
         assert_eq!(
@@ -363,36 +385,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_dispatched_match_the_queue_gave_up_on_keeps_its_slot_for_its_run() {
-        use crate::flow::{FlowCell, FlowGate, FlowStore};
-        let (mut recorder, ledger, _, _) = recorder();
-        let store = Arc::new(crate::memory::MemoryFlowStore::default());
-        recorder.flow = Some(Arc::new(FlowGate::new(store.clone())));
-        let queued = ingest::lifecycle_envelope(&envelope()).unwrap();
-        let message: DispatchMessage = serde_json::from_value(json!({"workspaceId": "ws1",
-            "event": queued.event,
-            "target": {"type": "start", "subscriptionId": "s1", "workflowId": "wf",
-                       "workflowVersionId": "wv"},
-            "slots": {"cell": "ws1#s1#slots", "limit": 1, "timeoutMs": 3_600_000}}))
-        .unwrap();
+        use crate::flow::FlowStore;
+        let (recorder, ledger, store, message) = slot_case(&["me"], &[]).await;
         // The run started (committed) but the message was not acknowledged.
         let mut committed = message.dead_letter_entry(DeadLetterReason::RetriesExhausted, "", 0);
         committed.status = LedgerStatus::Committed;
         committed.reason = None;
         committed.expires_at = i64::MAX / 2000;
         ledger.insert(committed);
-        let cell = FlowCell {
-            holders: [(queued.event.event_id.to_string(), i64::MAX / 2)].into(),
-            version: 1,
-            ..FlowCell::default()
-        };
-        assert!(store
-            .swap("ws1#s1#slots", &cell, None, i64::MAX / 2000)
-            .await
-            .unwrap());
-        recorder
-            .record("m1", &serde_json::to_string(&message).unwrap())
-            .await
-            .unwrap();
+        let body = serde_json::to_string(&message).unwrap();
+        recorder.record("m1", &body).await.unwrap();
         let after = store.load("ws1#s1#slots").await.unwrap().unwrap();
         assert_eq!(
             after.holders.len(),
