@@ -212,24 +212,19 @@ async fn deliver_parked(
             continue;
         }
         let event_id = candidate.event.event_id.clone();
-        let message = DispatchMessage {
-            workspace_id: workspace.clone(),
-            event: candidate.event.into(),
-            target: DispatchTarget::Resume {
+        // Parked events keep no time of receipt: no end-to-end latency for them.
+        let mut message = DispatchMessage::new(
+            workspace.clone(),
+            candidate.event.into(),
+            DispatchTarget::Resume {
                 resume_id: wait.resume_id.clone(),
                 run_id: wait.run_id.clone(),
                 step_id: wait.step_id.clone(),
                 event_key: wait.event_key.clone(),
                 generation: wait.generation.clone(),
             },
-            trace: Some(crate::trace::TraceParent::continue_or_start(traceparent)),
-            // Parked events keep no time of receipt: no end-to-end latency for them.
-            received_ms: None,
-            not_before_ms: None,
-            debounce_cell: None,
-            slots: None,
-            batch: None,
-        };
+        );
+        message.trace = Some(crate::trace::TraceParent::continue_or_start(traceparent));
         let body = crate::limits::message_body(
             "dispatch message",
             &message,

@@ -69,6 +69,26 @@ pub enum DispatchTarget {
 }
 
 impl DispatchMessage {
+    /// A message for `target` with no trace, timing or flow fields yet (the match
+    /// stage adds what applies).
+    pub fn new(
+        workspace_id: WorkspaceId,
+        event: Arc<NormalizedEvent>,
+        target: DispatchTarget,
+    ) -> Self {
+        Self {
+            workspace_id,
+            event,
+            target,
+            trace: None,
+            received_ms: None,
+            not_before_ms: None,
+            debounce_cell: None,
+            slots: None,
+            batch: None,
+        }
+    }
+
     /// The subscription or resume id the dedup key is derived from.
     pub fn target_id(&self) -> &str {
         match &self.target {

@@ -81,23 +81,17 @@ fn resume() -> DispatchMessage {
         step_id: "s1".into(),
         event_key: "step.succeeded".into(),
     };
-    DispatchMessage {
-        workspace_id: WorkspaceId::new("ws1").unwrap(),
-        event: event(0).into(),
-        target: DispatchTarget::Resume {
+    DispatchMessage::new(
+        WorkspaceId::new("ws1").unwrap(),
+        event(0).into(),
+        DispatchTarget::Resume {
             resume_id: key.resume_id(),
             run_id: "r1".into(),
             step_id: "s1".into(),
             event_key: "step.succeeded".into(),
             generation: "g1".into(),
         },
-        trace: None,
-        received_ms: None,
-        not_before_ms: None,
-        debounce_cell: None,
-        slots: None,
-        batch: None,
-    }
+    )
 }
 
 fn attempt(number: u32) -> Attempt {

@@ -647,22 +647,18 @@ impl MatchStage {
         };
         let resume_id = key.resume_id();
         let shared = Arc::new(event.clone());
-        let message = |generation: String| DispatchMessage {
-            workspace_id: workspace.clone(),
-            event: Arc::clone(&shared),
-            target: DispatchTarget::Resume {
-                resume_id: resume_id.clone(),
-                run_id: key.run_id.clone(),
-                step_id: key.step_id.clone(),
-                event_key: key.event_key.clone(),
-                generation,
-            },
-            trace: None,
-            received_ms: None,
-            not_before_ms: None,
-            debounce_cell: None,
-            slots: None,
-            batch: None,
+        let message = |generation: String| {
+            DispatchMessage::new(
+                workspace.clone(),
+                Arc::clone(&shared),
+                DispatchTarget::Resume {
+                    resume_id: resume_id.clone(),
+                    run_id: key.run_id.clone(),
+                    step_id: key.step_id.clone(),
+                    event_key: key.event_key.clone(),
+                    generation,
+                },
+            )
         };
         let first = self.resumes.get(&resume_id).await?;
         match self.decide(first.as_ref(), &key, workspace, scope) {
@@ -891,23 +887,17 @@ pub fn start_message_with(
         Ok(inputs) => (inputs, None),
         Err(e) => (Default::default(), Some(e.to_string())),
     };
-    DispatchMessage {
-        workspace_id: workspace.clone(),
-        event: Arc::clone(event),
-        target: DispatchTarget::Start {
+    DispatchMessage::new(
+        workspace.clone(),
+        Arc::clone(event),
+        DispatchTarget::Start {
             subscription_id: subscription.subscription_id.clone(),
             workflow_id: subscription.workflow_id.clone(),
             workflow_version_id: subscription.target_workflow_version_id.clone(),
             inputs,
             mapping_error,
         },
-        trace: None,
-        received_ms: None,
-        not_before_ms: None,
-        debounce_cell: None,
-        slots: None,
-        batch: None,
-    }
+    )
 }
 
 /// Connector-sourced events go to that connector's subscriptions; others by source type.
