@@ -147,41 +147,42 @@ impl DispatchMessage {
     /// event's JSON, shared by all of an event's matches: serialized once, not once per
     /// match). The same text `serde_json` makes of the whole message.
     pub fn body_with_event(&self, event_json: &str) -> Result<String, crate::limits::TooLarge> {
-        let too_large = crate::limits::TooLarge {
+        let too_large = || crate::limits::TooLarge {
             what: "dispatch message",
             bytes: usize::MAX,
             limit: crate::limits::MAX_QUEUE_MESSAGE_BYTES,
         };
-        let workspace = serde_json::to_string(&self.workspace_id).map_err(|_| too_large.clone())?;
-        let target = serde_json::to_string(&self.target).map_err(|_| too_large.clone())?;
-        // The trace is a validated traceparent (hex and dashes): no escaping needed.
-        let trace = match &self.trace {
-            Some(trace) => format!(r#","trace":"{}""#, trace.as_str()),
-            None => String::new(),
-        };
-        let received = match self.received_ms {
-            Some(ms) => format!(r#","receivedMs":{ms}"#),
-            None => String::new(),
-        };
-        let mut not_before = match self.not_before_ms {
-            Some(ms) => format!(r#","notBeforeMs":{ms}"#),
-            None => String::new(),
-        };
+        // One buffer per message, written in place: the event text is copied once and
+        // nothing else is allocated on the way (this runs once per match).
+        let mut body = Vec::with_capacity(event_json.len() + 320);
+        let mut field =
+            |name: &str, value: &dyn erased::Json| -> Result<(), crate::limits::TooLarge> {
+                body.extend_from_slice(name.as_bytes());
+                value.write(&mut body).map_err(|_| too_large())
+            };
+        field("{\"workspaceId\":", &self.workspace_id)?;
+        field(",\"event\":", &erased::Raw(event_json))?;
+        field(",\"target\":", &self.target)?;
+        if let Some(trace) = &self.trace {
+            field(",\"trace\":", trace)?;
+        }
+        if let Some(ms) = &self.received_ms {
+            field(",\"receivedMs\":", ms)?;
+        }
+        if let Some(ms) = &self.not_before_ms {
+            field(",\"notBeforeMs\":", ms)?;
+        }
         if let Some(cell) = &self.debounce_cell {
-            let cell = serde_json::to_string(cell).map_err(|_| too_large.clone())?;
-            not_before.push_str(&format!(r#","debounceCell":{cell}"#));
+            field(",\"debounceCell\":", cell)?;
         }
         if let Some(slots) = &self.slots {
-            let slots = serde_json::to_string(slots).map_err(|_| too_large.clone())?;
-            not_before.push_str(&format!(r#","slots":{slots}"#));
+            field(",\"slots\":", slots)?;
         }
         if let Some(batch) = &self.batch {
-            let batch = serde_json::to_string(batch).map_err(|_| too_large.clone())?;
-            not_before.push_str(&format!(r#","batch":{batch}"#));
+            field(",\"batch\":", batch)?;
         }
-        let body = format!(
-            r#"{{"workspaceId":{workspace},"event":{event_json},"target":{target}{trace}{received}{not_before}}}"#
-        );
+        body.push(b'}');
+        let body = String::from_utf8(body).map_err(|_| too_large())?;
         crate::limits::checked_body(
             "dispatch message",
             body,
@@ -259,5 +260,29 @@ impl DispatchMessage {
             }
         }
         attrs
+    }
+}
+
+/// Writing one field's value into a message body being built.
+mod erased {
+    /// Any serializable value, or a text that already is JSON.
+    pub trait Json {
+        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+            serde_json::to_writer(out, self)
+        }
+    }
+
+    /// JSON text written as it is (the event, serialized once per event).
+    pub struct Raw<'a>(pub &'a str);
+
+    impl Json for Raw<'_> {
+        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+            out.extend_from_slice(self.0.as_bytes());
+            Ok(())
+        }
     }
 }
