@@ -134,3 +134,24 @@ impl Retention {
         now_ms.div_euclid(1000).saturating_add(self.ttl_secs)
     }
 }
+
+/// Records that an event was dead-lettered at `now_ms` with `reason` (its fate, kept
+/// for `retention`), whether or not the event itself was archived.
+pub async fn record_dead_letter(
+    archive: &dyn EventArchive,
+    retention: Retention,
+    workspace: &WorkspaceId,
+    event_id: &EventId,
+    reason: DeadLetterReason,
+    detail: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let fate = EventFate {
+        reason,
+        detail: detail.to_owned(),
+        at_ms: now_ms,
+    };
+    archive
+        .record_fate(workspace, event_id, &fate, retention.expires_at(now_ms))
+        .await
+}

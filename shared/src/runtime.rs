@@ -214,7 +214,7 @@ impl Wiring {
             resumes: self.resumes()?,
             ledger: ledger.clone(),
             dead_letters: ledger,
-            archive: self.archive()?,
+            archive: Arc::clone(&intake.archive),
             parked: self.parked()?,
             intake: Arc::clone(&intake),
             dispatch_queue: self.dispatch_queue()?,

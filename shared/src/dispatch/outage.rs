@@ -94,7 +94,6 @@ const SUSPECT_HOLD_SECS: u32 = 1;
 pub struct OutageBreaker {
     threshold: u32,
     backoff: crate::backoff::Backoff,
-    cap_secs: u32,
     store: Box<dyn BreakerStore>,
     /// The state as last read or written, and when (epoch ms).
     cached: Mutex<(BreakerState, i64)>,
@@ -131,7 +130,6 @@ impl OutageBreaker {
         Self {
             threshold: threshold.max(1),
             backoff,
-            cap_secs: backoff.cap_secs.max(1),
             store,
             cached: Mutex::new((BreakerState::default(), i64::MIN)),
             in_flight: AtomicUsize::new(0),
@@ -146,6 +144,11 @@ impl OutageBreaker {
         *self.cached.lock().unwrap_or_else(PoisonError::into_inner) = (state, now_ms);
     }
 
+    /// The longest hold: the dispatch backoff cap.
+    fn cap_secs(&self) -> u32 {
+        self.backoff.cap_secs.max(1)
+    }
+
     /// Whether the breaker was open when this instance last looked.
     pub fn is_open(&self) -> bool {
         self.view().0.is_open()
@@ -155,7 +158,7 @@ impl OutageBreaker {
     fn probe_interval_ms(&self, age_ms: i64) -> i64 {
         age_ms
             .clamp(MIN_PROBE_INTERVAL_MS, MAX_PROBE_INTERVAL_MS)
-            .min(i64::from(self.cap_secs) * 1_000)
+            .min(i64::from(self.cap_secs()) * 1_000)
     }
 
     /// How long a message waits without calling after the outage has lasted `age_ms`.
@@ -226,7 +229,7 @@ impl OutageBreaker {
         if state.probe_until_ms > now_ms {
             let secs = u32::try_from(PROBE_REPORT_MS / 1_000).unwrap_or(1);
             return Gate::Wait {
-                hold_secs: secs.min(self.cap_secs),
+                hold_secs: secs.min(self.cap_secs()),
             };
         }
         if now_ms >= state.next_probe_at_ms {
@@ -246,7 +249,10 @@ impl OutageBreaker {
         let until_probe = state.next_probe_at_ms.saturating_sub(now_ms).max(0) + PROBE_REPORT_MS;
         let until_probe_secs = u32::try_from((until_probe + 999) / 1_000).unwrap_or(u32::MAX);
         Gate::Wait {
-            hold_secs: self.hold_secs(age).max(until_probe_secs).min(self.cap_secs),
+            hold_secs: self
+                .hold_secs(age)
+                .max(until_probe_secs)
+                .min(self.cap_secs()),
         }
     }
 
@@ -351,13 +357,17 @@ impl BreakerStore for LocalBreaker {
 mod tests {
     use super::*;
 
+    fn capped(cap_secs: u32) -> crate::backoff::Backoff {
+        crate::backoff::Backoff {
+            base_secs: 1,
+            cap_secs,
+        }
+    }
+
     fn breaker(threshold: u32, cap_secs: u32) -> OutageBreaker {
         OutageBreaker::new(
             threshold,
-            crate::backoff::Backoff {
-                base_secs: 1,
-                cap_secs,
-            },
+            capped(cap_secs),
             Box::new(LocalBreaker::default()),
         )
     }
@@ -482,22 +492,8 @@ mod tests {
                 self.0.close().await
             }
         }
-        let a = OutageBreaker::new(
-            1,
-            crate::backoff::Backoff {
-                base_secs: 1,
-                cap_secs: 300,
-            },
-            Box::new(Shared(shared.clone())),
-        );
-        let b = OutageBreaker::new(
-            1,
-            crate::backoff::Backoff {
-                base_secs: 1,
-                cap_secs: 300,
-            },
-            Box::new(Shared(shared.clone())),
-        );
+        let a = OutageBreaker::new(1, capped(300), Box::new(Shared(shared.clone())));
+        let b = OutageBreaker::new(1, capped(300), Box::new(Shared(shared.clone())));
         assert!(a.record_failure(0).await);
         assert!(
             matches!(b.admit(10).await, Gate::Wait { .. }),

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::archive::{EventArchive, EventFate, Retention};
+use crate::archive::{EventArchive, Retention};
 use crate::audit::{AuditEvent, AuditName, AuditSink};
 use crate::clock::Clock;
 use crate::dedup::{DeadLetterReason, Ledger, LedgerError, LedgerStatus};
@@ -119,11 +119,18 @@ impl DeadLetterRecorder {
         let entry = message.dead_letter_entry(reason, detail, self.clock.now_ms());
         // A committed item (the dispatch did happen) or a live claim wins.
         self.ledger.record_unclaimed(&entry).await?;
-        let status = self
-            .ledger
-            .get(&message.workspace_id, &message.dedup_key())
-            .await?
-            .map(|e| e.status);
+        // What the ledger holds now decides what the match still holds; read only for
+        // a match that holds something (a wait, a slot).
+        let holds = matches!(message.target, DispatchTarget::Resume { .. })
+            || (message.slots.is_some() && self.flow.is_some());
+        let status = if holds {
+            self.ledger
+                .get(&message.workspace_id, &message.dedup_key())
+                .await?
+                .map(|e| e.status)
+        } else {
+            None
+        };
         self.finish_resume_hold(message, status).await?;
         self.give_back_slot(message, status).await?;
         self.audit.emit(
@@ -192,21 +199,17 @@ impl DeadLetterRecorder {
         detail: &str,
     ) -> Result<Recorded, RecordError> {
         let reason = DeadLetterReason::RetriesExhausted;
-        let now_ms = self.clock.now_ms();
-        let fate = EventFate {
-            reason,
-            detail: detail.to_owned(),
-            at_ms: now_ms,
-        };
         let (workspace_id, event_id) = (&queued.workspace_id, &queued.event.event_id);
-        self.archive
-            .record_fate(
-                workspace_id,
-                event_id,
-                &fate,
-                self.retention.expires_at(now_ms),
-            )
-            .await?;
+        crate::archive::record_dead_letter(
+            self.archive.as_ref(),
+            self.retention,
+            workspace_id,
+            event_id,
+            reason,
+            detail,
+            self.clock.now_ms(),
+        )
+        .await?;
         self.audit.emit(
             AuditEvent::new(
                 AuditName::DeadLetterRecorded,

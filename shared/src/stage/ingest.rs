@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::archive::{EventArchive, EventFate, Retention};
+use crate::archive::{EventArchive, Retention};
 use crate::audit::AuditSink;
 use crate::clock::Clock;
 use crate::dedup::DeadLetterReason;
@@ -132,21 +132,18 @@ impl IngestStage {
         queued: &QueuedEvent,
         too_large: TooLarge,
     ) -> Result<Accepted, AcceptError> {
-        let now_ms = self.clock.now_ms();
-        let fate = EventFate {
-            reason: DeadLetterReason::TooLarge,
-            detail: too_large.to_string(),
-            at_ms: now_ms,
-        };
-        self.archive
-            .record_fate(
-                &queued.workspace_id,
-                &queued.event.event_id,
-                &fate,
-                self.retention.expires_at(now_ms),
-            )
-            .await?;
-        Ok(Accepted::TooLarge(fate.detail))
+        let detail = too_large.to_string();
+        crate::archive::record_dead_letter(
+            self.archive.as_ref(),
+            self.retention,
+            &queued.workspace_id,
+            &queued.event.event_id,
+            DeadLetterReason::TooLarge,
+            &detail,
+            self.clock.now_ms(),
+        )
+        .await?;
+        Ok(Accepted::TooLarge(detail))
     }
 
     /// The first half: into the archive (`body` from [`message_body`]).
@@ -220,7 +217,7 @@ pub fn message_body(queued: &QueuedEvent) -> Result<String, TooLarge> {
 }
 
 /// One event accepted at a door, counted by its source type.
-pub fn ingested(queued: &QueuedEvent) -> Measurement {
+fn ingested(queued: &QueuedEvent) -> Measurement {
     Measurement::one(MetricName::EventsIngested)
         .by("source", queued.event.source.source_type.as_str())
         .for_workspace(queued.workspace_id.as_str())

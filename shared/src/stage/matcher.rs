@@ -646,11 +646,11 @@ impl MatchStage {
             return Ok(None);
         };
         let resume_id = key.resume_id();
-        let shared = Arc::new(event.clone());
+        // Built at most once, on the path that sends or parks the event.
         let message = |generation: String| {
             DispatchMessage::new(
                 workspace.clone(),
-                Arc::clone(&shared),
+                Arc::new(event.clone()),
                 DispatchTarget::Resume {
                     resume_id: resume_id.clone(),
                     run_id: key.run_id.clone(),
