@@ -125,6 +125,33 @@ run_api_conformance() { # outputs-json, seconds
     --report junit --report-dir "$RUN/schemathesis")
 }
 
+# README "One function at a time" as written: `cargo lambda watch` serves the API function
+# over plain HTTP against a deployed stack's tables and queues; curl gets problem+json
+# without identity, creates, lists and fires with the development shim, loads the console.
+run_watch_smoke() { # stack, workflow-service-url, port
+  local api="http://127.0.0.1:$3/lambda-url/trigger-api" ctx pgid status id
+  ctx='{"workspace_id":"ws-watch","principal_id":"smoke","permissions":["trigger:subscriptions:read","trigger:subscriptions:write","trigger:subscriptions:fire"]}'
+  write_watch_env "$1" "$2"
+  log "cargo lambda watch on :$3: the API over plain HTTP"
+  setsid "$TOOLS_VENV/bin/cargo-lambda" lambda watch --env-file "$LOCAL/$1.env" -P "$3" >"$RUN/watch.log" 2>&1 &
+  pgid=$!
+  for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$3/" && break; sleep 0.5; done
+  ( set -e
+    status="$(curl -s -m 600 -o "$RUN/watch-body.json" -w '%{http_code} %{content_type}' "$api/v1/workspaces/ws-watch/triggers")"
+    [ "$status" = "401 application/problem+json" ] || { echo "without identity: $status"; exit 1; }
+    id="$(curl -sf -m 60 -X POST "$api/v1/workspaces/ws-watch/triggers" -H "x-custos-callctx: $ctx" \
+      -d '{"sourceType":"manual","workflowId":"watch","targetWorkflowVersionId":"wv-watch"}' \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["subscriptionId"])')"
+    curl -sf -m 60 "$api/v1/workspaces/ws-watch/triggers?limit=5" -H "x-custos-callctx: $ctx" | grep -q "\"$id\""
+    status="$(curl -s -m 60 -o /dev/null -w '%{http_code}' -X POST "$api/v1/workspaces/ws-watch/triggers/$id:fire" \
+      -H "x-custos-callctx: $ctx" -d '{"inputs":{"from":"watch"}}')"
+    [ "$status" = 202 ] || { echo "fire: $status"; exit 1; }
+    curl -sf -m 60 -o /dev/null "$api/console"
+  ) || { kill -- -"$pgid" 2>/dev/null; tail -20 "$RUN/watch.log"; return 1; }
+  kill -- -"$pgid" 2>/dev/null || true
+  log "cargo lambda watch: 401 problem+json without identity, created, listed, fired (202), console served"
+}
+
 lint_template() {
   log "cfn-lint template.yaml; sam validate --lint"
   "$TOOLS_VENV/bin/cfn-lint" "$ROOT/template.yaml"
@@ -185,6 +212,10 @@ WORKFLOW_SERVICE_URL=$2
 SUBSCRIPTIONS_TABLE=$(output "$stack" SubscriptionsTableName)
 RESUME_TABLE=$(output "$stack" ResumeTableName)
 LEDGER_TABLE=$(output "$stack" LedgerTableName)
+CONNECTORS_TABLE=$(output "$stack" ConnectorsTableName)
+EVENTS_TABLE=$(output "$stack" EventsTableName)
+PARKED_TABLE=$(output "$stack" ParkedEventsTableName)
+FLOW_TABLE=$(output "$stack" FlowTableName)
 NORMALIZED_QUEUE_URL=$(output "$stack" NormalizedQueueUrl)
 DISPATCH_QUEUE_URL=$(output "$stack" DispatchQueueUrl)
 ENV

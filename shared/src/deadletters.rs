@@ -214,8 +214,13 @@ impl Replayer<'_> {
             .filter(|e| e.message.is_some())
             .map(|e| e.key)
             .collect();
-        let reopens: Vec<Result<Transition, LedgerError>> = stream::iter(&keys)
+        // The reopens are made before they are streamed: a closure in the stream's type
+        // would keep the API's future from being `Send` for every lifetime (axum needs it).
+        let reopening: Vec<_> = keys
+            .iter()
             .map(|key| self.store.reopen(workspace, key, now_ms, lease))
+            .collect();
+        let reopens: Vec<Result<Transition, LedgerError>> = stream::iter(reopening)
             .buffered(REPLAY_CONCURRENCY)
             .collect()
             .await;

@@ -1,9 +1,13 @@
-//! The API Lambda: management routes, manual fire, event status and the internal
-//! resume-wait RPCs behind an API Gateway HTTP API.
+//! The API Lambda: management routes, manual fire, event status, webhooks, the console
+//! and the internal resume-wait RPCs, served with `lambda_http` behind an API Gateway
+//! HTTP API (or over plain HTTP by `cargo lambda watch`).
 
-use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
+use std::sync::Arc;
+
+use custos_trigger::api::service;
 use custos_trigger::runtime::{self, Wiring};
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_http::tower::ServiceExt;
+use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,11 +19,14 @@ async fn main() -> Result<(), Error> {
             "ENVIRONMENT is not production: the x-custos-callctx development shim is enabled"
         );
     }
-    let (api, wiring) = (&api, &wiring);
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            Ok::<_, Error>(wiring.invocation(api.handle(event.payload)).await)
-        },
-    ))
+    let router = service::router(Arc::new(api));
+    let wiring = &wiring;
+    lambda_http::run(service_fn(move |request: Request| {
+        let router = router.clone();
+        async move {
+            let answer = wiring.invocation(router.oneshot(request)).await;
+            Ok::<_, Error>(answer.unwrap_or_else(|never| match never {}))
+        }
+    }))
     .await
 }

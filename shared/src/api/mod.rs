@@ -12,6 +12,7 @@ pub mod preconditions;
 pub mod problem;
 pub mod request;
 pub mod resume_rpc;
+pub mod service;
 pub mod triggers;
 pub mod webhooks;
 
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::http;
 use serde_json::Value;
 
 use crate::archive::EventArchive;
@@ -361,16 +363,21 @@ impl Api {
         Ok(ws)
     }
 
-    /// Answers one API Gateway v2 request.
+    /// Answers one API Gateway v2 event as it is (the tests' and fuzz targets' door; the
+    /// Lambda goes through [`service::router`], the same routes).
     pub async fn handle(&self, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
-        let (path, result) = match ApiRequest::from_event(event) {
-            Ok(request) => {
-                let result = self.route_guarded(&request).await;
-                (request.path, result)
-            }
-            Err((path, problem)) => (path, Err(problem)),
-        };
-        respond(&path, result)
+        gateway_response(self.answer(ApiRequest::from_event(event)).await)
+    }
+
+    /// Routes a request read by either door, or renders why it could not be read.
+    pub async fn answer(
+        &self,
+        request: Result<ApiRequest, (String, Problem)>,
+    ) -> http::Response<String> {
+        match request {
+            Ok(request) => respond(&request.path, self.route_guarded(&request).await),
+            Err((path, problem)) => respond(&path, Err(problem)),
+        }
     }
 
     /// Routes the request; a panic anywhere below becomes a problem+json 500 and an
@@ -483,7 +490,9 @@ impl Api {
     }
 }
 
-fn respond(path: &str, result: Result<Reply, Problem>) -> ApiGatewayV2httpResponse {
+/// The one rendering of an answer, whichever door the request came through: status,
+/// headers and the body with its media type (problem+json for every error).
+fn respond(path: &str, result: Result<Reply, Problem>) -> http::Response<String> {
     let (status, content_type, body, headers) = match result {
         Ok(Reply {
             status,
@@ -509,22 +518,35 @@ fn respond(path: &str, result: Result<Reply, Problem>) -> ApiGatewayV2httpRespon
             problem.headers.clone(),
         ),
     };
-    let mut response = ApiGatewayV2httpResponse::default();
-    response.status_code = i64::from(status);
+    let mut response = http::Response::new(String::new());
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in headers {
-        if let Ok(value) = aws_lambda_events::http::HeaderValue::from_str(&value) {
-            response.headers.insert(name, value);
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
         }
     }
     if let Some(body) = body {
-        if let Ok(value) = aws_lambda_events::http::HeaderValue::from_str(content_type) {
+        if let Ok(value) = http::HeaderValue::from_str(content_type) {
             response
-                .headers
-                .insert(aws_lambda_events::http::header::CONTENT_TYPE, value);
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
         }
-        response.body = Some(Body::Text(body));
+        *response.body_mut() = body;
     }
     response
+}
+
+/// [`respond`]'s answer in the gateway's own event shape (what [`Api::handle`] returns).
+fn gateway_response(response: http::Response<String>) -> ApiGatewayV2httpResponse {
+    let (parts, body) = response.into_parts();
+    let mut gateway = ApiGatewayV2httpResponse::default();
+    gateway.status_code = i64::from(parts.status.as_u16());
+    gateway.headers = parts.headers;
+    if gateway.headers.contains_key(http::header::CONTENT_TYPE) {
+        gateway.body = Some(Body::Text(body));
+    }
+    gateway
 }
 
 #[cfg(test)]

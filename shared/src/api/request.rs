@@ -1,10 +1,12 @@
 //! One API request as the handlers see it, built from an API Gateway HTTP API (v2)
-//! event: decoded body, lower-cased headers, query map, authorizer context. Parsing a
-//! JSON body reports the failing field's path (`inputMapping.a: invalid type ...`).
+//! event or from the `http::Request` that `lambda_http` makes of one: decoded body,
+//! lower-cased headers, query map, authorizer context. Parsing a JSON body reports the
+//! failing field's path (`inputMapping.a: invalid type ...`).
 
 use std::collections::HashMap;
 
 use aws_lambda_events::event::apigw::{ApiGatewayRequestAuthorizer, ApiGatewayV2httpRequest};
+use aws_lambda_events::http;
 use base64::Engine;
 use serde::de::DeserializeOwned;
 
@@ -39,16 +41,7 @@ impl ApiRequest {
         } else {
             raw.into_bytes()
         };
-        let headers = event
-            .headers
-            .iter()
-            .filter_map(|(name, value)| {
-                Some((
-                    name.as_str().to_ascii_lowercase(),
-                    value.to_str().ok()?.to_owned(),
-                ))
-            })
-            .collect();
+        let headers = lowercase_headers(&event.headers);
         let query = event
             .query_string_parameters
             .iter()
@@ -67,6 +60,40 @@ impl ApiRequest {
             body,
             authorizer: event.request_context.authorizer,
         })
+    }
+
+    /// The same request as `lambda_http` hands it over (through the gateway or
+    /// `cargo lambda watch`), or as any HTTP server does: the path as the caller wrote
+    /// it, the query as the gateway decoded it (from the URI without a gateway), the
+    /// authorizer context when a gateway ran one.
+    pub fn from_http(parts: &http::request::Parts, body: Vec<u8>) -> Self {
+        use lambda_http::request::RequestContext;
+        use lambda_http::RequestExt;
+        let path = match parts.raw_http_path() {
+            "" => parts.uri.path(),
+            raw => raw,
+        };
+        let query = match parts.query_string_parameters_ref() {
+            Some(gateway) => gateway
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            None => axum::extract::Query::try_from_uri(&parts.uri)
+                .map(|axum::extract::Query(query)| query)
+                .unwrap_or_default(),
+        };
+        let authorizer = match parts.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => context.authorizer.clone(),
+            _ => None,
+        };
+        Self {
+            method: parts.method.as_str().to_ascii_uppercase(),
+            path: path.to_owned(),
+            query,
+            headers: lowercase_headers(&parts.headers),
+            body,
+            authorizer,
+        }
     }
 
     /// A query parameter that names one value of a closed set (`T`'s serde names).
@@ -164,6 +191,20 @@ impl ApiRequest {
             Problem::new(Code::BadRequest, detail)
         })
     }
+}
+
+/// Header names as the handlers look them up (lower case); values that are not text are
+/// left out.
+fn lowercase_headers(headers: &http::HeaderMap) -> HashMap<String, String> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                name.as_str().to_ascii_lowercase(),
+                value.to_str().ok()?.to_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// Parses an RFC 3339 instant (`2026-11-27T10:00:00Z`) as epoch milliseconds.
