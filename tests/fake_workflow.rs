@@ -103,3 +103,26 @@ async fn an_unreachable_service_is_a_retryable_transport_error() {
     assert!(matches!(err, WorkflowError::Transport(_)));
     assert!(err.is_retryable());
 }
+
+#[tokio::test]
+async fn a_call_held_by_injected_latency_is_counted_until_it_is_answered() {
+    let fake = FakeWorkflow::start().await;
+    fake.fault(json!({"latencyMs": 1500, "workspace": "ws1"}))
+        .await;
+    assert_eq!(fake.held_starts("ws1").await, 0);
+    let client = HttpWorkflowClient::new(&fake.url).unwrap();
+    let call = tokio::spawn(async move { client.start_run(&start("k-held")).await });
+    let mut held = 0;
+    for _ in 0..100 {
+        held = fake.held_starts("ws1").await;
+        if held > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(held, 1, "the call waiting out its latency is held");
+    assert_eq!(fake.held_starts("ws2").await, 0, "only its own workspace's");
+    call.await.unwrap().unwrap();
+    assert_eq!(fake.held_starts("ws1").await, 0);
+    assert_eq!(fake.calls("start").await.len(), 1);
+}

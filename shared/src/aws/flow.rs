@@ -3,14 +3,17 @@
 //! write is conditional on the version read, so concurrent match instances share one
 //! count per bucket.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 use super::attrs::{get_n, get_s, n, s, Item};
 use super::documents::get_item;
 use super::{condition_failed, describe};
-use crate::flow::{FlowCell, FlowStore};
+use crate::flow::{CellWrite, FlowCell, FlowStore};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
@@ -71,46 +74,89 @@ impl FlowStore for DynamoFlowStore {
         expected: Option<u64>,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
-        let mut item = Item::from([
-            ("cellId".to_owned(), s(cell_id)),
-            ("valueMs".to_owned(), n(cell.value_ms)),
-            ("version".to_owned(), n(cell.version)),
-            ("sinceMs".to_owned(), n(cell.since_ms)),
-            ("expiresAt".to_owned(), n(expires_at)),
-        ]);
-        if let Some(owner) = &cell.owner {
-            item.insert("owner".to_owned(), s(owner));
-        }
-        if let Some(link) = &cell.link {
-            item.insert("link".to_owned(), s(link));
-        }
-        if !cell.holders.is_empty() {
-            let holders = cell
-                .holders
-                .iter()
-                .map(|(k, until)| (k.clone(), n(until)))
-                .collect();
-            item.insert("holders".to_owned(), AttributeValue::M(holders));
-        }
-        if !cell.waiting.is_empty() {
-            let waiting = cell.waiting.iter().map(s).collect();
-            item.insert("waiting".to_owned(), AttributeValue::L(waiting));
-        }
+        let (condition, values) = condition(expected);
         let request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item));
-        let request = match expected {
-            None => request.condition_expression("attribute_not_exists(cellId)"),
-            Some(version) => request
-                .condition_expression("version = :expected")
-                .expression_attribute_values(":expected", n(version)),
-        };
+            .set_item(Some(item(cell_id, cell, expires_at)))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values);
         match request.send().await {
             Ok(_) => Ok(true),
             Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(StoreError::Unavailable(describe(&e))),
         }
     }
+
+    async fn swap_pair(
+        &self,
+        first: CellWrite<'_>,
+        second: CellWrite<'_>,
+    ) -> Result<bool, StoreError> {
+        let puts = [first, second].map(|write| {
+            let (condition, values) = condition(write.expected);
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item(write.cell_id, write.cell, write.expires_at)))
+                .condition_expression(condition)
+                .set_expression_attribute_values(values)
+                .build()
+                .map(|put| TransactWriteItem::builder().put(put).build())
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        });
+        let [a, b] = puts;
+        let request = self
+            .client
+            .transact_write_items()
+            .transact_items(a?)
+            .transact_items(b?);
+        match request.send().await {
+            Ok(_) => Ok(true),
+            // A condition not met, or another transaction on the same cells meanwhile:
+            // either way the caller re-reads.
+            Err(e) if e.code() == Some("TransactionCanceledException") => Ok(false),
+            Err(e) => Err(StoreError::Unavailable(describe(&e))),
+        }
+    }
+}
+
+/// Only over the version read, or (`None`) only where there is no cell yet.
+fn condition(expected: Option<u64>) -> (&'static str, Option<HashMap<String, AttributeValue>>) {
+    match expected {
+        None => ("attribute_not_exists(cellId)", None),
+        Some(version) => (
+            "version = :expected",
+            Some(HashMap::from([(":expected".to_owned(), n(version))])),
+        ),
+    }
+}
+
+fn item(cell_id: &str, cell: &FlowCell, expires_at: i64) -> Item {
+    let mut item = Item::from([
+        ("cellId".to_owned(), s(cell_id)),
+        ("valueMs".to_owned(), n(cell.value_ms)),
+        ("version".to_owned(), n(cell.version)),
+        ("sinceMs".to_owned(), n(cell.since_ms)),
+        ("expiresAt".to_owned(), n(expires_at)),
+    ]);
+    if let Some(owner) = &cell.owner {
+        item.insert("owner".to_owned(), s(owner));
+    }
+    if let Some(link) = &cell.link {
+        item.insert("link".to_owned(), s(link));
+    }
+    if !cell.holders.is_empty() {
+        let holders = cell
+            .holders
+            .iter()
+            .map(|(k, until)| (k.clone(), n(until)))
+            .collect();
+        item.insert("holders".to_owned(), AttributeValue::M(holders));
+    }
+    if !cell.waiting.is_empty() {
+        let waiting = cell.waiting.iter().map(s).collect();
+        item.insert("waiting".to_owned(), AttributeValue::L(waiting));
+    }
+    item
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::{
-    BatchRef, Debounce, FlowCell, FlowSpec, FlowStore, Gcra, Mode, SlotRule, Slots, MAX_BATCH,
+    BatchRef, CellWrite, Debounce, FlowCell, FlowSpec, FlowStore, Gcra, Mode, SlotRule, Slots,
+    MAX_BATCH,
 };
 use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::selector::{EventScope, SelectorCache};
@@ -495,6 +496,11 @@ impl FlowGate {
 
     /// Adds the event to its key's open batch, or opens one (with it as the batch's id
     /// and first event) when none is open or the open one is full.
+    ///
+    /// An event is in at most one batch, however many instances match it at once and
+    /// however late a redelivery comes (after its batch was replaced, say): the batch's
+    /// cell and the event's membership (`{cell}#in#{event}`, naming its batch, created
+    /// only if absent) are written together or not at all.
     pub async fn join_batch(
         &self,
         mode: &super::Batch,
@@ -504,6 +510,7 @@ impl FlowGate {
         let cell_id = self.batch_cell(mode, subject, cache);
         let me = subject.event_id.as_str();
         let max = mode.max_size as usize;
+        let member_id = format!("{cell_id}#in#{me}");
         for attempt in 0..SWAP_ATTEMPTS {
             pause(attempt).await;
             let current = self.store.load(&cell_id).await?;
@@ -512,6 +519,9 @@ impl FlowGate {
                 .filter(|c| c.waiting.iter().any(|m| m == me))
             {
                 return Ok(joined(&cell_id, cell, me, max));
+            }
+            if let Some(member) = self.store.load(&member_id).await? {
+                return self.member_of(&cell_id, member, me, max).await;
             }
             let open = current
                 .as_ref()
@@ -530,16 +540,59 @@ impl FlowGate {
             };
             next.waiting.push(me.to_owned());
             next.version = current.as_ref().map_or(1, |c| c.version + 1);
-            let expected = current.as_ref().map(|c| c.version);
-            if self
-                .store
-                .swap(&cell_id, &next, expected, self_expiry(&next))
-                .await?
-            {
+            let member = FlowCell {
+                owner: next.owner.clone(),
+                since_ms: subject.now_ms,
+                version: 1,
+                ..FlowCell::default()
+            };
+            let batch = CellWrite {
+                cell_id: &cell_id,
+                cell: &next,
+                expected: current.as_ref().map(|c| c.version),
+                expires_at: self_expiry(&next),
+            };
+            let membership = CellWrite {
+                cell_id: &member_id,
+                cell: &member,
+                expected: None,
+                expires_at: self_expiry(&next),
+            };
+            if self.store.swap_pair(batch, membership).await? {
                 return Ok(joined(&cell_id, &next, me, max));
             }
         }
         Err(contended(&cell_id))
+    }
+
+    /// Where an event that already joined a batch is: that batch as it stands (the
+    /// key's cell, or its sealed copy once the key moved on).
+    async fn member_of(
+        &self,
+        cell_id: &str,
+        member: FlowCell,
+        me: &str,
+        max: usize,
+    ) -> Result<Joined, StoreError> {
+        let batch_id = member.owner.unwrap_or_else(|| me.to_owned());
+        let current = self.store.load(cell_id).await?;
+        let batch = match current.filter(|c| c.owner.as_deref() == Some(batch_id.as_str())) {
+            Some(cell) => Some(cell),
+            None => self.store.load(&sealed_id(cell_id, &batch_id)).await?,
+        };
+        Ok(match batch {
+            Some(cell) => joined(cell_id, &cell, me, max),
+            // Gone with its cells' retention: it ran long ago.
+            None => Joined {
+                first: batch_id == me,
+                filled: false,
+                due_ms: 0,
+                batch: BatchRef {
+                    cell: cell_id.to_owned(),
+                    batch_id,
+                },
+            },
+        })
     }
 
     /// The batch's run starts: the batch is closed (no event joins it any more) and

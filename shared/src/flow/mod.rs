@@ -453,6 +453,24 @@ pub trait FlowStore: Send + Sync {
         expected: Option<u64>,
         expires_at: i64,
     ) -> Result<bool, crate::store::StoreError>;
+
+    /// Two such writes that happen together or not at all (a batch and the membership
+    /// of the event joining it): `false` when either cell was not as read.
+    async fn swap_pair(
+        &self,
+        first: CellWrite<'_>,
+        second: CellWrite<'_>,
+    ) -> Result<bool, crate::store::StoreError>;
+}
+
+/// One conditional write of [`FlowStore::swap_pair`].
+#[derive(Debug, Clone, Copy)]
+pub struct CellWrite<'a> {
+    pub cell_id: &'a str,
+    pub cell: &'a FlowCell,
+    /// The version read (`None`: the cell must not exist yet).
+    pub expected: Option<u64>,
+    pub expires_at: i64,
 }
 
 #[cfg(test)]

@@ -222,6 +222,14 @@ impl FlowStore for PausingStore {
     ) -> Result<bool, StoreError> {
         self.inner.swap(cell_id, cell, expected, expires_at).await
     }
+
+    async fn swap_pair(
+        &self,
+        first: CellWrite<'_>,
+        second: CellWrite<'_>,
+    ) -> Result<bool, StoreError> {
+        self.inner.swap_pair(first, second).await
+    }
 }
 
 #[tokio::test]
@@ -446,6 +454,16 @@ impl FlowStore for CountingStore {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.swap(cell_id, cell, expected, expires_at).await
     }
+
+    async fn swap_pair(
+        &self,
+        first: CellWrite<'_>,
+        second: CellWrite<'_>,
+    ) -> Result<bool, StoreError> {
+        self.swaps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.swap_pair(first, second).await
+    }
 }
 
 /// The flow table calls of 100 uncontended events per mode (the figures in
@@ -482,6 +500,20 @@ async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
         );
         assert_eq!(counted, (loads, swaps), "{flow}");
     }
+    // Batch: the key's cell and the event's membership read, both written in one
+    // transaction; one seal when the full batch is replaced.
+    let store = Arc::new(CountingStore::default());
+    let gate = FlowGate::new(store.clone());
+    let batched = spec(json!({"batch": {"maxSize": 50, "timeout": "PT10S"}}));
+    for i in 0..100 {
+        join(&gate, &batched, &format!("e{i}"), i).await;
+    }
+    let counted = (
+        store.loads.load(std::sync::atomic::Ordering::Relaxed),
+        store.swaps.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(counted, (200, 101), "batch");
+
     // Debounce: one read and one write to enter the window, then at each event's due
     // time one read, and one write to close the window for the last.
     let store = Arc::new(CountingStore::default());
@@ -819,4 +851,50 @@ async fn an_event_joining_while_its_batch_closes_is_in_that_run_or_the_next() {
         join(&gate, &flow, "e3", 3).await.first,
         "the next event opens a new batch"
     );
+}
+
+#[tokio::test]
+async fn a_redelivery_after_its_batch_was_replaced_joins_no_second_batch() {
+    let gate = gate();
+    let flow = spec(json!({"batch": {"maxSize": 2, "timeout": "PT10S"}}));
+    let e0 = join(&gate, &flow, "e0", 0).await;
+    let e1 = join(&gate, &flow, "e1", 1).await;
+    assert!(e1.filled);
+    let e2 = join(&gate, &flow, "e2", 2).await;
+    assert!(e2.first, "the full batch is replaced");
+    assert_eq!(
+        join(&gate, &flow, "e1", 3).await,
+        e1,
+        "the redelivery finds its batch"
+    );
+    assert_eq!(gate.close_batch(&e2.batch).await.unwrap(), ["e2"]);
+    assert_eq!(gate.close_batch(&e0.batch).await.unwrap(), ["e0", "e1"]);
+}
+
+/// Two instances match the same event at once; one reads the open batch and pauses
+/// while the other puts the event in it, fills it and the next event opens a new one.
+/// The paused instance finds the event where the other put it, not in the new batch.
+#[tokio::test]
+async fn two_instances_of_one_event_put_it_in_one_batch() {
+    let store = Arc::new(PausingStore {
+        inner: MemoryFlowStore::default(),
+        paused: Semaphore::new(0),
+        reached: Notify::new(),
+        release: Notify::new(),
+    });
+    let gate = Arc::new(FlowGate::new(store.clone()));
+    let flow = Arc::new(spec(json!({"batch": {"maxSize": 2, "timeout": "PT10S"}})));
+    let e0 = join(&gate, &flow, "e0", 0).await;
+    store.paused.add_permits(1);
+    let paused = {
+        let (gate, flow) = (gate.clone(), flow.clone());
+        tokio::spawn(async move { join(&gate, &flow, "e1", 1).await })
+    };
+    store.reached.notified().await;
+    let e1 = join(&gate, &flow, "e1", 1).await;
+    let e2 = join(&gate, &flow, "e2", 2).await;
+    store.release.notify_one();
+    assert_eq!(paused.await.unwrap(), e1, "one batch for e1");
+    assert_eq!(gate.close_batch(&e0.batch).await.unwrap(), ["e0", "e1"]);
+    assert_eq!(gate.close_batch(&e2.batch).await.unwrap(), ["e2"]);
 }

@@ -59,6 +59,9 @@ struct Inner {
     raised: HashMap<String, Value>,
     calls: Vec<Call>,
     faults: VecDeque<Faults>,
+    /// Calls held by an injected delay right now, by (route, workspace): arrived, not
+    /// yet answered. Lets a test act while a caller waits on the fake (kill it, say).
+    held: HashMap<(String, String), usize>,
 }
 
 #[derive(Clone, Default)]
@@ -96,6 +99,15 @@ impl Fake {
         (status, delay)
     }
 
+    fn hold(&self, route: &str, workspace: &str, by: isize) {
+        let mut inner = self.lock();
+        let count = inner
+            .held
+            .entry((route.to_owned(), workspace.to_owned()))
+            .or_default();
+        *count = count.saturating_add_signed(by);
+    }
+
     fn record(&self, call: Call) {
         self.lock().calls.push(call);
     }
@@ -114,6 +126,7 @@ pub fn router_with(fake: Fake) -> Router {
             post(raise_event),
         )
         .route("/_fake/calls", get(calls))
+        .route("/_fake/held", get(held))
         .route("/_fake/faults", post(set_faults).delete(clear_faults))
         .route("/_fake/reset", post(reset))
         .with_state(fake)
@@ -164,11 +177,30 @@ fn validate(headers: &HeaderMap, body: &Value, required: &[&str]) -> Result<Stri
 }
 
 async fn faulted(fake: &Fake, route: &str, body: &Value) -> Option<StatusCode> {
-    let (status, delay) = fake.fault_for(route, text(body, "workspaceId"));
+    let workspace = text(body, "workspaceId");
+    let (status, delay) = fake.fault_for(route, workspace);
     if !delay.is_zero() {
+        let _held = Held::new(fake, route, workspace.unwrap_or_default());
         tokio::time::sleep(delay).await;
     }
     status.and_then(|s| StatusCode::from_u16(s).ok())
+}
+
+/// One call counted as held while it waits out its delay (also when the server drops
+/// the call because its caller went away).
+struct Held(Fake, String, String);
+
+impl Held {
+    fn new(fake: &Fake, route: &str, workspace: &str) -> Self {
+        fake.hold(route, workspace, 1);
+        Self(fake.clone(), route.to_owned(), workspace.to_owned())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.hold(&self.1, &self.2, -1);
+    }
 }
 
 async fn start_run(
@@ -283,6 +315,20 @@ async fn calls(State(fake): State<Fake>, Query(filter): Query<CallFilter>) -> Js
             .cloned()
             .collect(),
     )
+}
+
+/// `GET /_fake/held?workspace=ws`: calls held by an injected delay right now, by route.
+async fn held(State(fake): State<Fake>, Query(scope): Query<FaultScope>) -> Json<Value> {
+    let inner = fake.lock();
+    let count = |route: &str| -> usize {
+        inner
+            .held
+            .iter()
+            .filter(|((r, w), _)| r == route && scope.workspace.as_deref().is_none_or(|ws| ws == w))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    Json(json!({"start": count("start"), "raise": count("raise")}))
 }
 
 async fn set_faults(State(fake): State<Fake>, Json(faults): Json<Faults>) -> StatusCode {
