@@ -1,48 +1,150 @@
-//! The SQS adapter through the real SDK against the local SQS emulator.
+//! The queue port's contract, written once over `Arc<dyn Queue>` and run against the SQS
+//! adapter (real SDK, local SQS emulator) and the in-memory queue the unit tests use;
+//! then what only SQS has (visibility changes).
 
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_sdk_sqs::types::QueueAttributeName;
 use custos_trigger::aws::SqsQueue;
-use custos_trigger::queue::{Queue, QueueError};
-use integration_tests::{depth, queue, queue_attribute, receive, sqs};
+use custos_trigger::memory::MemoryQueue;
+use custos_trigger::queue::{Queue, QueueError, MAX_DELAY_SECS};
+use integration_tests::{acknowledge, queue, queue_attribute, receive, sqs};
 
-#[tokio::test]
-async fn twenty_five_messages_are_sent_in_batches_and_all_arrive() {
-    let client = sqs();
-    let url = queue(&client, None).await;
-    let adapter = SqsQueue::new(client.clone(), url.clone());
-    let bodies: Vec<String> = (0..25).map(|i| format!("{{\"n\":{i}}}")).collect();
-    adapter.send_batch(&bodies).await.unwrap();
-    let mut received = Vec::new();
-    for _ in 0..10 {
-        let event = receive(&client, &url, 10, 1).await;
-        for record in &event.records {
-            received.push(record.body.clone().unwrap_or_default());
-            client
-                .delete_message()
-                .queue_url(&url)
-                .receipt_handle(record.receipt_handle.clone().unwrap_or_default())
-                .send()
-                .await
-                .unwrap();
-        }
-        if received.len() == 25 {
-            break;
-        }
-    }
-    received.sort();
-    let mut expected = bodies.clone();
-    expected.sort();
-    assert_eq!(received, expected);
+/// What a consumer of the queue sees: for SQS, what a receiver gets (through the SDK,
+/// deleting it) and the delayed count SQS reports; for the memory queue, what it holds.
+enum Consumer {
+    Sqs(aws_sdk_sqs::Client, String),
+    Memory(Arc<MemoryQueue>),
 }
 
-#[tokio::test]
-async fn oversized_messages_are_rejected_before_sending() {
-    let client = sqs();
-    let url = queue(&client, None).await;
-    let adapter = SqsQueue::new(client.clone(), url.clone());
-    let result = adapter.send_batch(&["x".repeat(300 * 1024)]).await;
-    assert!(matches!(result, Err(QueueError::Rejected(_))));
-    assert_eq!(depth(&client, &url).await, 0);
+impl Consumer {
+    /// Every body a receiver can have now, sorted.
+    async fn visible(&self) -> Vec<String> {
+        let mut bodies = match self {
+            Consumer::Sqs(client, url) => {
+                let mut bodies = Vec::new();
+                let mut empty = 0;
+                while empty < 2 {
+                    let event = receive(client, url, 10, 1).await;
+                    empty = if event.records.is_empty() {
+                        empty + 1
+                    } else {
+                        0
+                    };
+                    bodies.extend(
+                        event
+                            .records
+                            .iter()
+                            .map(|r| r.body.clone().unwrap_or_default()),
+                    );
+                    acknowledge(client, url, &event, &SqsBatchResponse::default()).await;
+                }
+                bodies
+            }
+            Consumer::Memory(queue) => {
+                let delayed: Vec<String> = queue
+                    .delayed()
+                    .into_iter()
+                    .filter(|(_, delay)| *delay > 0)
+                    .map(|(body, _)| body)
+                    .collect();
+                queue
+                    .sent()
+                    .into_iter()
+                    .filter(|b| !delayed.contains(b))
+                    .collect()
+            }
+        };
+        bodies.sort();
+        bodies
+    }
+
+    /// How many bodies wait out a delivery delay.
+    async fn delayed(&self) -> usize {
+        match self {
+            Consumer::Sqs(client, url) => queue_attribute(
+                client,
+                url,
+                QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+            )
+            .await
+            .parse()
+            .unwrap(),
+            Consumer::Memory(queue) => queue.delayed().iter().filter(|(_, d)| *d > 0).count(),
+        }
+    }
+}
+
+/// One contract test per adapter: the SQS queue on the emulator, the memory one.
+macro_rules! contract {
+    ([$($name:ident),* $(,)?]) => {
+        $(mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn on_sqs() {
+                let client = sqs();
+                let url = queue(&client, None).await;
+                let adapter = Arc::new(SqsQueue::new(client.clone(), url.clone()));
+                super::$name(adapter, Consumer::Sqs(client, url)).await
+            }
+            #[tokio::test]
+            async fn in_memory() {
+                let adapter = Arc::new(MemoryQueue::default());
+                super::$name(adapter.clone(), Consumer::Memory(adapter)).await
+            }
+        })*
+    };
+}
+
+contract!([
+    every_body_arrives_once_across_batches_of_count_and_size,
+    delayed_bodies_wait_and_a_delay_past_the_limit_is_taken_at_the_limit,
+    a_body_over_the_limit_is_refused_and_nothing_of_its_send_goes_out,
+]);
+
+/// 25 small bodies (three batches of at most 10) and four of 100 KiB (batches are also
+/// cut at 256 KiB): each arrives exactly once.
+async fn every_body_arrives_once_across_batches_of_count_and_size(
+    queue: Arc<dyn Queue>,
+    consumer: Consumer,
+) {
+    let mut bodies: Vec<String> = (0..25).map(|i| format!("{{\"n\":{i}}}")).collect();
+    bodies.extend((0..4).map(|i| format!("{i}{}", "x".repeat(100 * 1024))));
+    queue.send_batch(&bodies).await.unwrap();
+    bodies.sort();
+    assert_eq!(consumer.visible().await, bodies);
+    assert_eq!(consumer.delayed().await, 0);
+}
+
+/// Delayed bodies are not received before their delay; a delay past the queue's longest
+/// (15 min) is sent at the longest, not refused (the receiver re-sends for the rest).
+async fn delayed_bodies_wait_and_a_delay_past_the_limit_is_taken_at_the_limit(
+    queue: Arc<dyn Queue>,
+    consumer: Consumer,
+) {
+    queue.send_batch(&["now".to_owned()]).await.unwrap();
+    let later = ["later-1".to_owned(), "later-2".to_owned()];
+    queue.send_delayed(&later, 60).await.unwrap();
+    let much_later = ["much-later".to_owned()];
+    queue
+        .send_delayed(&much_later, MAX_DELAY_SECS * 4)
+        .await
+        .unwrap();
+    assert_eq!(consumer.visible().await, ["now"]);
+    assert_eq!(consumer.delayed().await, 3);
+}
+
+/// A body SQS could never carry is refused before anything of its send goes out, so a
+/// caller never has half a batch sent.
+async fn a_body_over_the_limit_is_refused_and_nothing_of_its_send_goes_out(
+    queue: Arc<dyn Queue>,
+    consumer: Consumer,
+) {
+    let bodies = ["fine".to_owned(), "x".repeat(300 * 1024)];
+    let sent = queue.send_batch(&bodies).await;
+    assert!(matches!(sent, Err(QueueError::Rejected(_))), "{sent:?}");
+    assert!(consumer.visible().await.is_empty());
 }
 
 #[tokio::test]

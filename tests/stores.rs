@@ -1,4 +1,5 @@
-//! The stores' contracts — subscriptions, resume waits, the event archive, flow cells —
+//! The stores' contracts — subscriptions, resume waits, the event archive, flow cells,
+//! connector instances —
 //! each written once over its port (`Arc<dyn Trait>`) and run against both adapters: the
 //! DynamoDB one through the real SDK on DynamoDB Local, and the in-memory one the unit
 //! tests rely on. What only DynamoDB has (the due index, the back-fill, concurrent
@@ -14,7 +15,9 @@ use custos_trigger::subscription::{
 use std::sync::Arc;
 
 use custos_trigger::archive::EventArchive;
-use custos_trigger::flow::FlowStore;
+use custos_trigger::flow::{CellWrite, FlowStore};
+use custos_trigger::store::StoreError;
+use custos_trigger::webhook::{ConnectorInstance, ConnectorStore};
 use integration_tests::{dynamodb, tables};
 use serde_json::json;
 
@@ -70,6 +73,69 @@ contract!(
     custos_trigger::memory::MemoryFlowStore::default(),
     [flow_cells_are_written_only_over_the_version_read]
 );
+
+contract!(
+    connectors,
+    |c, t: integration_tests::Tables| custos_trigger::aws::DynamoConnectorStore::new(
+        c,
+        t.connectors
+    ),
+    custos_trigger::memory::MemoryConnectorStore::default(),
+    [connectors_are_listed_per_workspace_and_changed_only_over_the_version_read]
+);
+
+fn connector(id: &str, ws: &str, version: u64) -> ConnectorInstance {
+    serde_json::from_value(json!({
+        "connectorInstanceId": id, "workspaceId": ws, "scheme": "github",
+        "secretRefs": ["secretsmanager:hook"], "kindHeader": "x-github-event",
+        "kindPrefix": "github", "version": version
+    }))
+    .unwrap()
+}
+
+/// Round trip; a workspace's listing in id order and nobody else's; a change or delete
+/// over a stale version is a conflict and leaves the stored one as it was, so a PATCH
+/// racing a DELETE never brings a connector back; deleting what is gone is no error.
+async fn connectors_are_listed_per_workspace_and_changed_only_over_the_version_read(
+    store: Arc<dyn ConnectorStore>,
+) {
+    let (b, a, other) = (
+        connector("hook-b", "ws1", 1),
+        connector("hook-a", "ws1", 1),
+        connector("hook-c", "ws2", 1),
+    );
+    for c in [&b, &a, &other] {
+        store.put(c).await.unwrap();
+    }
+    assert_eq!(store.get("hook-a").await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get("hook-zz").await.unwrap(), None);
+    let ws1 = WorkspaceId::new("ws1").unwrap();
+    assert_eq!(store.list(&ws1).await.unwrap(), [a.clone(), b.clone()]);
+
+    let mut rotated = a.clone();
+    rotated.secret_refs.push("secretsmanager:hook-2".into());
+    rotated.version = 2;
+    store.replace(&rotated, 1).await.unwrap();
+    assert!(matches!(
+        store.replace(&a, 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.delete("hook-a", Some(1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get("hook-a").await.unwrap(), Some(rotated));
+    store.delete("hook-a", Some(2)).await.unwrap();
+    assert_eq!(store.get("hook-a").await.unwrap(), None);
+    assert!(
+        matches!(store.replace(&a, 2).await, Err(StoreError::Conflict(_))),
+        "a change after the delete does not bring it back"
+    );
+    assert_eq!(store.get("hook-a").await.unwrap(), None);
+    store.delete("hook-a", Some(2)).await.unwrap();
+    store.delete("hook-a", None).await.unwrap();
+    assert_eq!(store.list(&ws1).await.unwrap(), [b]);
+}
 
 fn sub(ws: &str, id: &str, source: &str, connector: Option<&str>) -> Subscription {
     serde_json::from_value(json!({
@@ -538,6 +604,46 @@ async fn flow_cells_are_written_only_over_the_version_read(store: Arc<dyn FlowSt
     assert_eq!(
         store.load("ws#s#throttle#-").await.unwrap(),
         Some(cell(20, Some("e1"), 2))
+    );
+
+    // Two cells together or not at all (a batch and the membership of its new event).
+    let write = |cell_id, cell, expected| CellWrite {
+        cell_id,
+        cell,
+        expected,
+        expires_at: 100,
+    };
+    let (batch, member) = (cell(40, Some("e1"), 3), cell(0, Some("e1"), 1));
+    let pair = |expected_batch, member_id| {
+        store.swap_pair(
+            write("ws#s#throttle#-", &batch, expected_batch),
+            write(member_id, &member, None),
+        )
+    };
+    assert!(
+        !pair(Some(1), "ws#s#batch#-#in#e2").await.unwrap(),
+        "a stale batch version: neither is written"
+    );
+    assert_eq!(store.load("ws#s#batch#-#in#e2").await.unwrap(), None);
+    assert!(pair(Some(2), "ws#s#batch#-#in#e2").await.unwrap());
+    assert_eq!(
+        store.load("ws#s#batch#-#in#e2").await.unwrap(),
+        Some(member.clone())
+    );
+    let batch = cell(50, Some("e1"), 4);
+    assert!(
+        !store
+            .swap_pair(
+                write("ws#s#throttle#-", &batch, Some(3)),
+                write("ws#s#batch#-#in#e2", &member, None),
+            )
+            .await
+            .unwrap(),
+        "a membership already there: neither is written"
+    );
+    assert_eq!(
+        store.load("ws#s#throttle#-").await.unwrap(),
+        Some(cell(40, Some("e1"), 3))
     );
 }
 

@@ -670,12 +670,15 @@ impl Queue for MemoryQueue {
         if *lock(&self.fail_sends) {
             return Err(QueueError::Unavailable("injected".into()));
         }
+        // What SQS could never carry is refused before anything is sent, as there.
+        crate::aws::sqs::chunks(bodies)?;
         lock(&self.sent).extend(bodies.iter().cloned());
         Ok(())
     }
 
     async fn send_delayed(&self, bodies: &[String], delay_secs: u32) -> Result<(), QueueError> {
         self.send_batch(bodies).await?;
+        let delay_secs = delay_secs.min(crate::queue::MAX_DELAY_SECS);
         lock(&self.delayed).extend(bodies.iter().map(|b| (b.clone(), delay_secs)));
         Ok(())
     }
@@ -1020,6 +1023,23 @@ impl crate::flow::FlowStore for MemoryFlowStore {
             return Ok(false);
         }
         cells.insert(cell_id.to_owned(), cell.clone());
+        Ok(true)
+    }
+
+    async fn swap_pair(
+        &self,
+        first: crate::flow::CellWrite<'_>,
+        second: crate::flow::CellWrite<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut cells = lock(&self.0);
+        let as_read =
+            |w: &crate::flow::CellWrite<'_>| cells.get(w.cell_id).map(|c| c.version) == w.expected;
+        if !as_read(&first) || !as_read(&second) {
+            return Ok(false);
+        }
+        for write in [first, second] {
+            cells.insert(write.cell_id.to_owned(), write.cell.clone());
+        }
         Ok(true)
     }
 }

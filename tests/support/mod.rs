@@ -144,6 +144,7 @@ pub struct Tables {
     pub archive: String,
     pub parked: String,
     pub flow: String,
+    pub connectors: String,
 }
 
 pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
@@ -154,6 +155,7 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
         archive: unique("events"),
         parked: unique("parked"),
         flow: unique("flow"),
+        connectors: unique("connectors"),
     };
     custos_trigger::aws::tables::create_all(
         client,
@@ -172,6 +174,9 @@ pub async fn tables(client: &aws_sdk_dynamodb::Client) -> Tables {
     custos_trigger::aws::tables::create_flow(client, &tables.flow)
         .await
         .expect("flow table created");
+    custos_trigger::aws::tables::create_connectors(client, &tables.connectors)
+        .await
+        .expect("connectors table created");
     tables
 }
 
@@ -344,6 +349,20 @@ impl FakeWorkflow {
             .json()
             .await
             .expect("calls json")
+    }
+
+    /// `StartRun` calls of `workspace` held by an injected delay right now.
+    pub async fn held_starts(&self, workspace: &str) -> u64 {
+        let held: Value = self
+            .http
+            .get(format!("{}/_fake/held?workspace={workspace}", self.url))
+            .send()
+            .await
+            .expect("held")
+            .json()
+            .await
+            .expect("held json");
+        held["start"].as_u64().expect("held start count")
     }
 
     /// Ends the faults limited to `workspace` (others' stay).
