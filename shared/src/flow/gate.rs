@@ -575,6 +575,7 @@ impl FlowGate {
         max: usize,
     ) -> Result<Joined, StoreError> {
         let batch_id = member.owner.unwrap_or_else(|| me.to_owned());
+        // Read again: the key's cell read before the membership may predate the join.
         let current = self.store.load(cell_id).await?;
         let batch = match current.filter(|c| c.owner.as_deref() == Some(batch_id.as_str())) {
             Some(cell) => Some(cell),

@@ -201,6 +201,18 @@ struct PausingStore {
     release: Notify,
 }
 
+impl PausingStore {
+    /// Pauses the first `permits` loads (more can be added later).
+    fn with_permits(permits: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryFlowStore::default(),
+            paused: Semaphore::new(permits),
+            reached: Notify::new(),
+            release: Notify::new(),
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl FlowStore for PausingStore {
     async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, StoreError> {
@@ -234,12 +246,7 @@ impl FlowStore for PausingStore {
 
 #[tokio::test]
 async fn two_instances_racing_for_the_last_slot_start_one_run() {
-    let store = Arc::new(PausingStore {
-        inner: MemoryFlowStore::default(),
-        paused: Semaphore::new(1),
-        reached: Notify::new(),
-        release: Notify::new(),
-    });
+    let store = PausingStore::with_permits(1);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = Arc::new(spec(json!({"rateLimit": {"limit": 1, "period": "PT1M"}})));
     let slow = {
@@ -382,12 +389,7 @@ async fn a_debounce_timeout_caps_how_long_a_steady_stream_postpones_its_run() {
 
 #[tokio::test]
 async fn an_event_entering_while_the_window_closes_either_wins_it_or_opens_the_next() {
-    let store = Arc::new(PausingStore {
-        inner: MemoryFlowStore::default(),
-        paused: Semaphore::new(0),
-        reached: Notify::new(),
-        release: Notify::new(),
-    });
+    let store = PausingStore::with_permits(0);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = spec(json!({"debounce": {"period": "PT5S"}}));
     let (cell, _) = enter(&gate, &flow, "e0", 0).await;
@@ -724,12 +726,7 @@ async fn overlap_buffer_one_keeps_one_tick_waiting_and_skips_the_next() {
 
 #[tokio::test]
 async fn joining_the_line_while_the_head_takes_its_slot_loses_no_one() {
-    let store = Arc::new(PausingStore {
-        inner: MemoryFlowStore::default(),
-        paused: Semaphore::new(0),
-        reached: Notify::new(),
-        release: Notify::new(),
-    });
+    let store = PausingStore::with_permits(0);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = spec(json!({"concurrency": {"limit": 1}}));
     let verdicts = line_up(&gate, &flow, &["e0"], 0).await;
@@ -823,12 +820,7 @@ async fn batches_fill_up_to_their_size_and_keep_their_events_after_the_next_open
 
 #[tokio::test]
 async fn an_event_joining_while_its_batch_closes_is_in_that_run_or_the_next() {
-    let store = Arc::new(PausingStore {
-        inner: MemoryFlowStore::default(),
-        paused: Semaphore::new(0),
-        reached: Notify::new(),
-        release: Notify::new(),
-    });
+    let store = PausingStore::with_permits(0);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = spec(json!({"batch": {"maxSize": 10, "timeout": "PT10S"}}));
     let opened = join(&gate, &flow, "e0", 0).await;
@@ -876,12 +868,7 @@ async fn a_redelivery_after_its_batch_was_replaced_joins_no_second_batch() {
 /// The paused instance finds the event where the other put it, not in the new batch.
 #[tokio::test]
 async fn two_instances_of_one_event_put_it_in_one_batch() {
-    let store = Arc::new(PausingStore {
-        inner: MemoryFlowStore::default(),
-        paused: Semaphore::new(0),
-        reached: Notify::new(),
-        release: Notify::new(),
-    });
+    let store = PausingStore::with_permits(0);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = Arc::new(spec(json!({"batch": {"maxSize": 2, "timeout": "PT10S"}})));
     let e0 = join(&gate, &flow, "e0", 0).await;
