@@ -84,7 +84,10 @@ start_dynamodb() { # port, name
 start_ministack() { # port, name, extra env...
   local port="$1" name="$2"; shift 2
   stop_pid "$name"
-  env GATEWAY_PORT="$port" "$@" "$MINISTACK_VENV/bin/ministack" >"$RUN/$name.log" 2>&1 &
+  # ministack unpacks every deployed code zip under its temp directory and keeps it
+  # (30 MB a function, a deploy): kept in .local and emptied per start, not piling up in /tmp.
+  rm -rf "$RUN/$name.tmp" && mkdir -p "$RUN/$name.tmp"
+  env GATEWAY_PORT="$port" TMPDIR="$RUN/$name.tmp" "$@" "$MINISTACK_VENV/bin/ministack" >"$RUN/$name.log" 2>&1 &
   echo $! >"$RUN/$name.pid"
   wait_for_port "$port" "$name"
 }

@@ -29,28 +29,28 @@ pub fn resolve<'m>(
     resolve_with(mapping, scope, cache, &Memo::default())
 }
 
-/// The results of mapping expressions on one event, shared by all of its matches: the
-/// same `${{ event.data.repo }}` in a hundred subscriptions is evaluated once.
+/// The resolved placeholder texts of one event, shared by all of its matches: the same
+/// `${{ event.data.repo }}` in a hundred subscriptions is parsed and evaluated once.
 #[derive(Debug, Default)]
 pub struct Memo(std::sync::Mutex<HashMap<String, Outcome>>);
 
-/// What one expression yielded: its value, or why not (and whether it was too costly).
+/// What one text yielded: its value, or why not (and whether it was too costly).
 type Outcome = Result<Value, (String, bool)>;
 
 impl Memo {
-    fn get(&self, expr: &str) -> Option<Outcome> {
+    fn get(&self, text: &str) -> Option<Outcome> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(expr)
+            .get(text)
             .cloned()
     }
 
-    fn put(&self, expr: &str, result: Outcome) {
+    fn put(&self, text: &str, result: Outcome) {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(expr.to_owned(), result);
+            .insert(text.to_owned(), result);
     }
 }
 
@@ -155,32 +155,14 @@ impl Resolver<'_> {
     }
 
     fn string(&self, text: &str, path: &str) -> Result<Value, MappingError> {
-        let segments = parse(text, path)?;
-        match segments.as_slice() {
-            [] => Ok(Value::String(String::new())),
-            [Segment::Expr(expr)] => self.evaluate(expr, path),
-            _ => {
-                let mut out = String::with_capacity(text.len());
-                for segment in segments {
-                    match segment {
-                        Segment::Text(t) => out.push_str(t),
-                        Segment::Expr(expr) => match self.evaluate(expr, path)? {
-                            Value::String(s) => out.push_str(&s),
-                            other => out.push_str(&other.to_string()),
-                        },
-                    }
-                }
-                Ok(Value::String(out))
-            }
+        if !text.contains("${{") {
+            return Ok(Value::String(text.to_owned()));
         }
-    }
-
-    fn evaluate(&self, expr: &str, path: &str) -> Result<Value, MappingError> {
-        let result = match self.memo.get(expr) {
+        let result = match self.memo.get(text) {
             Some(known) => known,
             None => {
-                let computed = self.compute(expr);
-                self.memo.put(expr, computed.clone());
+                let computed = self.template(text);
+                self.memo.put(text, computed.clone());
                 computed
             }
         };
@@ -189,6 +171,26 @@ impl Resolver<'_> {
             reason,
             too_expensive,
         })
+    }
+
+    /// A text with placeholders, resolved (its one expression's value when it is nothing
+    /// else).
+    fn template(&self, text: &str) -> Outcome {
+        let segments = parse(text, "").map_err(|e| (e.reason, e.too_expensive))?;
+        if let [Segment::Expr(expr)] = segments.as_slice() {
+            return self.compute(expr);
+        }
+        let mut out = String::with_capacity(text.len());
+        for segment in segments {
+            match segment {
+                Segment::Text(t) => out.push_str(t),
+                Segment::Expr(expr) => match self.compute(expr)? {
+                    Value::String(s) => out.push_str(&s),
+                    other => out.push_str(&other.to_string()),
+                },
+            }
+        }
+        Ok(Value::String(out))
     }
 
     fn compute(&self, expr: &str) -> Outcome {
@@ -251,6 +253,28 @@ mod tests {
         .unwrap();
         assert_eq!(resolved["msg"], json!("repo acme/api has 3 PRs"));
         assert_eq!(resolved["plain"], json!("x"));
+    }
+
+    #[test]
+    fn a_memo_resolves_each_text_once_and_reports_failures_at_each_callers_path() {
+        let (scope, cache, memo) = (scope(), SelectorCache::default(), Memo::default());
+        let first = map(json!({"repo": "${{ event.data.repo }}", "n": "${{ event.data.n }}"}));
+        let resolved = resolve_with(&first, &scope, &cache, &memo).unwrap();
+        assert_eq!(resolved["repo"], json!("acme/api"));
+        let second = map(json!({"r": "${{ event.data.repo }}", "bad": "${{ event.nope.x }}"}));
+        let error = resolve_with(&second, &scope, &cache, &memo).unwrap_err();
+        assert_eq!(error.path, "bad");
+        let third = map(json!({"again": "${{ event.nope.x }}"}));
+        let error = resolve_with(&third, &scope, &cache, &memo).unwrap_err();
+        assert_eq!(
+            error.path, "again",
+            "a remembered failure names where it is used"
+        );
+        let texts = memo.0.lock().unwrap().len();
+        assert_eq!(texts, 3, "one entry per distinct text");
+        let plain = map(json!({"literal": "event.data.repo"}));
+        let resolved = resolve_with(&plain, &scope, &cache, &memo).unwrap();
+        assert_eq!(resolved["literal"], json!("event.data.repo"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn router(api: Arc<Api>) -> Router {
 async fn serve(State(api): State<Arc<Api>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let request = match axum::body::to_bytes(body, READ_LIMIT_BYTES).await {
-        Ok(body) => Ok(ApiRequest::from_http(&parts, body.to_vec())),
+        Ok(body) => Ok(ApiRequest::from_http(&parts, Vec::from(body))),
         Err(_) => Err((
             parts.uri.path().to_owned(),
             Problem::new(

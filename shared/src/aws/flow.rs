@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
@@ -113,12 +114,27 @@ impl FlowStore for DynamoFlowStore {
             .transact_items(b?);
         match request.send().await {
             Ok(_) => Ok(true),
-            // A condition not met, or another transaction on the same cells meanwhile:
-            // either way the caller re-reads.
-            Err(e) if e.code() == Some("TransactionCanceledException") => Ok(false),
+            Err(e) if lost_race(&e) => Ok(false),
             Err(e) => Err(StoreError::Unavailable(describe(&e))),
         }
     }
+}
+
+/// A transaction cancelled only because a condition was not met or another transaction
+/// touched the same cells: the caller re-reads. Cancelled for throttling, validation or
+/// size, it is the store failing, and re-reading at once would only repeat it.
+fn lost_race(error: &SdkError<TransactWriteItemsError>) -> bool {
+    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+        error.as_service_error()
+    else {
+        return false;
+    };
+    cancelled.cancellation_reasons().iter().all(|reason| {
+        matches!(
+            reason.code(),
+            None | Some("None" | "ConditionalCheckFailed" | "TransactionConflict")
+        )
+    })
 }
 
 /// Only over the version read, or (`None`) only where there is no cell yet.
@@ -159,4 +175,40 @@ fn item(cell_id: &str, cell: &FlowCell, expires_at: i64) -> Item {
         item.insert("waiting".to_owned(), AttributeValue::L(waiting));
     }
     item
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_sdk_dynamodb::types::CancellationReason;
+
+    use super::*;
+
+    fn cancelled(codes: &[&str]) -> SdkError<TransactWriteItemsError> {
+        let reasons = codes
+            .iter()
+            .map(|code| CancellationReason::builder().code(*code).build())
+            .collect();
+        let error = TransactionCanceledException::builder()
+            .set_cancellation_reasons(Some(reasons))
+            .build();
+        SdkError::service_error(
+            TransactWriteItemsError::TransactionCanceledException(error),
+            HttpResponse::new(400u16.try_into().unwrap(), "".into()),
+        )
+    }
+
+    /// Only a lost race re-reads; a cancellation for throttling is the store failing
+    /// (before, every cancellation re-read at once, and repeated the throttled call).
+    #[test]
+    fn only_conditions_and_conflicts_are_lost_races() {
+        assert!(lost_race(&cancelled(&["None", "ConditionalCheckFailed"])));
+        assert!(lost_race(&cancelled(&["TransactionConflict", "None"])));
+        assert!(!lost_race(&cancelled(&["ThrottlingError", "None"])));
+        assert!(!lost_race(&cancelled(&[
+            "ConditionalCheckFailed",
+            "ValidationError"
+        ])));
+    }
 }

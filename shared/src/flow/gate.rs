@@ -14,12 +14,35 @@ use crate::ids::{EventId, SubscriptionId, WorkspaceId};
 use crate::selector::{EventScope, SelectorCache};
 use crate::store::StoreError;
 
-/// How often a decision re-reads a cell another instance changed meanwhile.
-const SWAP_ATTEMPTS: u32 = 32;
+/// How long a decision keeps re-reading a cell other instances keep changing. A hot
+/// cell (one batch joined by every match instance at once) takes many rounds; giving up
+/// sooner sends the event back to its queue for a visibility timeout, by when its batch
+/// may have closed. Well inside the functions' 30 s timeout.
+const CONTENTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Before another try at a cell others just changed (up to ~0.3 s).
-async fn pause(attempt: u32) {
-    crate::backoff::contention_pause(attempt, 5).await;
+/// The tries at one cell: the first at once, each later one after a random pause (up to
+/// ~0.3 s) while the budget lasts. Tokio's clock, so tests with paused time stay quick.
+struct Tries {
+    attempt: u32,
+    deadline: tokio::time::Instant,
+}
+
+impl Tries {
+    fn new() -> Self {
+        Self {
+            attempt: 0,
+            deadline: tokio::time::Instant::now() + CONTENTION_BUDGET,
+        }
+    }
+
+    async fn next(&mut self) -> bool {
+        if self.attempt > 0 && tokio::time::Instant::now() >= self.deadline {
+            return false;
+        }
+        crate::backoff::contention_pause(self.attempt, 5).await;
+        self.attempt += 1;
+        true
+    }
 }
 
 /// What flow control makes of one matched event.
@@ -65,11 +88,30 @@ pub struct Subject<'a> {
 
 pub struct FlowGate {
     store: Arc<dyn FlowStore>,
+    /// Joins of one process to one batch cell take turns (a message batch's records
+    /// are matched side by side, and a burst puts them all in one batch): the cell's
+    /// compare-and-set then races the other processes only, not ten times as many.
+    join_turns: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Turns are striped by cell: two cells may share one (a pause, never a deadlock: a
+/// join holds one turn and takes no other).
+const JOIN_TURNS: usize = 64;
 
 impl FlowGate {
     pub fn new(store: Arc<dyn FlowStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            join_turns: (0..JOIN_TURNS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    async fn join_turn(&self, cell_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let hash = Sha256::digest(cell_id.as_bytes());
+        let stripe = usize::from(hash[0]) % self.join_turns.len();
+        self.join_turns[stripe].lock().await
     }
 
     /// Applies the modes in order: idempotency, rate limit, throttle.
@@ -160,8 +202,8 @@ impl FlowGate {
     ) -> Result<Result<(), Option<EventId>>, StoreError> {
         let cell_id = line.cell.as_str();
         let me = subject.event_id.as_str();
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
             let current = self.store.load(cell_id).await?;
             let mut cell = current.clone().unwrap_or_default();
             lapse_holders(&mut cell, subject.now_ms);
@@ -207,8 +249,8 @@ impl FlowGate {
         now_ms: i64,
     ) -> Result<Take, StoreError> {
         let me = event_id.as_str();
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
             let Some(current) = self.store.load(&slots.cell).await? else {
                 // Nothing left to say otherwise (expired long ago): run rather than lose.
                 return Ok(Take::Go);
@@ -270,8 +312,8 @@ impl FlowGate {
         event_id: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
             let Some(current) = self.store.load(cell_id).await? else {
                 return Ok(());
             };
@@ -365,8 +407,8 @@ impl FlowGate {
         let now_ms = subject.now_ms;
         let arrived_ms = arrived_ms.min(now_ms);
         let me = subject.event_id.as_str();
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
             let current = self.store.load(&cell_id).await?;
             let open = current.as_ref().filter(|c| c.value_ms > 0);
             if open.is_none() {
@@ -414,8 +456,8 @@ impl FlowGate {
         now_ms: i64,
     ) -> Result<Fire, StoreError> {
         let me = event_id.as_str();
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
             // A cell gone (kept a day past its due time) cannot say otherwise: run.
             let Some(cell) = self.store.load(cell_id).await? else {
                 return Ok(Fire::Run);
@@ -511,16 +553,18 @@ impl FlowGate {
         let me = subject.event_id.as_str();
         let max = mode.max_size as usize;
         let member_id = format!("{cell_id}#in#{me}");
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
-            let current = self.store.load(&cell_id).await?;
+        let _turn = self.join_turn(&cell_id).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
+            let (current, member) =
+                tokio::try_join!(self.store.load(&cell_id), self.store.load(&member_id))?;
             if let Some(cell) = current
                 .as_ref()
                 .filter(|c| c.waiting.iter().any(|m| m == me))
             {
                 return Ok(joined(&cell_id, cell, me, max));
             }
-            if let Some(member) = self.store.load(&member_id).await? {
+            if let Some(member) = member {
                 return self.member_of(&cell_id, member, me, max).await;
             }
             let open = current
@@ -599,8 +643,8 @@ impl FlowGate {
     /// The batch's run starts: the batch is closed (no event joins it any more) and
     /// its events are handed over, in arrival order.
     pub async fn close_batch(&self, batch: &BatchRef) -> Result<Vec<String>, StoreError> {
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
             let Some(current) = self.store.load(&batch.cell).await? else {
                 return self.members(batch).await;
             };
@@ -636,8 +680,8 @@ impl FlowGate {
         period_ms: i64,
     ) -> Result<Option<String>, StoreError> {
         let me = subject.event_id.as_str();
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
             let current = self.store.load(cell_id).await?;
             if let Some(held) = current
                 .as_ref()
@@ -680,8 +724,8 @@ impl FlowGate {
         now_ms: i64,
         refuse_late: bool,
     ) -> Result<Option<i64>, StoreError> {
-        for attempt in 0..SWAP_ATTEMPTS {
-            pause(attempt).await;
+        let mut tries = Tries::new();
+        while tries.next().await {
             let current = self.store.load(cell_id).await?;
             let slot = rule.slot(current.as_ref().map(|c| c.value_ms), now_ms);
             if refuse_late && slot.run_at_ms > now_ms {
@@ -791,7 +835,8 @@ fn run_cell(workspace: &WorkspaceId, run_id: &str) -> String {
 
 fn contended(cell_id: &str) -> StoreError {
     StoreError::Unavailable(format!(
-        "flow cell {cell_id} changed {SWAP_ATTEMPTS} times while it was updated; retry"
+        "flow cell {cell_id} kept changing for {}s while it was updated; retry",
+        CONTENTION_BUDGET.as_secs()
     ))
 }
 
