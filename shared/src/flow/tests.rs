@@ -1,3 +1,5 @@
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -192,35 +194,64 @@ async fn skipped_events_take_no_throttle_slot() {
     );
 }
 
-/// A store whose first load pauses until released: the decision that read the cell
-/// sleeps between its read and its write while another one completes.
-struct PausingStore {
+/// The memory store with handles into a decision: reads that pause until released
+/// (`paused` permits: the decision sleeps between its read and its write while another
+/// completes), reads that take a while (`read_delay`: decisions side by side overlap, as
+/// on a network store), joins other instances win (`losses`), and counts of reads,
+/// writes and lost joins.
+struct ProbeStore {
     inner: MemoryFlowStore,
     paused: Semaphore,
     reached: Notify,
     release: Notify,
+    read_delay: Option<std::time::Duration>,
+    losses: AtomicUsize,
+    loads: AtomicUsize,
+    swaps: AtomicUsize,
+    lost: AtomicUsize,
 }
 
-impl PausingStore {
-    /// Pauses the first `permits` loads (more can be added later).
-    fn with_permits(permits: usize) -> Arc<Self> {
-        Arc::new(Self {
+impl Default for ProbeStore {
+    fn default() -> Self {
+        Self {
             inner: MemoryFlowStore::default(),
-            paused: Semaphore::new(permits),
+            paused: Semaphore::new(0),
             reached: Notify::new(),
             release: Notify::new(),
-        })
+            read_delay: None,
+            losses: AtomicUsize::new(0),
+            loads: AtomicUsize::new(0),
+            swaps: AtomicUsize::new(0),
+            lost: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl ProbeStore {
+    /// Pauses the first `permits` loads (more can be added later).
+    fn with_permits(permits: usize) -> Arc<Self> {
+        let store = Self::default();
+        store.paused.add_permits(permits);
+        Arc::new(store)
+    }
+
+    fn count(counter: &AtomicUsize) -> usize {
+        counter.load(Relaxed)
     }
 }
 
 #[async_trait::async_trait]
-impl FlowStore for PausingStore {
+impl FlowStore for ProbeStore {
     async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, StoreError> {
+        self.loads.fetch_add(1, Relaxed);
         let loaded = self.inner.load(cell_id).await;
         if let Ok(permit) = self.paused.try_acquire() {
             permit.forget();
             self.reached.notify_one();
             self.release.notified().await;
+        }
+        if let Some(delay) = self.read_delay {
+            tokio::time::sleep(delay).await;
         }
         loaded
     }
@@ -232,6 +263,7 @@ impl FlowStore for PausingStore {
         expected: Option<u64>,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
+        self.swaps.fetch_add(1, Relaxed);
         self.inner.swap(cell_id, cell, expected, expires_at).await
     }
 
@@ -240,13 +272,22 @@ impl FlowStore for PausingStore {
         first: CellWrite<'_>,
         second: CellWrite<'_>,
     ) -> Result<bool, StoreError> {
-        self.inner.swap_pair(first, second).await
+        self.swaps.fetch_add(1, Relaxed);
+        let outrun = self
+            .losses
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        let won = !outrun && self.inner.swap_pair(first, second).await?;
+        if !won {
+            self.lost.fetch_add(1, Relaxed);
+        }
+        Ok(won)
     }
 }
 
 #[tokio::test]
 async fn two_instances_racing_for_the_last_slot_start_one_run() {
-    let store = PausingStore::with_permits(1);
+    let store = ProbeStore::with_permits(1);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = Arc::new(spec(json!({"rateLimit": {"limit": 1, "period": "PT1M"}})));
     let slow = {
@@ -389,7 +430,7 @@ async fn a_debounce_timeout_caps_how_long_a_steady_stream_postpones_its_run() {
 
 #[tokio::test]
 async fn an_event_entering_while_the_window_closes_either_wins_it_or_opens_the_next() {
-    let store = PausingStore::with_permits(0);
+    let store = ProbeStore::with_permits(0);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = spec(json!({"debounce": {"period": "PT5S"}}));
     let (cell, _) = enter(&gate, &flow, "e0", 0).await;
@@ -429,45 +470,6 @@ fn debounce_is_not_combined_with_the_counting_modes() {
     .is_ok());
 }
 
-/// Counts the store calls decisions make.
-#[derive(Default)]
-struct CountingStore {
-    inner: MemoryFlowStore,
-    loads: std::sync::atomic::AtomicUsize,
-    swaps: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl FlowStore for CountingStore {
-    async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, StoreError> {
-        self.loads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.load(cell_id).await
-    }
-
-    async fn swap(
-        &self,
-        cell_id: &str,
-        cell: &FlowCell,
-        expected: Option<u64>,
-        expires_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.swaps
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.swap(cell_id, cell, expected, expires_at).await
-    }
-
-    async fn swap_pair(
-        &self,
-        first: CellWrite<'_>,
-        second: CellWrite<'_>,
-    ) -> Result<bool, StoreError> {
-        self.swaps
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.swap_pair(first, second).await
-    }
-}
-
 /// The flow table calls of 100 uncontended events per mode (the figures in
 /// BENCHMARKS.md "Flow control"): one read and one conditional write per counting mode
 /// an event passes, a read alone when it is refused.
@@ -489,7 +491,7 @@ async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
         ),
     ];
     for (flow, (loads, swaps)) in cases {
-        let store = Arc::new(CountingStore::default());
+        let store = Arc::new(ProbeStore::default());
         let gate = FlowGate::new(store.clone());
         let spec = spec(flow.clone());
         let decide = decide(&gate, &spec);
@@ -497,28 +499,28 @@ async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
             decide.at(&format!("e{i}"), &scope("a"), 1_000).await;
         }
         let counted = (
-            store.loads.load(std::sync::atomic::Ordering::Relaxed),
-            store.swaps.load(std::sync::atomic::Ordering::Relaxed),
+            ProbeStore::count(&store.loads),
+            ProbeStore::count(&store.swaps),
         );
         assert_eq!(counted, (loads, swaps), "{flow}");
     }
     // Batch: the key's cell and the event's membership read, both written in one
     // transaction; one seal when the full batch is replaced.
-    let store = Arc::new(CountingStore::default());
+    let store = Arc::new(ProbeStore::default());
     let gate = FlowGate::new(store.clone());
     let batched = spec(json!({"batch": {"maxSize": 50, "timeout": "PT10S"}}));
     for i in 0..100 {
         join(&gate, &batched, &format!("e{i}"), i).await;
     }
     let counted = (
-        store.loads.load(std::sync::atomic::Ordering::Relaxed),
-        store.swaps.load(std::sync::atomic::Ordering::Relaxed),
+        ProbeStore::count(&store.loads),
+        ProbeStore::count(&store.swaps),
     );
     assert_eq!(counted, (200, 101), "batch");
 
     // Debounce: one read and one write to enter the window, then at each event's due
     // time one read, and one write to close the window for the last.
-    let store = Arc::new(CountingStore::default());
+    let store = Arc::new(ProbeStore::default());
     let gate = FlowGate::new(store.clone());
     let spec = spec(json!({"debounce": {"period": "PT5S"}}));
     let mut entered = Vec::new();
@@ -529,14 +531,14 @@ async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
         gate.fire(cell, &id(&format!("e{i}")), *due).await.unwrap();
     }
     let counted = (
-        store.loads.load(std::sync::atomic::Ordering::Relaxed),
-        store.swaps.load(std::sync::atomic::Ordering::Relaxed),
+        ProbeStore::count(&store.loads),
+        ProbeStore::count(&store.swaps),
     );
     assert_eq!(counted, (200, 101));
 
     // Concurrency with a free slot for each: join the line at match, take the slot at
     // dispatch, link the run, and give the slot back at the run's end.
-    let store = Arc::new(CountingStore::default());
+    let store = Arc::new(ProbeStore::default());
     let gate = FlowGate::new(store.clone());
     let limited = super::FlowSpec::parse(&json!({"concurrency": {"limit": 100}})).unwrap();
     let ws = WorkspaceId::new("ws").unwrap();
@@ -557,8 +559,8 @@ async fn each_mode_costs_one_read_and_at_most_one_write_per_event() {
         assert!(gate.run_ended(&ws, &format!("run-{i}"), 2).await.unwrap());
     }
     let counted = (
-        store.loads.load(std::sync::atomic::Ordering::Relaxed),
-        store.swaps.load(std::sync::atomic::Ordering::Relaxed),
+        ProbeStore::count(&store.loads),
+        ProbeStore::count(&store.swaps),
     );
     assert_eq!(counted, (400, 400));
 }
@@ -726,7 +728,7 @@ async fn overlap_buffer_one_keeps_one_tick_waiting_and_skips_the_next() {
 
 #[tokio::test]
 async fn joining_the_line_while_the_head_takes_its_slot_loses_no_one() {
-    let store = PausingStore::with_permits(0);
+    let store = ProbeStore::with_permits(0);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = spec(json!({"concurrency": {"limit": 1}}));
     let verdicts = line_up(&gate, &flow, &["e0"], 0).await;
@@ -818,63 +820,20 @@ async fn batches_fill_up_to_their_size_and_keep_their_events_after_the_next_open
     );
 }
 
-/// A store where other instances win the next `losses` joins: a batch cell as hot as
-/// every match instance joining one batch at once makes it.
-#[derive(Default)]
-struct OutrunStore {
-    inner: MemoryFlowStore,
-    losses: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl FlowStore for OutrunStore {
-    async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, StoreError> {
-        self.inner.load(cell_id).await
-    }
-
-    async fn swap(
-        &self,
-        cell_id: &str,
-        cell: &FlowCell,
-        expected: Option<u64>,
-        expires_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.inner.swap(cell_id, cell, expected, expires_at).await
-    }
-
-    async fn swap_pair(
-        &self,
-        first: CellWrite<'_>,
-        second: CellWrite<'_>,
-    ) -> Result<bool, StoreError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let lost = self
-            .losses
-            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-            .is_ok();
-        if lost {
-            return Ok(false);
-        }
-        self.inner.swap_pair(first, second).await
-    }
-}
-
 /// Outrun 40 times in a row (every instance of a 2x-delivered burst on one batch), a join
 /// keeps trying for its time budget rather than a count: before, it gave up after 32
 /// tries and its event came back a visibility timeout later, into the next batch.
 #[tokio::test(start_paused = true)]
 async fn a_join_outrun_many_times_still_joins_within_its_time_budget() {
-    let store = Arc::new(OutrunStore::default());
-    store.losses.store(40, std::sync::atomic::Ordering::Relaxed);
+    let store = Arc::new(ProbeStore::default());
+    store.losses.store(40, Relaxed);
     let gate = FlowGate::new(store.clone());
     let flow = spec(json!({"batch": {"maxSize": 3, "timeout": "PT60S"}}));
     let joined = join(&gate, &flow, "e0", 0).await;
     assert!(joined.first);
     assert_eq!(gate.close_batch(&joined.batch).await.unwrap(), ["e0"]);
 
-    store
-        .losses
-        .store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
+    store.losses.store(usize::MAX, Relaxed);
     let names = Names::of("e1");
     let scope = scope("a");
     let outrun = gate
@@ -890,52 +849,16 @@ async fn a_join_outrun_many_times_still_joins_within_its_time_budget() {
     );
 }
 
-/// A store whose reads take a while (a network store's do), so that decisions running
-/// side by side overlap, and that counts lost joins.
-#[derive(Default)]
-struct YieldingStore {
-    inner: MemoryFlowStore,
-    lost: std::sync::atomic::AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl FlowStore for YieldingStore {
-    async fn load(&self, cell_id: &str) -> Result<Option<FlowCell>, StoreError> {
-        let loaded = self.inner.load(cell_id).await;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        loaded
-    }
-
-    async fn swap(
-        &self,
-        cell_id: &str,
-        cell: &FlowCell,
-        expected: Option<u64>,
-        expires_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.inner.swap(cell_id, cell, expected, expires_at).await
-    }
-
-    async fn swap_pair(
-        &self,
-        first: CellWrite<'_>,
-        second: CellWrite<'_>,
-    ) -> Result<bool, StoreError> {
-        let won = self.inner.swap_pair(first, second).await?;
-        if !won {
-            self.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(won)
-    }
-}
-
 /// The ten records of one message batch joining one batch side by side take turns in
 /// their process: none loses a compare-and-set to its siblings (before: 31 to 34 lost
 /// ones for the ten; on the stack, a burst from every process at once gave up after
 /// its tries and came back a visibility timeout later, into the next batch).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_of_one_process_to_one_batch_take_turns() {
-    let store = Arc::new(YieldingStore::default());
+    let store = Arc::new(ProbeStore {
+        read_delay: Some(std::time::Duration::from_millis(20)),
+        ..ProbeStore::default()
+    });
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = Arc::new(spec(json!({"batch": {"maxSize": 50, "timeout": "PT60S"}})));
     let joins: Vec<_> = (0..10)
@@ -949,16 +872,12 @@ async fn joins_of_one_process_to_one_batch_take_turns() {
         batches.insert(joined.await.unwrap().batch.batch_id);
     }
     assert_eq!(batches.len(), 1, "{batches:?}");
-    assert_eq!(
-        store.lost.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "lost"
-    );
+    assert_eq!(ProbeStore::count(&store.lost), 0, "lost");
 }
 
 #[tokio::test]
 async fn an_event_joining_while_its_batch_closes_is_in_that_run_or_the_next() {
-    let store = PausingStore::with_permits(0);
+    let store = ProbeStore::with_permits(0);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = spec(json!({"batch": {"maxSize": 10, "timeout": "PT10S"}}));
     let opened = join(&gate, &flow, "e0", 0).await;
@@ -1006,7 +925,7 @@ async fn a_redelivery_after_its_batch_was_replaced_joins_no_second_batch() {
 /// The paused instance finds the event where the other put it, not in the new batch.
 #[tokio::test]
 async fn two_instances_of_one_event_put_it_in_one_batch() {
-    let store = PausingStore::with_permits(0);
+    let store = ProbeStore::with_permits(0);
     let gate = Arc::new(FlowGate::new(store.clone()));
     let flow = Arc::new(spec(json!({"batch": {"maxSize": 2, "timeout": "PT10S"}})));
     // Another process: joins in one process take turns per batch cell.
