@@ -553,8 +553,10 @@ impl FlowGate {
         let me = subject.event_id.as_str();
         let max = mode.max_size as usize;
         let member_id = format!("{cell_id}#in#{me}");
-        let _turn = self.join_turn(&cell_id).await;
+        // The wait for the turn counts against the budget: ten records queued behind a
+        // contended join must not add up past the function's timeout.
         let mut tries = Tries::new();
+        let _turn = self.join_turn(&cell_id).await;
         while tries.next().await {
             let (current, member) =
                 tokio::try_join!(self.store.load(&cell_id), self.store.load(&member_id))?;

@@ -875,6 +875,44 @@ async fn joins_of_one_process_to_one_batch_take_turns() {
     assert_eq!(ProbeStore::count(&store.lost), 0, "lost");
 }
 
+/// Joins queued for their turn behind one that keeps losing spend one budget between
+/// them, not one each: ten records of a message batch must give up (and go back to
+/// their queue) inside the function's 30 s timeout, not after ten budgets of 10 s.
+#[tokio::test(start_paused = true)]
+async fn joins_waiting_for_their_turn_share_the_contention_budget() {
+    let store = Arc::new(ProbeStore::default());
+    store.losses.store(usize::MAX, Relaxed);
+    let gate = Arc::new(FlowGate::new(store.clone()));
+    let flow = Arc::new(spec(json!({"batch": {"maxSize": 50, "timeout": "PT60S"}})));
+    let started = tokio::time::Instant::now();
+    let joins: Vec<_> = (0..10)
+        .map(|i| {
+            let (gate, flow) = (gate.clone(), flow.clone());
+            tokio::spawn(async move {
+                let names = Names::of(&format!("e{i}"));
+                let scope = scope("a");
+                gate.join_batch(
+                    flow.batch.as_ref().unwrap(),
+                    &names.at(&scope, i),
+                    &SelectorCache::default(),
+                )
+                .await
+            })
+        })
+        .collect();
+    for join in joins {
+        assert!(matches!(
+            join.await.unwrap(),
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+    let spent = started.elapsed();
+    assert!(
+        spent < std::time::Duration::from_secs(15),
+        "ten outrun joins gave up after {spent:?} (tokio's paused clock)"
+    );
+}
+
 #[tokio::test]
 async fn an_event_joining_while_its_batch_closes_is_in_that_run_or_the_next() {
     let store = ProbeStore::with_permits(0);
