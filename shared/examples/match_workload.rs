@@ -328,9 +328,12 @@ fn main() {
     }
     let rss = peak_rss_mb();
     // Fan-out: the dispatch messages of every match (inputs resolved, body serialized
-    // as the match stage sends it), on the first 200 events.
+    // as the match stage sends it), with matching, on the first 200 events.
     let workspace = custos_trigger::ids::WorkspaceId::new("ws-bench").expect("workspace id");
     let (mut fanout_us, mut fanout_bytes, mut fanout_messages) = (0.0, 0usize, 0usize);
+    // The messages alone (after matching, the event's CEL form and text made), per
+    // message, over every event: what the fan-out target is about.
+    let mut messages_us = 0.0;
     for e in events.iter().take(200) {
         let started = Instant::now();
         let scope = LazyScope::new(e);
@@ -342,19 +345,42 @@ fn main() {
             // form only when a mapping reads it.
             let shared = shared.get_or_insert_with(|| std::sync::Arc::new(e.clone()));
             let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
-            let message = custos_trigger::stage::matcher::start_message_with(
+            fanout_bytes += dispatch_body(
                 &workspace,
                 shared,
                 mapped,
                 &subscription,
-                &cache,
-                &memo,
+                (&cache, &memo),
+                &event_json,
             );
-            let body = message.body_with_event(&event_json).expect("fits");
-            fanout_bytes += body.len();
             fanout_messages += 1;
         }
         fanout_us += started.elapsed().as_secs_f64() * 1e6;
+    }
+    let mut timed_messages = 0usize;
+    for e in &events {
+        let scope = LazyScope::new(e);
+        let memo = custos_trigger::mapping::Memo::default();
+        let event_json = serde_json::to_string(e).expect("serializes");
+        let matched = index.match_event(e, &scope).matched;
+        if matched.is_empty() {
+            continue;
+        }
+        let shared = Arc::new(e.clone());
+        let mapped = Some(scope.get());
+        let started = Instant::now();
+        for subscription in &matched {
+            black_box(dispatch_body(
+                &workspace,
+                &shared,
+                mapped,
+                subscription,
+                (&cache, &memo),
+                &event_json,
+            ));
+        }
+        messages_us += started.elapsed().as_secs_f64() * 1e6;
+        timed_messages += matched.len();
     }
     let fanout_events = events.len().min(200) as f64;
     let distinct = index.distinct_selectors();
@@ -426,6 +452,7 @@ fn main() {
         "rebuildUsPerSubscription": rebuild_us / n as f64,
         "peakRssMb": rss,
         "fanoutUsPerEvent": fanout_us / fanout_events,
+        "messageUs": messages_us / timed_messages.max(1) as f64,
         "dispatchBytesPerMessage": fanout_bytes as f64 / fanout_messages.max(1) as f64,
         "celCheckedEvents": sample,
         "celDiffering": differing,
@@ -437,6 +464,10 @@ fn main() {
         fanout_messages as f64 / fanout_events,
         fanout_us / fanout_events,
         fanout_bytes as f64 / fanout_messages.max(1) as f64
+    );
+    println!(
+        "messages n={n:>7}: {:.3}µs per dispatch message alone ({timed_messages} messages, every event)",
+        messages_us / timed_messages.max(1) as f64
     );
     println!(
         "rust  n={n:>7} distinct={distinct:>6} (CEL {with_cel:>5}) median={:>8.2}µs p99={:>8.2}µs matches/event={:>7.1} build={:>5.2}µs/sub rebuild={:>5.2}µs/sub rss={:>6.1}MB cel-check: {}/{} events identical",
@@ -452,6 +483,30 @@ fn main() {
 }
 
 /// `sub000042` → 42.
+/// One match's dispatch message and its queue body, as the match stage builds them;
+/// its own function (never inlined) so `valgrind --tool=callgrind
+/// --toggle-collect='*dispatch_body*'` counts the per-message cost alone.
+#[inline(never)]
+fn dispatch_body(
+    workspace: &custos_trigger::ids::WorkspaceId,
+    event: &Arc<NormalizedEvent>,
+    scope: Option<&EventScope>,
+    subscription: &Subscription,
+    (cache, memo): (&SelectorCache, &custos_trigger::mapping::Memo),
+    event_json: &str,
+) -> usize {
+    let message = custos_trigger::stage::matcher::start_message_with(
+        workspace,
+        event,
+        scope,
+        subscription,
+        cache,
+        memo,
+    );
+    let body = message.body_with_event(event_json).expect("fits");
+    black_box(body).len()
+}
+
 fn number_of(id: &str) -> u32 {
     id.trim_start_matches("sub").parse().unwrap_or(u32::MAX)
 }

@@ -60,11 +60,20 @@ pub fn checked_body(what: &'static str, body: String, limit: usize) -> Result<St
 /// characters, and in JSON text the two can only occur inside strings, where `\uXXXX`
 /// is the same value. So they are escaped rather than refused.
 fn escape_for_sqs(body: String) -> String {
-    if !body.contains(['\u{FFFE}', '\u{FFFF}']) {
+    if !has_noncharacter(&body) {
         return body;
     }
     body.replace('\u{FFFE}', "\\ufffe")
         .replace('\u{FFFF}', "\\uffff")
+}
+
+/// Whether `text` holds U+FFFE or U+FFFF (UTF-8 `EF BF BE`, `EF BF BF`): a vectorized
+/// search for their lead byte, rare in JSON text, since every message body passes here
+/// and a char-by-char scan cost more than building the body.
+fn has_noncharacter(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr::memchr_iter(0xEF, bytes)
+        .any(|at| matches!(bytes.get(at + 1..at + 3), Some([0xBF, 0xBE | 0xBF])))
 }
 
 #[cfg(test)]
@@ -91,5 +100,24 @@ mod tests {
         );
         let back: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(back, value);
+    }
+
+    #[test]
+    fn the_byte_search_finds_exactly_the_two_noncharacters() {
+        let texts = [
+            "",
+            "plain",
+            "\u{FFFE}",
+            "x\u{FFFF}",
+            "\u{FFFD}\u{FFFC}\u{FFF0}",
+            "\u{EFBF}\u{BFBE}",
+            "\u{10FFFF}\u{1FFFE}",
+            "é\u{FFFD}\u{FFFF}z",
+            "\u{FEFF}",
+        ];
+        for text in texts {
+            let by_chars = text.contains(['\u{FFFE}', '\u{FFFF}']);
+            assert_eq!(has_noncharacter(text), by_chars, "{text:?}");
+        }
     }
 }

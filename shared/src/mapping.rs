@@ -31,8 +31,10 @@ pub fn resolve<'m>(
 
 /// The resolved placeholder texts of one event, shared by all of its matches: the same
 /// `${{ event.data.repo }}` in a hundred subscriptions is parsed and evaluated once.
+/// Hashed with foldhash (seeded per process), not SipHash: it is looked up once per
+/// placeholder per match, and its few keys per event leave nothing to flood.
 #[derive(Debug, Default)]
-pub struct Memo(std::sync::Mutex<HashMap<String, Outcome>>);
+pub struct Memo(std::sync::Mutex<HashMap<String, Outcome, foldhash::fast::RandomState>>);
 
 /// What one text yielded: its value, or why not (and whether it was too costly).
 type Outcome = Result<Value, (String, bool)>;
@@ -62,10 +64,13 @@ pub fn resolve_with<'m>(
     memo: &Memo,
 ) -> Result<Map<String, Value>, MappingError> {
     let resolver = Resolver { scope, cache, memo };
-    mapping
-        .into_iter()
-        .map(|(key, value)| Ok((key.clone(), resolver.value(value, key)?)))
-        .collect()
+    // Inserted one by one: a mapping's keys come sorted and unique, and collecting
+    // would buffer, sort and deduplicate them again for every match.
+    let mut inputs = Map::new();
+    for (key, value) in mapping {
+        inputs.insert(key.clone(), resolver.value(value, key)?);
+    }
+    Ok(inputs)
 }
 
 /// Checks every placeholder compiles (at authoring time), without evaluating.

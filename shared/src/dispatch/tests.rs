@@ -8,7 +8,7 @@ use super::*;
 use crate::audit::AuditName as A;
 use crate::clock::ManualClock;
 use crate::dedup::{LedgerStatus, MatchKind};
-use crate::ids::WorkspaceId;
+use crate::ids::{ResumeId, WorkspaceId};
 use crate::memory::{
     MemoryLedger, MemoryQueue, MemoryResumeStore, RecordingAuditSink, ScriptedWorkflow,
 };
@@ -940,6 +940,36 @@ fn a_body_around_a_shared_event_is_the_body_serde_makes() {
     assert_eq!(spliced, whole);
     let back: DispatchMessage = serde_json::from_str(&spliced).unwrap();
     assert_eq!(back, message);
+}
+
+#[test]
+fn every_shape_of_target_is_written_as_serde_writes_it() {
+    let unversioned = start(None, 1);
+    let mut mapped = start(Some("wv-9"), 1);
+    let mut failed = start(Some("wv-9"), 1);
+    if let DispatchTarget::Start { inputs, .. } = &mut mapped.target {
+        inputs.insert("title".into(), json!("\"quoted\" \u{FFFE} é"));
+        inputs.insert("n".into(), json!({"nested": [1, null, true]}));
+    }
+    if let DispatchTarget::Start { mapping_error, .. } = &mut failed.target {
+        *mapping_error = Some("inputMapping.title: no such key \"x\"".into());
+    }
+    let mut resume = unversioned.clone();
+    resume.target = DispatchTarget::Resume {
+        resume_id: ResumeId::new("res_1").unwrap(),
+        run_id: "run-1".into(),
+        step_id: "step-1".into(),
+        event_key: "approved".into(),
+        generation: "g1".into(),
+    };
+    for message in [unversioned, mapped, failed, resume] {
+        let event_json = serde_json::to_string(&message.event).unwrap();
+        let spliced = message.body_with_event(&event_json).unwrap();
+        let whole = crate::limits::message_body("m", &message, usize::MAX).unwrap();
+        assert_eq!(spliced, whole);
+        let back: DispatchMessage = serde_json::from_str(&spliced).unwrap();
+        assert_eq!(back, message);
+    }
 }
 
 #[tokio::test]
