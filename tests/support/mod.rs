@@ -24,6 +24,7 @@ pub fn dynamodb() -> aws_sdk_dynamodb::Client {
 pub fn dynamodb_at(url: &str) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version_latest()
+        .http_client(custos_trigger::aws::https_client())
         .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "test", "test", None, None, "test",
@@ -36,6 +37,7 @@ pub fn dynamodb_at(url: &str) -> aws_sdk_dynamodb::Client {
 fn secrets_manager() -> aws_sdk_secretsmanager::Client {
     let config = aws_sdk_secretsmanager::Config::builder()
         .behavior_version_latest()
+        .http_client(custos_trigger::aws::https_client())
         .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
             "test", "test", None, None, "test",
@@ -48,6 +50,7 @@ fn secrets_manager() -> aws_sdk_secretsmanager::Client {
 fn parameter_store() -> aws_sdk_ssm::Client {
     let config = aws_sdk_ssm::Config::builder()
         .behavior_version_latest()
+        .http_client(custos_trigger::aws::https_client())
         .region(aws_sdk_ssm::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_ssm::config::Credentials::new(
             "test", "test", None, None, "test",
@@ -120,6 +123,7 @@ pub fn sqs() -> aws_sdk_sqs::Client {
 pub fn sqs_at(url: &str) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version_latest()
+        .http_client(custos_trigger::aws::https_client())
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "test",

@@ -31,8 +31,18 @@ pub use subscriptions::{Backfill, DynamoSubscriptionStore};
 /// The shared SDK configuration (region, credentials, endpoint) of this process.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
         .load()
         .await
+}
+
+/// The SDKs' HTTP(S) client: rustls with ring, the crypto the Workflow Service client
+/// uses too (the SDK's default brings aws-lc, a second crypto library in every binary).
+pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// Whether a DynamoDB call failed only because its condition did not hold (a lost

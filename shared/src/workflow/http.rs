@@ -17,6 +17,9 @@ pub struct HttpWorkflowClient {
 
 impl HttpWorkflowClient {
     pub fn new(base_url: &str) -> Result<Self, WorkflowError> {
+        // reqwest is built without a crypto provider of its own; ring is the one the SDKs
+        // use too. Installing fails only when a provider is already in place, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::builder()
             .timeout(CALL_TIMEOUT)
             .connect_timeout(std::time::Duration::from_secs(3))
