@@ -1470,7 +1470,7 @@ async fn versions_make_changes_conditional_and_a_deleted_subscription_stays_dele
 struct PanickingStore;
 
 #[async_trait::async_trait]
-impl SubscriptionStore for PanickingStore {
+impl custos_trigger::subscription::SubscriptionReader for PanickingStore {
     async fn get(
         &self,
         _: &custos_trigger::ids::WorkspaceId,
@@ -1489,6 +1489,10 @@ impl SubscriptionStore for PanickingStore {
     > {
         panic!("a bug below the route")
     }
+}
+
+#[async_trait::async_trait]
+impl SubscriptionStore for PanickingStore {
     async fn put(
         &self,
         _: &custos_trigger::subscription::Subscription,

@@ -10,7 +10,7 @@ use custos_trigger::event::SourceType;
 use custos_trigger::ids::{SubscriptionId, WorkspaceId};
 use custos_trigger::resume::{ResumeKey, ResumeStore, ResumeWait};
 use custos_trigger::subscription::{
-    ListQuery, Route, Subscription, SubscriptionState, SubscriptionStore,
+    ListQuery, Route, Subscription, SubscriptionReader, SubscriptionState, SubscriptionStore,
 };
 use std::sync::Arc;
 

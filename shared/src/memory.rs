@@ -19,7 +19,9 @@ use crate::resume::{
     TakeRequest, MAX_PARKED_PER_WAIT,
 };
 use crate::store::StoreError;
-use crate::subscription::{ListQuery, Page, Route, Subscription, SubscriptionStore};
+use crate::subscription::{
+    ListQuery, Page, Route, Subscription, SubscriptionReader, SubscriptionStore,
+};
 use crate::workflow::{RaiseEventRequest, RunRef, StartRunRequest, WorkflowClient, WorkflowError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -35,7 +37,7 @@ pub struct MemorySubscriptionStore {
 }
 
 #[async_trait]
-impl SubscriptionStore for MemorySubscriptionStore {
+impl SubscriptionReader for MemorySubscriptionStore {
     async fn get(
         &self,
         ws: &WorkspaceId,
@@ -62,7 +64,10 @@ impl SubscriptionStore for MemorySubscriptionStore {
             .map(|s| Arc::new(s.clone()))
             .collect())
     }
+}
 
+#[async_trait]
+impl SubscriptionStore for MemorySubscriptionStore {
     async fn list(&self, ws: &WorkspaceId, query: &ListQuery) -> Result<Page, StoreError> {
         let mut items: Vec<Subscription> = lock(&self.all)
             .iter()

@@ -173,8 +173,10 @@ impl ListQuery {
     }
 }
 
+/// The read side, all the match stage needs. A port of its own so the match function
+/// links none of the writing side (item building, schedules and their time zones).
 #[async_trait]
-pub trait SubscriptionStore: Send + Sync {
+pub trait SubscriptionReader: Send + Sync {
     async fn get(
         &self,
         workspace: &WorkspaceId,
@@ -187,7 +189,10 @@ pub trait SubscriptionStore: Send + Sync {
         workspace: &WorkspaceId,
         route: &Route,
     ) -> Result<Vec<Arc<Subscription>>, StoreError>;
+}
 
+#[async_trait]
+pub trait SubscriptionStore: SubscriptionReader {
     /// Creates or replaces a subscription.
     async fn put(&self, subscription: &Subscription) -> Result<(), StoreError>;
 

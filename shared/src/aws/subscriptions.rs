@@ -17,7 +17,7 @@ use crate::event::SourceType;
 use crate::ids::{SubscriptionId, WorkspaceId};
 use crate::store::StoreError;
 use crate::subscription::{
-    ListQuery, Page, Route, Subscription, SubscriptionState, SubscriptionStore,
+    ListQuery, Page, Route, Subscription, SubscriptionReader, SubscriptionState, SubscriptionStore,
 };
 
 #[derive(Debug, Clone)]
@@ -204,7 +204,7 @@ where
 }
 
 #[async_trait]
-impl SubscriptionStore for DynamoSubscriptionStore {
+impl SubscriptionReader for DynamoSubscriptionStore {
     async fn get(
         &self,
         workspace: &WorkspaceId,
@@ -246,7 +246,10 @@ impl SubscriptionStore for DynamoSubscriptionStore {
         .await?;
         Ok(found)
     }
+}
 
+#[async_trait]
+impl SubscriptionStore for DynamoSubscriptionStore {
     /// One workspace's subscriptions in id order. A state filter is served by the
     /// `byState` index, a source filter alone by `bySource`, so a filter never reads
     /// what it does not return; with both, the source is a `FilterExpression` on the

@@ -28,7 +28,7 @@ use crate::queue::{Queue, QueueError};
 use crate::resume::{ParkOutcome, ParkStore, ParkedEvent, ResumeStore};
 use crate::selector::{EvalError, EventScope, LazyScope, SelectorCache};
 use crate::store::StoreError;
-use crate::subscription::{Route, Subscription, SubscriptionStore};
+use crate::subscription::{Route, Subscription, SubscriptionReader};
 use crate::trace::TraceParent;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -68,7 +68,7 @@ impl IndexCache {
 }
 
 pub struct MatchStage {
-    pub subscriptions: Arc<dyn SubscriptionStore>,
+    pub subscriptions: Arc<dyn SubscriptionReader>,
     pub resumes: Arc<dyn ResumeStore>,
     pub dispatch_queue: Arc<dyn Queue>,
     /// Where a match that cannot be carried is dead-lettered.
@@ -99,7 +99,7 @@ pub struct MatchReport {
 
 impl MatchStage {
     pub fn new(
-        subscriptions: Arc<dyn SubscriptionStore>,
+        subscriptions: Arc<dyn SubscriptionReader>,
         resumes: Arc<dyn ResumeStore>,
         dispatch_queue: Arc<dyn Queue>,
         ledger: Arc<dyn Ledger>,

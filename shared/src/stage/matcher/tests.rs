@@ -9,6 +9,7 @@ use crate::audit::AuditName;
 use crate::clock::ManualClock;
 use crate::memory::{MemoryQueue, MemoryResumeStore, MemorySubscriptionStore, RecordingAuditSink};
 use crate::resume::{ResumeKey, ResumeWait};
+use crate::subscription::SubscriptionStore;
 
 struct Harness {
     subs: Arc<MemorySubscriptionStore>,
