@@ -1,9 +1,9 @@
 //! Instants as the service writes and reads them: epoch milliseconds inside, RFC 3339
 //! at the edges (API bodies, event timestamps, schedule tick ids, stored subscriptions).
-//! One module on one crate (chrono, which the schedules' time zones need anyway), so
+//! One module on one crate (chrono, whose civil types the schedules walk anyway), so
 //! every timestamp the service prints has one shape: UTC, millisecond precision, `Z`.
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
 
 /// Epoch milliseconds as RFC 3339 in UTC (`2026-11-27T10:00:00.000Z`); empty for an
 /// instant chrono cannot represent (beyond ±262,000 years).
@@ -15,8 +15,9 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// The same instant with `zone`'s offset at that instant (`…T11:00:00.000+01:00`).
-pub fn zoned(ms: i64, zone: chrono_tz::Tz) -> String {
-    match zone.timestamp_millis_opt(ms).single() {
+pub fn zoned(ms: i64, zone: &crate::zone::Zone) -> String {
+    let offset = zone.offset_secs(ms).and_then(FixedOffset::east_opt);
+    match offset.and_then(|offset| offset.timestamp_millis_opt(ms).single()) {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
         None => String::new(),
     }
@@ -61,7 +62,10 @@ mod tests {
         );
         assert_eq!(parse_ms("2026-03-28 12:00"), None);
         assert_eq!(
-            zoned(1_774_699_200_500, chrono_tz::Europe::Berlin),
+            zoned(
+                1_774_699_200_500,
+                &crate::zone::Zone::named("Europe/Berlin").unwrap()
+            ),
             "2026-03-28T13:00:00.500+01:00"
         );
     }

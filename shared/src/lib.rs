@@ -40,3 +40,4 @@ pub mod subscription;
 pub mod trace;
 pub mod webhook;
 pub mod workflow;
+pub mod zone;

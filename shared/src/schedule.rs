@@ -1,14 +1,13 @@
 //! Schedules: when a `scheduled` subscription fires. A cron expression in an IANA time
-//! zone (`cron`: our own rules, chrono-tz for the zones) or a fixed rate, the
+//! zone (`cron`: our own rules, [`crate::zone`] for the zones) or a fixed rate, the
 //! catch-up policy for ticks the scheduler missed. What a scheduled *subscription*
 //! does with them (its ticks, the due index) is in [`crate::scheduled`].
 
-use std::str::FromStr;
-
-use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use thiserror::Error;
+
+use crate::zone::Zone;
 
 /// The shortest rate: the scheduler runs once a minute.
 pub const MIN_RATE_MS: i64 = 60_000;
@@ -74,7 +73,7 @@ pub enum ScheduleError {
 pub enum Schedule {
     Cron {
         cron: CronExpr,
-        zone: Tz,
+        zone: Zone,
     },
     /// Instants at whole multiples of the period since the Unix epoch (UTC).
     Rate {
@@ -87,9 +86,9 @@ impl Schedule {
         match (&spec.cron, &spec.rate) {
             (Some(expression), None) => {
                 let zone = match spec.timezone.as_deref() {
-                    None => Tz::UTC,
+                    None => Zone::utc(),
                     Some(name) => {
-                        Tz::from_str(name).map_err(|_| ScheduleError::TimeZone(name.to_owned()))?
+                        Zone::named(name).ok_or_else(|| ScheduleError::TimeZone(name.to_owned()))?
                     }
                 };
                 let cron = CronExpr::parse(expression).map_err(|reason| ScheduleError::Cron {
@@ -117,7 +116,7 @@ impl Schedule {
                 .div_euclid(*period_ms)
                 .checked_add(1)?
                 .checked_mul(*period_ms),
-            Schedule::Cron { cron, zone } => cron.next_after(after_ms, *zone),
+            Schedule::Cron { cron, zone } => cron.next_after(after_ms, zone),
         }
     }
 
@@ -136,10 +135,10 @@ impl Schedule {
     }
 
     /// The zone instants are shown in (UTC for rates).
-    pub fn zone(&self) -> Tz {
+    pub fn zone(&self) -> Zone {
         match self {
-            Schedule::Cron { zone, .. } => *zone,
-            Schedule::Rate { .. } => Tz::UTC,
+            Schedule::Cron { zone, .. } => zone.clone(),
+            Schedule::Rate { .. } => Zone::utc(),
         }
     }
 
@@ -147,7 +146,7 @@ impl Schedule {
     fn latest_at_or_before(&self, at_ms: i64) -> Option<i64> {
         match self {
             Schedule::Rate { period_ms } => at_ms.div_euclid(*period_ms).checked_mul(*period_ms),
-            Schedule::Cron { cron, zone } => cron.latest_at_or_before(at_ms, *zone),
+            Schedule::Cron { cron, zone } => cron.latest_at_or_before(at_ms, zone),
         }
     }
 
@@ -229,7 +228,7 @@ pub fn preview(schedule: &Schedule, after_ms: i64, count: usize) -> Value {
     let items: Vec<Value> = schedule
         .upcoming(after_ms, count)
         .into_iter()
-        .map(|ms| json!({"utc": crate::instant::rfc3339(ms), "local": crate::instant::zoned(ms, zone)}))
+        .map(|ms| json!({"utc": crate::instant::rfc3339(ms), "local": crate::instant::zoned(ms, &zone)}))
         .collect();
     json!({ "timezone": zone.name(), "fireTimes": items })
 }

@@ -13,11 +13,9 @@
 //!   (`*/15 1 * * *`, `0 * * * *`) fires on both passes of a repeated time and has
 //!   nothing in a gap.
 
-use chrono::{
-    Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
-    Timelike,
-};
-use chrono_tz::Tz;
+use chrono::{Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+
+use crate::zone::Zone;
 
 /// A parsed expression: the allowed values of each field as bit sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,14 +172,13 @@ impl CronExpr {
 
     /// The instants one wall-clock time of `zone` fires at, per the daylight-saving
     /// rules: none, one, or (a wildcard time repeated by a fall-back) two, in order.
-    fn instants(&self, local: NaiveDateTime, zone: Tz) -> [Option<i64>; 2] {
-        match zone.from_local_datetime(&local) {
-            LocalResult::Single(t) => [Some(t.timestamp_millis()), None],
-            LocalResult::Ambiguous(first, second) if self.wildcard_time => [
-                Some(first.timestamp_millis()),
-                Some(second.timestamp_millis()),
-            ],
-            LocalResult::Ambiguous(first, _) => [Some(first.timestamp_millis()), None],
+    fn instants(&self, local: NaiveDateTime, zone: &Zone) -> [Option<i64>; 2] {
+        match zone.instants(local) {
+            LocalResult::Single(t) => [Some(t), None],
+            LocalResult::Ambiguous(first, second) if self.wildcard_time => {
+                [Some(first), Some(second)]
+            }
+            LocalResult::Ambiguous(first, _) => [Some(first), None],
             LocalResult::None if self.wildcard_time => [None, None],
             LocalResult::None => [gap_end(local, zone), None],
         }
@@ -191,8 +188,8 @@ impl CronExpr {
     /// from a little before `after_ms`: a time's first instant never precedes an earlier
     /// time's, so a day's walk ends at the first time past the best found, and one more
     /// day settles what a gap at midnight could reorder.
-    pub fn next_after(&self, after_ms: i64, zone: Tz) -> Option<i64> {
-        let local_after = zone.timestamp_millis_opt(after_ms).single()?.naive_local();
+    pub fn next_after(&self, after_ms: i64, zone: &Zone) -> Option<i64> {
+        let local_after = zone.local(after_ms)?;
         let earliest = local_after.checked_sub_signed(slack(after_ms, zone)?)?;
         let mut best: Option<i64> = None;
         let mut date = earliest.date();
@@ -227,7 +224,7 @@ impl CronExpr {
     }
 
     /// The first instant of a matching day (for the look one day further).
-    fn first_of(&self, date: NaiveDate, zone: Tz) -> Option<i64> {
+    fn first_of(&self, date: NaiveDate, zone: &Zone) -> Option<i64> {
         if !self.day_matches(date) {
             return None;
         }
@@ -236,7 +233,7 @@ impl CronExpr {
     }
 
     /// The last instant of a matching day.
-    fn last_of(&self, date: NaiveDate, zone: Tz) -> Option<i64> {
+    fn last_of(&self, date: NaiveDate, zone: &Zone) -> Option<i64> {
         if !self.day_matches(date) {
             return None;
         }
@@ -247,8 +244,8 @@ impl CronExpr {
     }
 
     /// The latest instant at or before `at_ms` (the walk of [`Self::next_after`], mirrored).
-    pub fn latest_at_or_before(&self, at_ms: i64, zone: Tz) -> Option<i64> {
-        let local_at = zone.timestamp_millis_opt(at_ms).single()?.naive_local();
+    pub fn latest_at_or_before(&self, at_ms: i64, zone: &Zone) -> Option<i64> {
+        let local_at = zone.local(at_ms)?;
         let latest = local_at.checked_add_signed(slack(at_ms, zone)?)?;
         let mut best: Option<i64> = None;
         let mut date = latest.date();
@@ -294,13 +291,9 @@ const LAST_MINUTE: NaiveTime = match NaiveTime::from_hms_opt(23, 59, 0) {
 /// How much earlier (or later) than an instant's own wall-clock reading the walk must
 /// start: nothing away from an offset change, a few hours near one (a repeated hour's
 /// second pass, a gap's end).
-fn slack(ms: i64, zone: Tz) -> Option<Duration> {
+fn slack(ms: i64, zone: &Zone) -> Option<Duration> {
     let window = DST_SLACK_HOURS * 3_600_000;
-    let offset = |at: i64| {
-        zone.timestamp_millis_opt(at)
-            .single()
-            .map(|t| t.offset().fix())
-    };
+    let offset = |at: i64| zone.offset_secs(at);
     let near_change = offset(ms.checked_sub(window)?)? != offset(ms.checked_add(window)?)?;
     Some(if near_change {
         Duration::hours(DST_SLACK_HOURS)
@@ -311,13 +304,12 @@ fn slack(ms: i64, zone: Tz) -> Option<Duration> {
 
 /// The first instant after a gap that swallowed `local`: the first wall-clock minute
 /// after it that exists (gaps are at most a few hours).
-fn gap_end(local: NaiveDateTime, zone: Tz) -> Option<i64> {
+fn gap_end(local: NaiveDateTime, zone: &Zone) -> Option<i64> {
     (1..=24 * 60).find_map(|minutes| {
         let candidate = local.checked_add_signed(Duration::minutes(minutes))?;
         // Whole minutes from the top of the minute: a gap ends on one.
-        match zone.from_local_datetime(&candidate) {
-            LocalResult::Single(t) => Some(t.timestamp_millis()),
-            LocalResult::Ambiguous(t, _) => Some(t.timestamp_millis()),
+        match zone.instants(candidate) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t),
             LocalResult::None => None,
         }
     })
