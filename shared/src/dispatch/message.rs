@@ -152,15 +152,19 @@ impl DispatchMessage {
             bytes: usize::MAX,
             limit: crate::limits::MAX_QUEUE_MESSAGE_BYTES,
         };
-        // One buffer per message, written in place: the event text is copied once and
-        // nothing else is allocated on the way (this runs once per match).
-        let mut body = Vec::with_capacity(event_json.len() + 320);
+        // One buffer per message, written in place as text: the event is copied once,
+        // and only what serde writes (trace, flow fields) is made apart and checked as
+        // UTF-8, not the whole body (this runs once per match).
+        let mut body = String::with_capacity(event_json.len() + 320);
         let mut field =
             |name: &str, value: &dyn erased::Json| -> Result<(), crate::limits::TooLarge> {
-                body.extend_from_slice(name.as_bytes());
+                body.push_str(name);
                 value.write(&mut body).map_err(|_| too_large())
             };
-        field("{\"workspaceId\":", &self.workspace_id)?;
+        field(
+            "{\"workspaceId\":",
+            &erased::Str(self.workspace_id.as_str()),
+        )?;
         field(",\"event\":", &erased::Raw(event_json))?;
         field(",\"target\":", &erased::Target(&self.target))?;
         if let Some(trace) = &self.trace {
@@ -181,8 +185,7 @@ impl DispatchMessage {
         if let Some(batch) = &self.batch {
             field(",\"batch\":", batch)?;
         }
-        body.push(b'}');
-        let body = String::from_utf8(body).map_err(|_| too_large())?;
+        body.push('}');
         crate::limits::checked_body(
             "dispatch message",
             body,
@@ -265,14 +268,17 @@ impl DispatchMessage {
 
 /// Writing one field's value into a message body being built.
 mod erased {
+    use serde_json::{Map, Value};
+
     /// Any serializable value, or a text that already is JSON.
     pub trait Json {
-        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()>;
+        fn write(&self, out: &mut String) -> serde_json::Result<()>;
     }
 
     impl<T: serde::Serialize> Json for T {
-        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-            serde_json::to_writer(out, self)
+        fn write(&self, out: &mut String) -> serde_json::Result<()> {
+            out.push_str(&serde_json::to_string(self)?);
+            Ok(())
         }
     }
 
@@ -282,7 +288,7 @@ mod erased {
     pub struct Target<'a>(pub &'a super::DispatchTarget);
 
     impl Json for Target<'_> {
-        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        fn write(&self, out: &mut String) -> serde_json::Result<()> {
             let super::DispatchTarget::Start {
                 subscription_id,
                 workflow_id,
@@ -291,31 +297,96 @@ mod erased {
                 mapping_error,
             } = self.0
             else {
-                return serde_json::to_writer(out, self.0);
+                return self.0.write(out);
             };
-            out.extend_from_slice(b"{\"type\":\"start\",\"subscriptionId\":");
-            serde_json::to_writer(&mut *out, subscription_id)?;
-            out.extend_from_slice(b",\"workflowId\":");
-            serde_json::to_writer(&mut *out, workflow_id)?;
-            out.extend_from_slice(b",\"workflowVersionId\":");
-            serde_json::to_writer(&mut *out, workflow_version_id)?;
-            out.extend_from_slice(b",\"inputs\":");
-            serde_json::to_writer(&mut *out, inputs)?;
-            if let Some(error) = mapping_error {
-                out.extend_from_slice(b",\"mappingError\":");
-                serde_json::to_writer(&mut *out, error)?;
+            out.push_str("{\"type\":\"start\",\"subscriptionId\":");
+            write_str(out, subscription_id.as_str())?;
+            out.push_str(",\"workflowId\":");
+            write_str(out, workflow_id)?;
+            out.push_str(",\"workflowVersionId\":");
+            match workflow_version_id {
+                Some(version) => write_str(out, version)?,
+                None => out.push_str("null"),
             }
-            out.push(b'}');
+            out.push_str(",\"inputs\":");
+            write_object(out, inputs)?;
+            if let Some(error) = mapping_error {
+                out.push_str(",\"mappingError\":");
+                write_str(out, error)?;
+            }
+            out.push('}');
             Ok(())
         }
+    }
+
+    /// A text as a JSON string.
+    pub struct Str<'a>(pub &'a str);
+
+    impl Json for Str<'_> {
+        fn write(&self, out: &mut String) -> serde_json::Result<()> {
+            write_str(out, self.0)
+        }
+    }
+
+    /// A JSON string exactly as serde writes it. A text with nothing to escape (the
+    /// usual id, name or mapped value) is copied as it is: serde walks an escape table
+    /// byte by byte, and a message's strings are most of its serializing.
+    fn write_str(out: &mut String, text: &str) -> serde_json::Result<()> {
+        if needs_escape(text.as_bytes()) {
+            return text.write(out);
+        }
+        out.reserve(text.len() + 2);
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+        Ok(())
+    }
+
+    /// Whether serde would escape a byte of `text`: a control character, `"` or `\`.
+    /// Checked 16 bytes at a time (the last few padded with spaces), with no early exit
+    /// inside a block, so the compiler turns each block into a few vector compares:
+    /// most texts here are ids and short values, which a byte loop would walk one by one.
+    fn needs_escape(text: &[u8]) -> bool {
+        fn escapes(block: &[u8; 16]) -> bool {
+            block.iter().fold(false, |any, &b| {
+                any | (b < 0x20) | (b == b'"') | (b == b'\\')
+            })
+        }
+        let mut blocks = text.chunks_exact(16);
+        let any_block = blocks
+            .by_ref()
+            .any(|block| <&[u8; 16]>::try_from(block).is_ok_and(escapes));
+        let rest = blocks.remainder();
+        let mut last = [b' '; 16];
+        last[..rest.len()].copy_from_slice(rest);
+        any_block || escapes(&last)
+    }
+
+    /// An object as serde writes it (members in the map's order), its keys and string
+    /// values through [`write_str`].
+    fn write_object(out: &mut String, object: &Map<String, Value>) -> serde_json::Result<()> {
+        out.push('{');
+        for (i, (key, value)) in object.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_str(out, key)?;
+            out.push(':');
+            match value {
+                Value::String(text) => write_str(out, text)?,
+                other => other.write(out)?,
+            }
+        }
+        out.push('}');
+        Ok(())
     }
 
     /// JSON text written as it is (the event, serialized once per event).
     pub struct Raw<'a>(pub &'a str);
 
     impl Json for Raw<'_> {
-        fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-            out.extend_from_slice(self.0.as_bytes());
+        fn write(&self, out: &mut String) -> serde_json::Result<()> {
+            out.push_str(self.0);
             Ok(())
         }
     }

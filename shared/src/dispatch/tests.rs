@@ -972,6 +972,32 @@ fn every_shape_of_target_is_written_as_serde_writes_it() {
     }
 }
 
+#[test]
+fn strings_needing_any_escape_are_written_as_serde_writes_them() {
+    // Every ASCII byte, each alone and inside text, as a key, a value, a workflow id and
+    // a version (the body writer copies texts that need no escaping as they are).
+    let texts = (0u8..=0x7f)
+        .map(|b| char::from(b).to_string())
+        .chain((0u8..=0x7f).map(|b| format!("ab{}cd", char::from(b))))
+        .chain(["", "plain", "é ü \u{1F600}", "\u{7f}\u{80}\u{FFFF}"].map(str::to_owned));
+    for text in texts {
+        let mut message = start(Some(&text), 1);
+        if let DispatchTarget::Start {
+            workflow_id,
+            inputs,
+            mapping_error,
+            ..
+        } = &mut message.target
+        {
+            workflow_id.clone_from(&text);
+            inputs.insert(text.clone(), json!(text));
+            inputs.insert("list".into(), json!([text.clone(), {"k": text.clone()}]));
+            *mapping_error = Some(text.clone());
+        }
+        assert_body_is_the_one_serde_makes(&message);
+    }
+}
+
 #[tokio::test]
 async fn during_an_outage_every_message_comes_back_within_its_hold_or_at_the_next_probe() {
     // Default cap (300 s): before, a message held or failing late in a 5-minute outage
