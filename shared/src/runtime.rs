@@ -32,27 +32,33 @@ pub const RECORDER_MAX_RECEIVES: u32 = 5;
 pub const METRIC_NAMESPACE: &str = "Custos/Trigger";
 
 /// JSON logs (text when `AWS_LAMBDA_LOG_FORMAT=Text`) at `AWS_LAMBDA_LOG_LEVEL`,
-/// else `LOG_LEVEL`, else info.
+/// else `LOG_LEVEL`, else info. A level, or `target=level` directives: a plain
+/// `Targets` filter, not `EnvFilter`, whose span and field matching would link a regex
+/// DFA compiler into every function (≈ 0.1 MB) for a setting that is a level.
 pub fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let level = ["AWS_LAMBDA_LOG_LEVEL", "LOG_LEVEL"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|l| !l.trim().is_empty()))
         .unwrap_or_else(|| "info".to_owned())
         .to_ascii_lowercase();
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = level
+        .parse::<tracing_subscriber::filter::Targets>()
+        .unwrap_or_else(|_| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time();
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = if text {
-        builder.try_init()
+        registry.with(layer).try_init()
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        registry
+            .with(layer.json().flatten_event(true).with_current_span(false))
             .try_init()
     };
 }
