@@ -101,6 +101,7 @@ contract!([
     every_body_arrives_once_across_batches_of_count_and_size,
     delayed_bodies_wait_and_a_delay_past_the_limit_is_taken_at_the_limit,
     a_body_over_the_limit_is_refused_and_nothing_of_its_send_goes_out,
+    bodies_with_their_own_delays_go_together_and_each_waits_its_own,
 ]);
 
 /// 25 small bodies (three batches of at most 10) and four of 100 KiB (batches are also
@@ -133,6 +134,28 @@ async fn delayed_bodies_wait_and_a_delay_past_the_limit_is_taken_at_the_limit(
         .unwrap();
     assert_eq!(consumer.visible().await, ["now"]);
     assert_eq!(consumer.delayed().await, 3);
+}
+
+/// Bodies sent each with its own delay (as a throttle spreads them), twelve in one call:
+/// the undelayed ones arrive at once, each delayed one waits, and a delay past the
+/// longest is taken at the longest (SQS would refuse it).
+async fn bodies_with_their_own_delays_go_together_and_each_waits_its_own(
+    queue: Arc<dyn Queue>,
+    consumer: Consumer,
+) {
+    let messages: Vec<(String, u32)> = (0..12u32)
+        .map(|i| {
+            let delay = match i % 3 {
+                0 => 0,
+                1 => 60 + i,
+                _ => MAX_DELAY_SECS * 4,
+            };
+            (format!("m{i:02}"), delay)
+        })
+        .collect();
+    queue.send_each_delayed(&messages).await.unwrap();
+    assert_eq!(consumer.visible().await, ["m00", "m03", "m06", "m09"]);
+    assert_eq!(consumer.delayed().await, 8);
 }
 
 /// A body SQS could never carry is refused before anything of its send goes out, so a

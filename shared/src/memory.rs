@@ -688,6 +688,17 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
+    async fn send_each_delayed(&self, messages: &[(String, u32)]) -> Result<(), QueueError> {
+        let bodies: Vec<String> = messages.iter().map(|(b, _)| b.clone()).collect();
+        self.send_batch(&bodies).await?;
+        lock(&self.delayed).extend(
+            messages
+                .iter()
+                .map(|(b, d)| (b.clone(), (*d).min(crate::queue::MAX_DELAY_SECS))),
+        );
+        Ok(())
+    }
+
     async fn change_visibility(
         &self,
         receipt_handle: &str,

@@ -33,6 +33,11 @@ pub trait Queue: Send + Sync {
     /// [`MAX_DELAY_SECS`]; longer waits are re-sent by the receiver).
     async fn send_delayed(&self, bodies: &[String], delay_secs: u32) -> Result<(), QueueError>;
 
+    /// Sends every `(body, delay_secs)` with its own delay, batched as [`Queue::send_batch`]
+    /// (SQS takes a delay per entry, so messages a throttle spreads over time still go
+    /// ten to a call).
+    async fn send_each_delayed(&self, messages: &[(String, u32)]) -> Result<(), QueueError>;
+
     /// Makes a received message visible again after `timeout_secs`.
     async fn change_visibility(
         &self,

@@ -33,20 +33,17 @@ impl SqsQueue {
         &self.url
     }
 
-    /// Sends one chunk; returns the indexes (into `chunk`) that still failed.
-    async fn send_chunk(
-        &self,
-        chunk: &[&String],
-        delay_secs: u32,
-    ) -> Result<Vec<usize>, QueueError> {
-        let delay = i32::try_from(delay_secs.min(MAX_DELAY_SECS)).unwrap_or(0);
+    /// Sends one chunk of `(body, delay_secs)`; returns the indexes (into `chunk`) that
+    /// still failed.
+    async fn send_chunk(&self, chunk: &[&(&str, u32)]) -> Result<Vec<usize>, QueueError> {
         let entries = chunk
             .iter()
             .enumerate()
-            .map(|(i, body)| {
+            .map(|(i, (body, delay_secs))| {
+                let delay = i32::try_from((*delay_secs).min(MAX_DELAY_SECS)).unwrap_or(0);
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(body.as_str())
+                    .message_body(*body)
                     .delay_seconds(delay)
                     .build()
                     .map_err(|e| QueueError::Rejected(e.to_string()))
@@ -79,41 +76,43 @@ impl SqsQueue {
 
 /// Splits bodies into request-sized chunks (≤ 10 entries, ≤ 256 KiB in total).
 pub fn chunks(bodies: &[String]) -> Result<Vec<Vec<&String>>, QueueError> {
-    let mut out: Vec<Vec<&String>> = Vec::new();
-    let mut size = 0;
-    for body in bodies {
-        if body.len() > MAX_MESSAGE_BYTES {
+    split(bodies, String::len)
+}
+
+/// Splits items into request-sized chunks by each one's body size (`size`).
+fn split<T>(items: &[T], size: impl Fn(&T) -> usize) -> Result<Vec<Vec<&T>>, QueueError> {
+    let mut out: Vec<Vec<&T>> = Vec::new();
+    let mut total = 0;
+    for item in items {
+        let bytes = size(item);
+        if bytes > MAX_MESSAGE_BYTES {
             return Err(QueueError::Rejected(format!(
-                "message of {} bytes exceeds the {MAX_MESSAGE_BYTES}-byte SQS limit",
-                body.len()
+                "message of {bytes} bytes exceeds the {MAX_MESSAGE_BYTES}-byte SQS limit"
             )));
         }
         let fits = out
             .last()
-            .is_some_and(|c| c.len() < MAX_BATCH_ENTRIES && size + body.len() <= MAX_MESSAGE_BYTES);
+            .is_some_and(|c| c.len() < MAX_BATCH_ENTRIES && total + bytes <= MAX_MESSAGE_BYTES);
         if !fits {
             out.push(Vec::new());
-            size = 0;
+            total = 0;
         }
-        size += body.len();
+        total += bytes;
         if let Some(current) = out.last_mut() {
-            current.push(body);
+            current.push(item);
         }
     }
     Ok(out)
 }
 
-#[async_trait]
-impl Queue for SqsQueue {
-    async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError> {
-        self.send_delayed(bodies, 0).await
-    }
-
-    async fn send_delayed(&self, bodies: &[String], delay_secs: u32) -> Result<(), QueueError> {
-        for chunk in chunks(bodies)? {
+impl SqsQueue {
+    /// Sends `(body, delay_secs)` entries in request-sized chunks, retrying entries that
+    /// failed on the service side.
+    async fn send_entries(&self, entries: &[(&str, u32)]) -> Result<(), QueueError> {
+        for chunk in split(entries, |(body, _)| body.len())? {
             let mut pending = chunk;
             for attempt in 1..=SEND_ATTEMPTS {
-                let failed = self.send_chunk(&pending, delay_secs).await?;
+                let failed = self.send_chunk(&pending).await?;
                 if failed.is_empty() {
                     break;
                 }
@@ -130,6 +129,23 @@ impl Queue for SqsQueue {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send_batch(&self, bodies: &[String]) -> Result<(), QueueError> {
+        self.send_delayed(bodies, 0).await
+    }
+
+    async fn send_delayed(&self, bodies: &[String], delay_secs: u32) -> Result<(), QueueError> {
+        let entries: Vec<(&str, u32)> = bodies.iter().map(|b| (b.as_str(), delay_secs)).collect();
+        self.send_entries(&entries).await
+    }
+
+    async fn send_each_delayed(&self, messages: &[(String, u32)]) -> Result<(), QueueError> {
+        let entries: Vec<(&str, u32)> = messages.iter().map(|(b, d)| (b.as_str(), *d)).collect();
+        self.send_entries(&entries).await
     }
 
     async fn change_visibility(

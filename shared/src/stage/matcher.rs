@@ -247,10 +247,8 @@ impl MatchStage {
         if !bodies.is_empty() {
             self.dispatch_queue.send_batch(&bodies).await?;
         }
-        for (body, delay_secs) in delayed {
-            self.dispatch_queue
-                .send_delayed(std::slice::from_ref(&body), delay_secs)
-                .await?;
+        if !delayed.is_empty() {
+            self.dispatch_queue.send_each_delayed(&delayed).await?;
         }
         tracing::info!(
             workspace_id = %workspace_id,
