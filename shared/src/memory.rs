@@ -682,10 +682,8 @@ impl Queue for MemoryQueue {
     }
 
     async fn send_delayed(&self, bodies: &[String], delay_secs: u32) -> Result<(), QueueError> {
-        self.send_batch(bodies).await?;
-        let delay_secs = delay_secs.min(crate::queue::MAX_DELAY_SECS);
-        lock(&self.delayed).extend(bodies.iter().map(|b| (b.clone(), delay_secs)));
-        Ok(())
+        let messages: Vec<(String, u32)> = bodies.iter().map(|b| (b.clone(), delay_secs)).collect();
+        self.send_each_delayed(&messages).await
     }
 
     async fn send_each_delayed(&self, messages: &[(String, u32)]) -> Result<(), QueueError> {

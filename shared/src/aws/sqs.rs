@@ -33,6 +33,31 @@ impl SqsQueue {
         &self.url
     }
 
+    /// Sends `(body, delay_secs)` entries in request-sized chunks, retrying entries that
+    /// failed on the service side.
+    async fn send_entries(&self, entries: &[(&str, u32)]) -> Result<(), QueueError> {
+        for chunk in split(entries, |(body, _)| body.len())? {
+            let mut pending = chunk;
+            for attempt in 1..=SEND_ATTEMPTS {
+                let failed = self.send_chunk(&pending).await?;
+                if failed.is_empty() {
+                    break;
+                }
+                if attempt == SEND_ATTEMPTS {
+                    return Err(QueueError::Unavailable(format!(
+                        "{} messages still failed after {SEND_ATTEMPTS} attempts",
+                        failed.len()
+                    )));
+                }
+                pending = failed
+                    .into_iter()
+                    .filter_map(|i| pending.get(i).copied())
+                    .collect();
+            }
+        }
+        Ok(())
+    }
+
     /// Sends one chunk of `(body, delay_secs)`; returns the indexes (into `chunk`) that
     /// still failed.
     async fn send_chunk(&self, chunk: &[&(&str, u32)]) -> Result<Vec<usize>, QueueError> {
@@ -103,33 +128,6 @@ fn split<T>(items: &[T], size: impl Fn(&T) -> usize) -> Result<Vec<Vec<&T>>, Que
         }
     }
     Ok(out)
-}
-
-impl SqsQueue {
-    /// Sends `(body, delay_secs)` entries in request-sized chunks, retrying entries that
-    /// failed on the service side.
-    async fn send_entries(&self, entries: &[(&str, u32)]) -> Result<(), QueueError> {
-        for chunk in split(entries, |(body, _)| body.len())? {
-            let mut pending = chunk;
-            for attempt in 1..=SEND_ATTEMPTS {
-                let failed = self.send_chunk(&pending).await?;
-                if failed.is_empty() {
-                    break;
-                }
-                if attempt == SEND_ATTEMPTS {
-                    return Err(QueueError::Unavailable(format!(
-                        "{} messages still failed after {SEND_ATTEMPTS} attempts",
-                        failed.len()
-                    )));
-                }
-                pending = failed
-                    .into_iter()
-                    .filter_map(|i| pending.get(i).copied())
-                    .collect();
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
