@@ -153,8 +153,8 @@ impl DispatchMessage {
             limit: crate::limits::MAX_QUEUE_MESSAGE_BYTES,
         };
         // One buffer per message, written in place as text: the event is copied once,
-        // and only what serde writes (trace, flow fields) is made apart and checked as
-        // UTF-8, not the whole body (this runs once per match).
+        // and only what serde writes (flow fields, non-string inputs) is made apart and
+        // checked as UTF-8, not the whole body (this runs once per match).
         let mut body = String::with_capacity(event_json.len() + 320);
         let mut field =
             |name: &str, value: &dyn erased::Json| -> Result<(), crate::limits::TooLarge> {
@@ -168,13 +168,13 @@ impl DispatchMessage {
         field(",\"event\":", &erased::Raw(event_json))?;
         field(",\"target\":", &erased::Target(&self.target))?;
         if let Some(trace) = &self.trace {
-            field(",\"trace\":", trace)?;
+            field(",\"trace\":", &erased::Str(trace.as_str()))?;
         }
-        if let Some(ms) = &self.received_ms {
-            field(",\"receivedMs\":", ms)?;
+        if let Some(ms) = self.received_ms {
+            field(",\"receivedMs\":", &erased::Int(ms))?;
         }
-        if let Some(ms) = &self.not_before_ms {
-            field(",\"notBeforeMs\":", ms)?;
+        if let Some(ms) = self.not_before_ms {
+            field(",\"notBeforeMs\":", &erased::Int(ms))?;
         }
         if let Some(cell) = &self.debounce_cell {
             field(",\"debounceCell\":", cell)?;
@@ -325,6 +325,16 @@ mod erased {
     impl Json for Str<'_> {
         fn write(&self, out: &mut String) -> serde_json::Result<()> {
             write_str(out, self.0)
+        }
+    }
+
+    /// An integer, written in place (every message carries `receivedMs`).
+    pub struct Int(pub i64);
+
+    impl Json for Int {
+        fn write(&self, out: &mut String) -> serde_json::Result<()> {
+            use std::fmt::Write;
+            write!(out, "{}", self.0).map_err(serde::ser::Error::custom)
         }
     }
 

@@ -931,6 +931,7 @@ fn a_body_around_a_shared_event_is_the_body_serde_makes() {
     std::sync::Arc::make_mut(&mut message.event)
         .data
         .insert("odd".into(), json!("a\u{FFFF}b \" \\ é"));
+    message.trace = Some(crate::trace::TraceParent::generate());
     message.received_ms = Some(1_700_000_000_000);
     message.not_before_ms = Some(1_700_000_005_000);
     message.debounce_cell = Some("ws1#sub1#debounce#\"odd\"".into());
