@@ -336,15 +336,11 @@ fn main() {
         let scope = LazyScope::new(e);
         let memo = custos_trigger::mapping::Memo::default();
         let event_json = serde_json::to_string(e).expect("serializes");
-        let mut shared = None;
         for subscription in index.match_event(e, &scope).matched {
-            // As the match stage: one copy of the event shared by its messages, the CEL
-            // form only when a mapping reads it.
-            let shared = shared.get_or_insert_with(|| Arc::new(e.clone()));
+            // As the match stage: the CEL form only when a mapping reads it.
             let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
             fanout_bytes += dispatch_body(
                 &workspace,
-                shared,
                 mapped,
                 &subscription,
                 (&cache, &memo),
@@ -365,7 +361,6 @@ fn main() {
         if matched.is_empty() {
             continue;
         }
-        let shared = Arc::new(e.clone());
         // The CEL form is made once per event, before the clock starts.
         black_box(scope.get());
         let started = Instant::now();
@@ -373,7 +368,6 @@ fn main() {
             let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
             dispatch_body(
                 &workspace,
-                &shared,
                 mapped,
                 subscription,
                 (&cache, &memo),
@@ -484,27 +478,25 @@ fn main() {
 }
 
 /// `sub000042` → 42.
-/// One match's dispatch message and its queue body, as the match stage builds them;
-/// its own function (never inlined) so `valgrind --tool=callgrind
+/// One match's queue body, as the match stage writes it for a subscription without
+/// flow control; its own function (never inlined) so `valgrind --tool=callgrind
 /// --toggle-collect='*dispatch_body*'` counts the per-message cost alone.
 #[inline(never)]
 fn dispatch_body(
     workspace: &custos_trigger::ids::WorkspaceId,
-    event: &Arc<NormalizedEvent>,
     scope: Option<&EventScope>,
     subscription: &Subscription,
     (cache, memo): (&SelectorCache, &custos_trigger::mapping::Memo),
     event_json: &str,
 ) -> usize {
-    let message = custos_trigger::stage::matcher::start_message_with(
-        workspace,
-        event,
-        scope,
+    let draft = custos_trigger::dispatch::StartDraft {
+        workspace_id: workspace,
         subscription,
-        cache,
-        memo,
-    );
-    let body = message.body_with_event(event_json).expect("fits");
+        trace: None,
+        received_ms: None,
+    };
+    let body = custos_trigger::stage::matcher::start_body(&draft, scope, (cache, memo), event_json)
+        .expect("fits");
     black_box(body).len()
 }
 

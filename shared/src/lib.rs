@@ -19,6 +19,7 @@ pub mod event;
 pub mod flow;
 pub mod ids;
 pub mod instant;
+pub(crate) mod json_text;
 pub mod limits;
 pub mod listing;
 pub mod mapping;

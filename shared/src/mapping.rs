@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::json_text;
 use crate::selector::{CompiledExpr, EventScope, SelectorCache};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -40,19 +41,25 @@ pub struct Memo(std::sync::Mutex<HashMap<String, Outcome, foldhash::fast::Random
 type Outcome = Result<Value, (String, bool)>;
 
 impl Memo {
-    fn get(&self, text: &str) -> Option<Outcome> {
-        self.0
+    /// What `text` yielded (`compute`d the first time), read under the lock by `read`:
+    /// one lookup, and nothing copied out that `read` does not copy.
+    fn with<R>(
+        &self,
+        text: &str,
+        compute: impl FnOnce() -> Outcome,
+        read: impl FnOnce(&Outcome) -> R,
+    ) -> R {
+        let mut known = self
+            .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(text)
-            .cloned()
-    }
-
-    fn put(&self, text: &str, result: Outcome) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(text.to_owned(), result);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(outcome) = known.get(text) {
+            return read(outcome);
+        }
+        let outcome = compute();
+        let result = read(&outcome);
+        known.insert(text.to_owned(), outcome);
+        result
     }
 }
 
@@ -71,6 +78,47 @@ pub fn resolve_with<'m>(
         inputs.insert(key.clone(), resolver.value(value, key)?);
     }
     Ok(inputs)
+}
+
+/// [`resolve_with`] written into `out` as the JSON text of the map it resolves to
+/// (byte for byte as serde writes that map), without building the map: a dispatch
+/// message's inputs, written once per match.
+pub fn write_with<'m>(
+    mapping: impl IntoIterator<Item = (&'m String, &'m Value)>,
+    scope: &EventScope,
+    cache: &SelectorCache,
+    memo: &Memo,
+    out: &mut String,
+) -> Result<(), MappingError> {
+    let resolver = Resolver { scope, cache, memo };
+    out.push('{');
+    for (i, (key, value)) in mapping.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_text::string(out, key).map_err(unwritable)?;
+        out.push(':');
+        resolver.write(value, out).map_err(|e| e.inside(key))?;
+    }
+    out.push('}');
+    Ok(())
+}
+
+/// Serde refusing to write a JSON value (it refuses none of these).
+fn unwritable(e: serde_json::Error) -> MappingError {
+    MappingError {
+        path: String::new(),
+        reason: e.to_string(),
+        too_expensive: false,
+    }
+}
+
+impl MappingError {
+    /// This error, found inside `outer` (its path so far is relative: `""`, `[0]`, `.k`).
+    fn inside(mut self, outer: &str) -> Self {
+        self.path.insert_str(0, outer);
+        self
+    }
 }
 
 /// Checks every placeholder compiles (at authoring time), without evaluating.
@@ -163,19 +211,58 @@ impl Resolver<'_> {
         if !text.contains("${{") {
             return Ok(Value::String(text.to_owned()));
         }
-        let result = match self.memo.get(text) {
-            Some(known) => known,
-            None => {
-                let computed = self.template(text);
-                self.memo.put(text, computed.clone());
-                computed
-            }
-        };
+        let result = self.memo.with(text, || self.template(text), Clone::clone);
         result.map_err(|(reason, too_expensive)| MappingError {
             path: path.to_owned(),
             reason,
             too_expensive,
         })
+    }
+
+    /// [`Resolver::value`] written into `out` as JSON text; an error's path is relative
+    /// to `value`.
+    fn write(&self, value: &Value, out: &mut String) -> Result<(), MappingError> {
+        match value {
+            Value::String(text) if text.contains("${{") => self.memo.with(
+                text,
+                || self.template(text),
+                |outcome| match outcome {
+                    Ok(value) => json_text::value(out, value).map_err(unwritable),
+                    Err((reason, too_expensive)) => Err(MappingError {
+                        path: String::new(),
+                        reason: reason.clone(),
+                        too_expensive: *too_expensive,
+                    }),
+                },
+            ),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.write(item, out)
+                        .map_err(|e| e.inside(&format!("[{i}]")))?;
+                }
+                out.push(']');
+                Ok(())
+            }
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (key, member)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_text::string(out, key).map_err(unwritable)?;
+                    out.push(':');
+                    self.write(member, out)
+                        .map_err(|e| e.inside(&format!(".{key}")))?;
+                }
+                out.push('}');
+                Ok(())
+            }
+            other => json_text::value(out, other).map_err(unwritable),
+        }
     }
 
     /// A text with placeholders, resolved (its one expression's value when it is nothing

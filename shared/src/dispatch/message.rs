@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use crate::dedup::{DeadLetterReason, DedupKey, LedgerEntry, LedgerStatus, MatchKind};
 use crate::event::NormalizedEvent;
 use crate::ids::{ResumeId, SubscriptionId, WorkspaceId};
+use crate::json_text::{self, Int, Json};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -147,50 +148,28 @@ impl DispatchMessage {
     /// event's JSON, shared by all of an event's matches: serialized once, not once per
     /// match). The same text `serde_json` makes of the whole message.
     pub fn body_with_event(&self, event_json: &str) -> Result<String, crate::limits::TooLarge> {
-        let too_large = || crate::limits::TooLarge {
-            what: "dispatch message",
-            bytes: usize::MAX,
-            limit: crate::limits::MAX_QUEUE_MESSAGE_BYTES,
+        let target = Target(&self.target);
+        let envelope = Envelope {
+            workspace_id: &self.workspace_id,
+            event_json,
+            target: &target,
+            trace: self.trace.as_ref(),
+            received_ms: self.received_ms,
         };
-        // One buffer per message, written in place as text: the event is copied once,
-        // and only what serde writes (flow fields, non-string inputs) is made apart and
-        // checked as UTF-8, not the whole body (this runs once per match).
-        let mut body = String::with_capacity(event_json.len() + 320);
-        let mut field =
-            |name: &str, value: &dyn erased::Json| -> Result<(), crate::limits::TooLarge> {
-                body.push_str(name);
-                value.write(&mut body).map_err(|_| too_large())
-            };
-        field(
-            "{\"workspaceId\":",
-            &erased::Str(self.workspace_id.as_str()),
-        )?;
-        field(",\"event\":", &erased::Raw(event_json))?;
-        field(",\"target\":", &erased::Target(&self.target))?;
-        if let Some(trace) = &self.trace {
-            field(",\"trace\":", &erased::Str(trace.as_str()))?;
-        }
-        if let Some(ms) = self.received_ms {
-            field(",\"receivedMs\":", &erased::Int(ms))?;
-        }
-        if let Some(ms) = self.not_before_ms {
-            field(",\"notBeforeMs\":", &erased::Int(ms))?;
-        }
-        if let Some(cell) = &self.debounce_cell {
-            field(",\"debounceCell\":", cell)?;
-        }
-        if let Some(slots) = &self.slots {
-            field(",\"slots\":", slots)?;
-        }
-        if let Some(batch) = &self.batch {
-            field(",\"batch\":", batch)?;
-        }
-        body.push('}');
-        crate::limits::checked_body(
-            "dispatch message",
-            body,
-            crate::limits::MAX_QUEUE_MESSAGE_BYTES,
-        )
+        let not_before = self.not_before_ms.map(Int);
+        let flow: [(&str, Option<&dyn Json>); 4] = [
+            (
+                ",\"notBeforeMs\":",
+                not_before.as_ref().map(|v| v as &dyn Json),
+            ),
+            (
+                ",\"debounceCell\":",
+                self.debounce_cell.as_ref().map(|v| v as &dyn Json),
+            ),
+            (",\"slots\":", self.slots.as_ref().map(|v| v as &dyn Json)),
+            (",\"batch\":", self.batch.as_ref().map(|v| v as &dyn Json)),
+        ];
+        envelope.body(&flow)
     }
 
     /// The message as a dead letter keeps it, for inspection and replay.
@@ -266,138 +245,178 @@ impl DispatchMessage {
     }
 }
 
-/// Writing one field's value into a message body being built.
-mod erased {
-    use serde_json::{Map, Value};
+/// The size refusal of a body that could not be written (serde refuses nothing a
+/// message holds; the limit is what fails in practice).
+fn too_large() -> crate::limits::TooLarge {
+    crate::limits::TooLarge {
+        what: "dispatch message",
+        bytes: usize::MAX,
+        limit: crate::limits::MAX_QUEUE_MESSAGE_BYTES,
+    }
+}
 
-    /// Any serializable value, or a text that already is JSON.
-    pub trait Json {
-        fn write(&self, out: &mut String) -> serde_json::Result<()>;
+/// The fields every dispatch message body has, in the order serde writes them; the
+/// flow fields follow in [`Envelope::write`].
+struct Envelope<'a> {
+    workspace_id: &'a WorkspaceId,
+    event_json: &'a str,
+    target: &'a dyn Json,
+    trace: Option<&'a crate::trace::TraceParent>,
+    received_ms: Option<i64>,
+}
+
+impl Envelope<'_> {
+    /// The body with the `flow` fields that are set, SQS-safe and within its limit.
+    fn body(&self, flow: &[(&str, Option<&dyn Json>)]) -> Result<String, crate::limits::TooLarge> {
+        let body = self.write(flow).map_err(|_| too_large())?;
+        crate::limits::checked_body(
+            "dispatch message",
+            body,
+            crate::limits::MAX_QUEUE_MESSAGE_BYTES,
+        )
     }
 
-    impl<T: serde::Serialize> Json for T {
-        fn write(&self, out: &mut String) -> serde_json::Result<()> {
-            out.push_str(&serde_json::to_string(self)?);
-            Ok(())
+    /// One buffer per message, written in place as text: the event is copied once, and
+    /// only what serde writes (flow fields, non-string inputs) is made apart and checked
+    /// as UTF-8, not the whole body (this runs once per match).
+    fn write(&self, flow: &[(&str, Option<&dyn Json>)]) -> serde_json::Result<String> {
+        let mut body = String::with_capacity(self.event_json.len() + 320);
+        body.push_str("{\"workspaceId\":");
+        json_text::string(&mut body, self.workspace_id.as_str())?;
+        body.push_str(",\"event\":");
+        body.push_str(self.event_json);
+        body.push_str(",\"target\":");
+        self.target.write(&mut body)?;
+        if let Some(trace) = self.trace {
+            body.push_str(",\"trace\":");
+            json_text::string(&mut body, trace.as_str())?;
         }
-    }
-
-    /// A target as serde writes it, with the field names of a start written as the
-    /// literals they are: this runs once per match, and serde escapes every name as if it
-    /// could need it (a third of a message's serializing).
-    pub struct Target<'a>(pub &'a super::DispatchTarget);
-
-    impl Json for Target<'_> {
-        fn write(&self, out: &mut String) -> serde_json::Result<()> {
-            let super::DispatchTarget::Start {
-                subscription_id,
-                workflow_id,
-                workflow_version_id,
-                inputs,
-                mapping_error,
-            } = self.0
-            else {
-                return self.0.write(out);
-            };
-            out.push_str("{\"type\":\"start\",\"subscriptionId\":");
-            write_str(out, subscription_id.as_str())?;
-            out.push_str(",\"workflowId\":");
-            write_str(out, workflow_id)?;
-            out.push_str(",\"workflowVersionId\":");
-            match workflow_version_id {
-                Some(version) => write_str(out, version)?,
-                None => out.push_str("null"),
+        if let Some(ms) = self.received_ms {
+            body.push_str(",\"receivedMs\":");
+            Int(ms).write(&mut body)?;
+        }
+        for (name, value) in flow {
+            if let Some(value) = value {
+                body.push_str(name);
+                value.write(&mut body)?;
             }
-            out.push_str(",\"inputs\":");
-            write_object(out, inputs)?;
-            if let Some(error) = mapping_error {
-                out.push_str(",\"mappingError\":");
-                write_str(out, error)?;
-            }
-            out.push('}');
-            Ok(())
         }
+        body.push('}');
+        Ok(body)
     }
+}
 
-    /// A text as a JSON string.
-    pub struct Str<'a>(pub &'a str);
+/// A target as serde writes it, with the field names of a start written as the
+/// literals they are: this runs once per match.
+struct Target<'a>(&'a DispatchTarget);
 
-    impl Json for Str<'_> {
-        fn write(&self, out: &mut String) -> serde_json::Result<()> {
-            write_str(out, self.0)
-        }
-    }
-
-    /// An integer, written in place (every message carries `receivedMs`).
-    pub struct Int(pub i64);
-
-    impl Json for Int {
-        fn write(&self, out: &mut String) -> serde_json::Result<()> {
-            use std::fmt::Write;
-            write!(out, "{}", self.0).map_err(serde::ser::Error::custom)
-        }
-    }
-
-    /// A JSON string exactly as serde writes it. A text with nothing to escape (the
-    /// usual id, name or mapped value) is copied as it is: serde walks an escape table
-    /// byte by byte, and a message's strings are most of its serializing.
-    fn write_str(out: &mut String, text: &str) -> serde_json::Result<()> {
-        if needs_escape(text.as_bytes()) {
-            return text.write(out);
-        }
-        out.reserve(text.len() + 2);
-        out.push('"');
-        out.push_str(text);
-        out.push('"');
-        Ok(())
-    }
-
-    /// Whether serde would escape a byte of `text`: a control character, `"` or `\`.
-    /// Checked 16 bytes at a time (the last few padded with spaces), with no early exit
-    /// inside a block, so the compiler turns each block into a few vector compares:
-    /// most texts here are ids and short values, which a byte loop would walk one by one.
-    fn needs_escape(text: &[u8]) -> bool {
-        fn escapes(block: &[u8; 16]) -> bool {
-            block.iter().fold(false, |any, &b| {
-                any | (b < 0x20) | (b == b'"') | (b == b'\\')
-            })
-        }
-        let mut blocks = text.chunks_exact(16);
-        let any_block = blocks
-            .by_ref()
-            .any(|block| <&[u8; 16]>::try_from(block).is_ok_and(escapes));
-        let rest = blocks.remainder();
-        let mut last = [b' '; 16];
-        last[..rest.len()].copy_from_slice(rest);
-        any_block || escapes(&last)
-    }
-
-    /// An object as serde writes it (members in the map's order), its keys and string
-    /// values through [`write_str`].
-    fn write_object(out: &mut String, object: &Map<String, Value>) -> serde_json::Result<()> {
-        out.push('{');
-        for (i, (key, value)) in object.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_str(out, key)?;
-            out.push(':');
-            match value {
-                Value::String(text) => write_str(out, text)?,
-                other => other.write(out)?,
-            }
+impl Json for Target<'_> {
+    fn write(&self, out: &mut String) -> serde_json::Result<()> {
+        let DispatchTarget::Start {
+            subscription_id,
+            workflow_id,
+            workflow_version_id,
+            inputs,
+            mapping_error,
+        } = self.0
+        else {
+            return self.0.write(out);
+        };
+        let fields = StartFields {
+            subscription_id,
+            workflow_id,
+            workflow_version_id: workflow_version_id.as_deref(),
+        };
+        fields.write(out, |out| json_text::object(out, inputs))?;
+        if let Some(error) = mapping_error {
+            out.push_str(",\"mappingError\":");
+            json_text::string(out, error)?;
         }
         out.push('}');
         Ok(())
     }
+}
 
-    /// JSON text written as it is (the event, serialized once per event).
-    pub struct Raw<'a>(pub &'a str);
+/// A start target's fields up to its inputs, which `inputs` writes; the caller closes
+/// the object (after a `mappingError`, if any).
+struct StartFields<'a> {
+    subscription_id: &'a SubscriptionId,
+    workflow_id: &'a str,
+    workflow_version_id: Option<&'a str>,
+}
 
-    impl Json for Raw<'_> {
-        fn write(&self, out: &mut String) -> serde_json::Result<()> {
-            out.push_str(self.0);
-            Ok(())
+impl StartFields<'_> {
+    fn write(
+        &self,
+        out: &mut String,
+        inputs: impl FnOnce(&mut String) -> serde_json::Result<()>,
+    ) -> serde_json::Result<()> {
+        out.push_str("{\"type\":\"start\",\"subscriptionId\":");
+        json_text::string(out, self.subscription_id.as_str())?;
+        out.push_str(",\"workflowId\":");
+        json_text::string(out, self.workflow_id)?;
+        out.push_str(",\"workflowVersionId\":");
+        match self.workflow_version_id {
+            Some(version) => json_text::string(out, version)?,
+            None => out.push_str("null"),
         }
+        out.push_str(",\"inputs\":");
+        inputs(out)
+    }
+}
+
+/// What a start match's queue body is written from without making its
+/// [`DispatchMessage`]: the subscription's fields are borrowed and its inputs written
+/// as they resolve, where the message would copy the ids and build the inputs map
+/// (this runs once per match; the match stage makes the message only for a match
+/// under flow control or one whose body this cannot write).
+pub struct StartDraft<'a> {
+    pub workspace_id: &'a WorkspaceId,
+    pub subscription: &'a crate::subscription::Subscription,
+    pub trace: Option<&'a crate::trace::TraceParent>,
+    pub received_ms: Option<i64>,
+}
+
+impl StartDraft<'_> {
+    /// The body [`DispatchMessage::body_with_event`] makes of this match's message
+    /// (resolved by `inputs`), or `None` when `inputs` fails or the body is too large:
+    /// the caller then makes the message, which records either.
+    pub fn body_with_event(&self, event_json: &str, inputs: &WriteInputs) -> Option<String> {
+        let subscription = self.subscription;
+        let target = StartTarget {
+            fields: StartFields {
+                subscription_id: &subscription.subscription_id,
+                workflow_id: &subscription.workflow_id,
+                workflow_version_id: subscription.target_workflow_version_id.as_deref(),
+            },
+            inputs,
+        };
+        let envelope = Envelope {
+            workspace_id: self.workspace_id,
+            event_json,
+            target: &target,
+            trace: self.trace,
+            received_ms: self.received_ms,
+        };
+        envelope.body(&[]).ok()
+    }
+}
+
+/// Writes a start's resolved inputs as a JSON object, or says why they do not resolve.
+pub type WriteInputs<'a> = dyn Fn(&mut String) -> Result<(), crate::mapping::MappingError> + 'a;
+
+/// A draft's target: its fields, and inputs written as they resolve.
+struct StartTarget<'a> {
+    fields: StartFields<'a>,
+    inputs: &'a WriteInputs<'a>,
+}
+
+impl Json for StartTarget<'_> {
+    fn write(&self, out: &mut String) -> serde_json::Result<()> {
+        self.fields.write(out, |out| {
+            (self.inputs)(out).map_err(|e| serde::ser::Error::custom(e.reason))
+        })?;
+        out.push('}');
+        Ok(())
     }
 }

@@ -29,7 +29,7 @@ use crate::resume::{
 use crate::selector::SelectorCache;
 use crate::store::StoreError;
 use crate::workflow::{RaiseEventRequest, StartRunRequest, WorkflowClient, WorkflowError};
-pub use message::{DispatchMessage, DispatchTarget};
+pub use message::{DispatchMessage, DispatchTarget, StartDraft, WriteInputs};
 pub use outage::{BreakerState, BreakerStore, Gate, LocalBreaker, OutageBreaker};
 
 /// What happened to one dispatch message.

@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::dedup::{
     DeadLetterReason, Ledger, LedgerError, LedgerStatus, DEAD_LETTER_RETENTION_SECS,
 };
-use crate::dispatch::{DispatchMessage, DispatchTarget};
+use crate::dispatch::{DispatchMessage, DispatchTarget, StartDraft};
 use crate::event::{NormalizedEvent, QueuedEvent};
 use crate::flow::{
     BatchRef, Deliver, FlowGate, FlowSpec, FlowStore, Joined, Mode, Subject, Verdict,
@@ -175,17 +175,22 @@ impl MatchStage {
         // Built on first need: most events match without converting them to CEL.
         let scope = LazyScope::new(event);
         let arms = classify(event);
-        let mut messages = Vec::new();
+        let mut outgoing = Vec::new();
         let mut flow_skipped = 0;
+        // One mapping evaluation per distinct expression for all the matches, and one
+        // copy of the event that all their messages share.
+        let memo = mapping::Memo::default();
+        let mut shared = None;
         if arms.to_start {
             let matched = self
                 .start_matches(workspace_id, event, &scope, *replay)
                 .await?;
-            // One mapping evaluation per distinct expression for all the matches, and
-            // one copy of the event that all their messages share.
-            let memo = mapping::Memo::default();
-            let mut shared = None;
             for subscription in matched {
+                let Some(flow) = subscription.flow.as_deref() else {
+                    // Its body is written from the subscription (below): no message.
+                    outgoing.push(Outgoing::Start(subscription));
+                    continue;
+                };
                 let shared = shared.get_or_insert_with(|| Arc::new(event.clone()));
                 // The event's CEL form is built only when a mapping reads it.
                 let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
@@ -198,47 +203,79 @@ impl MatchStage {
                     &memo,
                 );
                 message.received_ms = queued.received_ms;
-                if let Some(flow) = subscription.flow.as_deref() {
-                    if !self.admit(&mut message, flow, &scope).await? {
-                        flow_skipped += 1;
-                        continue;
-                    }
+                if !self.admit(&mut message, flow, &scope).await? {
+                    flow_skipped += 1;
+                    continue;
                 }
-                messages.push(message);
+                outgoing.push(Outgoing::Message(Box::new(message)));
             }
         }
-        let start_matches = messages.len();
+        let start_matches = outgoing.len();
         if arms.to_resume {
-            messages.extend(self.resume_message(workspace_id, event, &scope).await?);
-        }
-        for message in &mut messages {
-            message.trace = Some(trace.child());
-            message.received_ms = queued.received_ms;
+            let resumed = self.resume_message(workspace_id, event, &scope).await?;
+            outgoing.extend(
+                resumed
+                    .into_iter()
+                    .map(|message| Outgoing::Message(Box::new(message))),
+            );
         }
         let mut report = MatchReport {
             start_matches,
-            resume_matches: messages.len() - start_matches,
+            resume_matches: outgoing.len() - start_matches,
             too_large: 0,
             flow_skipped,
         };
-        let mut bodies = Vec::with_capacity(messages.len());
+        let mut bodies = Vec::with_capacity(outgoing.len());
         let mut delayed = Vec::new();
         // The event is serialized once and shared by every match's message.
         let event_json = serde_json::to_string(event);
-        for message in &messages {
+        for outgoing in outgoing {
+            let trace = trace.child();
+            let mut message = match outgoing {
+                Outgoing::Message(message) => *message,
+                Outgoing::Start(subscription) => {
+                    let draft = StartDraft {
+                        workspace_id,
+                        subscription: &subscription,
+                        trace: Some(&trace),
+                        received_ms: queued.received_ms,
+                    };
+                    let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
+                    let written = event_json
+                        .as_deref()
+                        .ok()
+                        .and_then(|json| start_body(&draft, mapped, (&self.cache, &memo), json));
+                    if let Some(body) = written {
+                        bodies.push(body);
+                        continue;
+                    }
+                    // A mapping that fails or a body too large: the message records it.
+                    let shared = shared.get_or_insert_with(|| Arc::new(event.clone()));
+                    start_message_with(
+                        workspace_id,
+                        shared,
+                        mapped,
+                        &subscription,
+                        &self.cache,
+                        &memo,
+                    )
+                }
+            };
+            message.trace = Some(trace);
+            message.received_ms = queued.received_ms;
             let body = match &event_json {
                 Ok(json) => message.body_with_event(json),
                 Err(_) => {
-                    limits::message_body("dispatch message", message, MAX_QUEUE_MESSAGE_BYTES)
+                    limits::message_body("dispatch message", &message, MAX_QUEUE_MESSAGE_BYTES)
                 }
             };
             match body {
-                Ok(body) => match self.delay_secs(message) {
+                Ok(body) => match self.delay_secs(&message) {
                     Some(delay) => delayed.push((body, delay)),
                     None => bodies.push(body),
                 },
                 Err(too_large) => {
-                    self.dead_letter_too_large(message, &too_large.to_string())
+                    self.dead_letter_too_large(&message, &too_large.to_string())
                         .await?;
                     report.too_large += 1;
                 }
@@ -875,11 +912,7 @@ pub fn start_message_with(
     let resolved = match scope {
         Some(scope) => mapping::resolve_with(&subscription.input_mapping, scope, cache, memo),
         None if subscription.input_mapping.is_empty() => Ok(Default::default()),
-        None => Err(mapping::MappingError {
-            path: String::new(),
-            reason: "no event scope to resolve the mapping over".to_owned(),
-            too_expensive: false,
-        }),
+        None => Err(no_scope()),
     };
     let (inputs, mapping_error) = match resolved {
         Ok(inputs) => (inputs, None),
@@ -896,6 +929,43 @@ pub fn start_message_with(
             mapping_error,
         },
     )
+}
+
+/// The queue body of a start match without flow control, written straight from its
+/// subscription (see [`StartDraft`]): the text [`start_message_with`] and
+/// [`DispatchMessage::body_with_event`] make, or `None` when only the message can say
+/// what happens (a mapping that fails, a body too large). `scope` as there.
+pub fn start_body(
+    draft: &StartDraft<'_>,
+    scope: Option<&EventScope>,
+    (cache, memo): (&SelectorCache, &mapping::Memo),
+    event_json: &str,
+) -> Option<String> {
+    let mapping = &draft.subscription.input_mapping;
+    let inputs = |out: &mut String| match scope {
+        Some(scope) => mapping::write_with(mapping, scope, cache, memo, out),
+        None if mapping.is_empty() => {
+            out.push_str("{}");
+            Ok(())
+        }
+        None => Err(no_scope()),
+    };
+    draft.body_with_event(event_json, &inputs)
+}
+
+fn no_scope() -> mapping::MappingError {
+    mapping::MappingError {
+        path: String::new(),
+        reason: "no event scope to resolve the mapping over".to_owned(),
+        too_expensive: false,
+    }
+}
+
+/// A match on its way to the queue: a start match without flow control is written
+/// from its subscription, every other match from its message.
+enum Outgoing {
+    Start(Arc<Subscription>),
+    Message(Box<DispatchMessage>),
 }
 
 /// Connector-sourced events go to that connector's subscriptions; others by source type.

@@ -561,3 +561,141 @@ async fn a_throttled_match_is_sent_delayed_to_its_slot_and_keeps_it_when_redeliv
     let next: DispatchMessage = serde_json::from_str(h.queue.sent().last().unwrap()).unwrap();
     assert_eq!(next.not_before_ms, Some(now + 3_600_000));
 }
+
+#[test]
+fn a_start_body_is_the_one_its_message_makes() {
+    // Mappings of every shape (escapes, nesting, interpolation, non-strings), with and
+    // without a version, trace and receipt time: the body written from the subscription
+    // is byte for byte the body of the message; a mapping that fails writes none.
+    let event = Arc::new(
+        lifecycle(
+            "ws1",
+            json!({"repo": "o/r", "title": "say \"hi\"\n\\", "n": 7, "tags": ["a", "b\u{1}"],
+                   "nested": {"k": [1, null, true]}, "uni": "é\u{FFFE}"}),
+        )
+        .event,
+    );
+    let event_json = serde_json::to_string(&event).unwrap();
+    let mappings = [
+        json!({}),
+        json!({"repo": "${{ event.data.repo }}", "title": "${{ event.data.title }}"}),
+        json!({"all": "${{ event.data }}", "n": "${{ event.data.n }}", "lit": 3, "off": false,
+               "none": null, "text": "plain \"quoted\"", "uni": "${{ event.data.uni }}"}),
+        json!({"list": ["${{ event.data.tags }}", {"k\"": "at ${{ event.data.n }} of ${{ event.data.repo }}"}],
+               "obj": {"b": {"c": ["${{ event.data.nested.k }}"]}, "a": "x"}}),
+    ];
+    let trace = crate::trace::TraceParent::generate();
+    let cache = SelectorCache::default();
+    let scope = EventScope::new(&event);
+    for (i, mapping) in mappings.iter().enumerate() {
+        for (version, traced, received) in [(Some("wv"), true, Some(12)), (None, false, None)] {
+            let mut subscription = sub(
+                &format!("s{i}\u{7}"),
+                "ws1",
+                "internal",
+                None,
+                mapping.clone(),
+            );
+            subscription.target_workflow_version_id = version.map(str::to_owned);
+            subscription.workflow_id = "wf\"1".into();
+            let workspace = WorkspaceId::new("ws\\1").unwrap();
+            let memo = mapping::Memo::default();
+            let mut message = start_message_with(
+                &workspace,
+                &event,
+                Some(&scope),
+                &subscription,
+                &cache,
+                &memo,
+            );
+            message.trace = traced.then(|| trace.clone());
+            message.received_ms = received;
+            let draft = StartDraft {
+                workspace_id: &workspace,
+                subscription: &subscription,
+                trace: message.trace.as_ref(),
+                received_ms: received,
+            };
+            // A fresh memo, and the one the message filled: both write the same.
+            for memo in [mapping::Memo::default(), memo] {
+                let body = start_body(&draft, Some(&scope), (&cache, &memo), &event_json);
+                assert_eq!(body, message.body_with_event(&event_json).ok(), "{mapping}");
+            }
+            let expected: Value = serde_json::to_value(&message).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Value>(&message.body_with_event(&event_json).unwrap())
+                    .unwrap(),
+                expected
+            );
+        }
+    }
+    for failing in [
+        json!({"a": "ok", "b": ["${{ event.data.missing.x }}"]}),
+        json!({"x": "${{ nope( }}"}),
+    ] {
+        let subscription = sub("s", "ws1", "internal", None, failing);
+        let workspace = WorkspaceId::new("ws1").unwrap();
+        let draft = StartDraft {
+            workspace_id: &workspace,
+            subscription: &subscription,
+            trace: None,
+            received_ms: None,
+        };
+        let memo = mapping::Memo::default();
+        assert_eq!(
+            start_body(&draft, Some(&scope), (&cache, &memo), &event_json),
+            None
+        );
+        // A mapping with no scope to read does not resolve either; an empty one does.
+        assert_eq!(start_body(&draft, None, (&cache, &memo), &event_json), None);
+    }
+    let empty = sub("s", "ws1", "internal", None, json!({}));
+    let workspace = WorkspaceId::new("ws1").unwrap();
+    let draft = StartDraft {
+        workspace_id: &workspace,
+        subscription: &empty,
+        trace: None,
+        received_ms: None,
+    };
+    let message = start_message_with(
+        &workspace,
+        &event,
+        None,
+        &empty,
+        &cache,
+        &mapping::Memo::default(),
+    );
+    assert_eq!(
+        start_body(
+            &draft,
+            None,
+            (&cache, &mapping::Memo::default()),
+            &event_json
+        ),
+        message.body_with_event(&event_json).ok()
+    );
+}
+
+#[test]
+fn written_inputs_fail_where_resolving_them_fails_and_say_where() {
+    let event = lifecycle("ws1", json!({"repo": "o/r", "n": 1})).event;
+    let scope = EventScope::new(&event);
+    let cache = SelectorCache::default();
+    for mapping in [
+        json!({"a": {"b": [1, "${{ event.data.nope.x }}"]}}),
+        json!({"z": "${{ event.data.repo }}", "y": ["${{ 1 / 0 }}"]}),
+        json!({"q": "${{ ( }}"}),
+    ] {
+        let mapping = crate::subscription::InputMapping::from(mapping.as_object().unwrap().clone());
+        let resolved = mapping::resolve(&mapping, &scope, &cache);
+        let mut out = String::new();
+        let written = mapping::write_with(
+            &mapping,
+            &scope,
+            &cache,
+            &mapping::Memo::default(),
+            &mut out,
+        );
+        assert_eq!(written.unwrap_err(), resolved.unwrap_err());
+    }
+}
