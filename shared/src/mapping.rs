@@ -90,18 +90,7 @@ pub fn write_with<'m>(
     memo: &Memo,
     out: &mut String,
 ) -> Result<(), MappingError> {
-    let resolver = Resolver { scope, cache, memo };
-    out.push('{');
-    for (i, (key, value)) in mapping.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        json_text::string(out, key).map_err(unwritable)?;
-        out.push(':');
-        resolver.write(value, out).map_err(|e| e.inside(key))?;
-    }
-    out.push('}');
-    Ok(())
+    Resolver { scope, cache, memo }.write_members(mapping, out, "")
 }
 
 /// Serde refusing to write a JSON value (it refuses none of these).
@@ -247,22 +236,31 @@ impl Resolver<'_> {
                 out.push(']');
                 Ok(())
             }
-            Value::Object(map) => {
-                out.push('{');
-                for (i, (key, member)) in map.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    json_text::string(out, key).map_err(unwritable)?;
-                    out.push(':');
-                    self.write(member, out)
-                        .map_err(|e| e.inside(&format!(".{key}")))?;
-                }
-                out.push('}');
-                Ok(())
-            }
+            Value::Object(map) => self.write_members(map, out, "."),
             other => json_text::value(out, other).map_err(unwritable),
         }
+    }
+
+    /// An object's `members` written as [`Resolver::write`] writes values; an error's
+    /// path is `prefix` and the member's key, then the path inside it.
+    fn write_members<'m>(
+        &self,
+        members: impl IntoIterator<Item = (&'m String, &'m Value)>,
+        out: &mut String,
+        prefix: &str,
+    ) -> Result<(), MappingError> {
+        out.push('{');
+        for (i, (key, member)) in members.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_text::string(out, key).map_err(unwritable)?;
+            out.push(':');
+            self.write(member, out)
+                .map_err(|e| e.inside(&format!("{prefix}{key}")))?;
+        }
+        out.push('}');
+        Ok(())
     }
 
     /// A text with placeholders, resolved (its one expression's value when it is nothing

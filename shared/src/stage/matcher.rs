@@ -181,6 +181,19 @@ impl MatchStage {
         // copy of the event that all their messages share.
         let memo = mapping::Memo::default();
         let mut shared = None;
+        let mut message_of = |subscription: &Subscription| {
+            let shared = shared.get_or_insert_with(|| Arc::new(event.clone()));
+            // The event's CEL form is built only when a mapping reads it.
+            let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
+            start_message_with(
+                workspace_id,
+                shared,
+                mapped,
+                subscription,
+                &self.cache,
+                &memo,
+            )
+        };
         if arms.to_start {
             let matched = self
                 .start_matches(workspace_id, event, &scope, *replay)
@@ -191,17 +204,7 @@ impl MatchStage {
                     outgoing.push(Outgoing::Start(subscription));
                     continue;
                 };
-                let shared = shared.get_or_insert_with(|| Arc::new(event.clone()));
-                // The event's CEL form is built only when a mapping reads it.
-                let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
-                let mut message = start_message_with(
-                    workspace_id,
-                    shared,
-                    mapped,
-                    &subscription,
-                    &self.cache,
-                    &memo,
-                );
+                let mut message = message_of(&subscription);
                 message.received_ms = queued.received_ms;
                 if !self.admit(&mut message, flow, &scope).await? {
                     flow_skipped += 1;
@@ -250,15 +253,7 @@ impl MatchStage {
                         continue;
                     }
                     // A mapping that fails or a body too large: the message records it.
-                    let shared = shared.get_or_insert_with(|| Arc::new(event.clone()));
-                    start_message_with(
-                        workspace_id,
-                        shared,
-                        mapped,
-                        &subscription,
-                        &self.cache,
-                        &memo,
-                    )
+                    message_of(&subscription)
                 }
             };
             message.trace = Some(trace);
