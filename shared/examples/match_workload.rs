@@ -26,6 +26,7 @@ use custos_trigger::event::NormalizedEvent;
 use custos_trigger::matching::StartIndex;
 use custos_trigger::selector::{CompiledExpr, EventScope, LazyScope, SelectorCache};
 use custos_trigger::subscription::Subscription;
+use custos_trigger::trace::TraceParent;
 use serde_json::{json, Value};
 
 /// xorshift64*: the same workload on every run and machine.
@@ -336,6 +337,7 @@ fn main() {
         let scope = LazyScope::new(e);
         let memo = custos_trigger::mapping::Memo::default();
         let event_json = serde_json::to_string(e).expect("serializes");
+        let trace = TraceParent::generate();
         for subscription in index.match_event(e, &scope).matched {
             // As the match stage: the CEL form only when a mapping reads it.
             let mapped = (!subscription.input_mapping.is_empty()).then(|| scope.get());
@@ -344,7 +346,7 @@ fn main() {
                 mapped,
                 &subscription,
                 (&cache, &memo),
-                &event_json,
+                (&event_json, &trace),
             );
             fanout_messages += 1;
         }
@@ -357,6 +359,7 @@ fn main() {
         let scope = LazyScope::new(e);
         let memo = custos_trigger::mapping::Memo::default();
         let event_json = serde_json::to_string(e).expect("serializes");
+        let trace = TraceParent::generate();
         let matched = index.match_event(e, &scope).matched;
         if matched.is_empty() {
             continue;
@@ -371,7 +374,7 @@ fn main() {
                 mapped,
                 subscription,
                 (&cache, &memo),
-                &event_json,
+                (&event_json, &trace),
             );
         }
         messages_us += started.elapsed().as_secs_f64() * 1e6;
@@ -479,7 +482,7 @@ fn main() {
 
 /// `sub000042` → 42.
 /// One match's queue body, as the match stage writes it for a subscription without
-/// flow control; its own function (never inlined) so `valgrind --tool=callgrind
+/// flow control (with its own child of the event's trace); its own function (never inlined) so `valgrind --tool=callgrind
 /// --toggle-collect='*dispatch_body*'` counts the per-message cost alone.
 #[inline(never)]
 fn dispatch_body(
@@ -487,13 +490,14 @@ fn dispatch_body(
     scope: Option<&EventScope>,
     subscription: &Subscription,
     (cache, memo): (&SelectorCache, &custos_trigger::mapping::Memo),
-    event_json: &str,
+    (event_json, trace): (&str, &TraceParent),
 ) -> usize {
+    let trace = trace.child();
     let draft = custos_trigger::dispatch::StartDraft {
         workspace_id: workspace,
         subscription,
-        trace: None,
-        received_ms: None,
+        trace: Some(&trace),
+        received_ms: Some(1_764_892_800_000),
     };
     let body = custos_trigger::stage::matcher::start_body(&draft, scope, (cache, memo), event_json)
         .expect("fits");

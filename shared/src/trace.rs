@@ -36,9 +36,8 @@ impl TraceParent {
 
     /// A new trace (random ids, sampled).
     pub fn generate() -> Self {
-        let trace = uuid::Uuid::new_v4().simple().to_string();
-        let parent = &uuid::Uuid::new_v4().simple().to_string()[..16];
-        Self(format!("00-{trace}-{parent}-01"))
+        let trace_id = rand::random::<u128>().max(1);
+        Self(format!("00-{trace_id:032x}-{:016x}-01", span_id()))
     }
 
     /// The incoming value when valid, else a new trace.
@@ -53,19 +52,29 @@ impl TraceParent {
         &self.0[3..35]
     }
 
-    /// The same trace with a new parent id: the header a hop sends onwards.
+    /// The same trace with a new parent id: the header a hop sends onwards (one per
+    /// dispatch message, so made with one allocation and the thread's generator, not
+    /// a system call per id).
     pub fn child(&self) -> Self {
-        let parent = &uuid::Uuid::new_v4().simple().to_string()[..16];
-        Self(format!(
-            "00-{}-{parent}-{}",
-            self.trace_id(),
-            &self.0[53..55]
-        ))
+        use std::fmt::Write;
+        // `00-<trace id>-` | parent id | `-<flags>`: every valid value is 55 bytes.
+        let (head, tail) = (&self.0[..36], &self.0[52..]);
+        let mut text = String::with_capacity(self.0.len());
+        text.push_str(head);
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{:016x}", span_id());
+        text.push_str(tail);
+        Self(text)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A random parent id; all zeros is invalid, so never that.
+fn span_id() -> u64 {
+    rand::random::<u64>().max(1)
 }
 
 impl TryFrom<String> for TraceParent {
@@ -114,5 +123,25 @@ mod tests {
         let fresh = TraceParent::continue_or_start(Some("garbage"));
         assert!(TraceParent::parse(fresh.as_str()).is_some());
         assert_ne!(fresh.trace_id(), TraceParent::generate().trace_id());
+    }
+
+    #[test]
+    fn children_are_valid_keep_trace_and_flags_and_differ_from_each_other() {
+        let unsampled = "  00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ";
+        for trace in [
+            TraceParent::parse(unsampled).unwrap(),
+            TraceParent::generate(),
+        ] {
+            let children: std::collections::HashSet<String> = (0..1_000)
+                .map(|_| {
+                    let child = trace.child();
+                    assert_eq!(TraceParent::parse(child.as_str()), Some(child.clone()));
+                    assert_eq!(child.trace_id(), trace.trace_id());
+                    assert_eq!(child.as_str()[52..], trace.as_str()[52..]);
+                    child.as_str().to_owned()
+                })
+                .collect();
+            assert_eq!(children.len(), 1_000);
+        }
     }
 }
