@@ -21,8 +21,8 @@ pub(crate) struct Int(pub i64);
 
 impl Json for Int {
     fn write(&self, out: &mut String) -> serde_json::Result<()> {
-        use std::fmt::Write;
-        write!(out, "{}", self.0).map_err(serde::ser::Error::custom)
+        out.push_str(itoa::Buffer::new().format(self.0));
+        Ok(())
     }
 }
 
