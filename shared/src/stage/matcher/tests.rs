@@ -562,6 +562,16 @@ async fn a_throttled_match_is_sent_delayed_to_its_slot_and_keeps_it_when_redeliv
     assert_eq!(next.not_before_ms, Some(now + 3_600_000));
 }
 
+/// A draft of `subscription`'s match with neither trace nor receipt time.
+fn untraced<'a>(workspace: &'a WorkspaceId, subscription: &'a Subscription) -> StartDraft<'a> {
+    StartDraft {
+        workspace_id: workspace,
+        subscription,
+        trace: None,
+        received_ms: None,
+    }
+}
+
 #[test]
 fn a_start_body_is_the_one_its_message_makes() {
     // Mappings of every shape (escapes, nesting, interpolation, non-strings), with and
@@ -635,12 +645,7 @@ fn a_start_body_is_the_one_its_message_makes() {
     ] {
         let subscription = sub("s", "ws1", "internal", None, failing);
         let workspace = WorkspaceId::new("ws1").unwrap();
-        let draft = StartDraft {
-            workspace_id: &workspace,
-            subscription: &subscription,
-            trace: None,
-            received_ms: None,
-        };
+        let draft = untraced(&workspace, &subscription);
         let memo = mapping::Memo::default();
         assert_eq!(
             start_body(&draft, Some(&scope), (&cache, &memo), &event_json),
@@ -651,12 +656,7 @@ fn a_start_body_is_the_one_its_message_makes() {
     }
     let empty = sub("s", "ws1", "internal", None, json!({}));
     let workspace = WorkspaceId::new("ws1").unwrap();
-    let draft = StartDraft {
-        workspace_id: &workspace,
-        subscription: &empty,
-        trace: None,
-        received_ms: None,
-    };
+    let draft = untraced(&workspace, &empty);
     let message = start_message_with(
         &workspace,
         &event,
