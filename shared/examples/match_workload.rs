@@ -480,10 +480,10 @@ fn main() {
     );
 }
 
-/// `sub000042` → 42.
 /// One match's queue body, as the match stage writes it for a subscription without
-/// flow control (with its own child of the event's trace); its own function (never inlined) so `valgrind --tool=callgrind
-/// --toggle-collect='*dispatch_body*'` counts the per-message cost alone.
+/// flow control (with its own child of the event's trace); its own function (never
+/// inlined) so `valgrind --tool=callgrind --toggle-collect='*dispatch_body*'` counts the
+/// per-message cost alone.
 #[inline(never)]
 fn dispatch_body(
     workspace: &custos_trigger::ids::WorkspaceId,
@@ -504,6 +504,7 @@ fn dispatch_body(
     black_box(body).len()
 }
 
+/// `sub000042` → 42.
 fn number_of(id: &str) -> u32 {
     id.trim_start_matches("sub").parse().unwrap_or(u32::MAX)
 }

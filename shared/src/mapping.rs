@@ -93,6 +93,15 @@ pub fn write_with<'m>(
     Resolver { scope, cache, memo }.write_members(mapping, out, "")
 }
 
+/// A text's failed outcome (why, and whether for its cost) as the error at `path`.
+fn failed(path: &str, (reason, too_expensive): &(String, bool)) -> MappingError {
+    MappingError {
+        path: path.to_owned(),
+        reason: reason.clone(),
+        too_expensive: *too_expensive,
+    }
+}
+
 /// Serde refusing to write a JSON value (it refuses none of these).
 fn unwritable(e: serde_json::Error) -> MappingError {
     MappingError {
@@ -200,12 +209,14 @@ impl Resolver<'_> {
         if !text.contains("${{") {
             return Ok(Value::String(text.to_owned()));
         }
-        let result = self.memo.with(text, || self.template(text), Clone::clone);
-        result.map_err(|(reason, too_expensive)| MappingError {
-            path: path.to_owned(),
-            reason,
-            too_expensive,
-        })
+        self.memo.with(
+            text,
+            || self.template(text),
+            |outcome| match outcome {
+                Ok(value) => Ok(value.clone()),
+                Err(failure) => Err(failed(path, failure)),
+            },
+        )
     }
 
     /// [`Resolver::value`] written into `out` as JSON text; an error's path is relative
@@ -217,11 +228,7 @@ impl Resolver<'_> {
                 || self.template(text),
                 |outcome| match outcome {
                     Ok(value) => json_text::value(out, value).map_err(unwritable),
-                    Err((reason, too_expensive)) => Err(MappingError {
-                        path: String::new(),
-                        reason: reason.clone(),
-                        too_expensive: *too_expensive,
-                    }),
+                    Err(failure) => Err(failed("", failure)),
                 },
             ),
             Value::Array(items) => {
