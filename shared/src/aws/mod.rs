@@ -28,12 +28,33 @@ pub use secrets::AwsSecrets;
 pub use sqs::SqsQueue;
 pub use subscriptions::{Backfill, DynamoSubscriptionStore};
 
-/// The shared SDK configuration (region, credentials, endpoint) of this process.
+/// The shared SDK configuration of a function, from what Lambda puts in its environment:
+/// the region (`AWS_REGION`), the role's credentials (`AWS_ACCESS_KEY_ID`, ...) and, for the
+/// local emulators, `AWS_ENDPOINT_URL`. `aws_config::defaults` would also look in profile
+/// files, ECS, IMDS and STS web identity, none of which a Lambda has; linking that chain
+/// cost every function ≈ 0.4 MB (BENCHMARKS.md "Binary size and cold start"). Retries,
+/// timeouts and the credentials cache are the SDK clients' defaults either way.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+    use aws_config::environment::{
+        EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+    };
+    use aws_config::meta::region::ProvideRegion;
+    use aws_sdk_dynamodb::config::SharedCredentialsProvider;
+
+    let mut config = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
         .http_client(https_client())
-        .load()
-        .await
+        .region(EnvironmentVariableRegionProvider::new().region().await)
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ));
+    if let Some(url) = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    {
+        config = config.endpoint_url(url);
+    }
+    config.build()
 }
 
 /// The SDKs' HTTP(S) client: rustls with ring, the crypto the Workflow Service client

@@ -42,7 +42,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: &[String]) -> Result<(), Failure> {
-    let config = aws::sdk_config().await;
+    // A developer's shell: credentials and region may come from a profile, so the full
+    // default chain here (the functions read only their Lambda environment).
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(aws::https_client())
+        .load()
+        .await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&config);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
