@@ -32,7 +32,7 @@ pub use subscriptions::{Backfill, DynamoSubscriptionStore};
 /// the region (`AWS_REGION`), the role's credentials (`AWS_ACCESS_KEY_ID`, ...) and, for the
 /// local emulators, `AWS_ENDPOINT_URL`. `aws_config::defaults` would also look in profile
 /// files, ECS, IMDS and STS web identity, none of which a Lambda has; linking that chain
-/// cost every function ≈ 0.4 MB (BENCHMARKS.md "Binary size and cold start"). Retries,
+/// cost every function 0.78 MB (BENCHMARKS.md "Binary size and cold start"). Retries,
 /// timeouts and the credentials cache are the SDK clients' defaults either way.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     use aws_config::environment::{
