@@ -1267,6 +1267,48 @@ async fn a_signed_webhook_starts_only_the_matching_attached_subscription_and_a_r
     );
 }
 
+/// Secrets Manager rotation puts a new value under the same reference: the function's
+/// cache (5 minutes) reads it again when a signature fails with the cached value, once it
+/// is `REREAD_AFTER_MS` old, so deliveries signed with the new value pass from then on.
+#[tokio::test]
+async fn a_secret_rotated_in_place_verifies_with_its_new_value() {
+    use custos_trigger::webhook::secrets::{CachedSecrets, REREAD_AFTER_MS};
+    const ROTATED: &str = "whsec_cm90YXRlZCBpbiBwbGFjZSwgMzIgYnl0ZXMgbG9uZyE=";
+    let mut h = harness("production").await;
+    h.api.webhooks.secrets = Arc::new(CachedSecrets::new(
+        Arc::new(integration_tests::secrets()),
+        h.clock.clone(),
+        300_000,
+    ));
+    let secret_ref = integration_tests::put_secret(WHSEC).await;
+    h.connector("ci-rotating", "standard-webhooks", &secret_ref, None)
+        .await;
+    let body = br#"{"action":"opened"}"#;
+    let signed = |secret, id| {
+        integration_tests::standard_webhook_headers(secret, id, h.clock.now_secs(), body)
+    };
+    assert_eq!(
+        h.deliver("ci-rotating", signed(WHSEC, "m1"), body)
+            .await
+            .status,
+        202
+    );
+    integration_tests::rotate_secret(&secret_ref, ROTATED).await;
+    h.clock.advance_ms(REREAD_AFTER_MS);
+    let answer = h.deliver("ci-rotating", signed(ROTATED, "m2"), body).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert_problem(
+        &h.deliver("ci-rotating", signed(WHSEC, "m3"), body).await,
+        401,
+        "trigger.webhook.signature_invalid",
+    );
+    assert_eq!(
+        integration_tests::depth(&h.sqs, &h.normalized_url).await,
+        2,
+        "the two accepted deliveries, nothing else"
+    );
+}
+
 #[tokio::test]
 async fn refused_webhooks_are_401_with_a_reason_and_enqueue_nothing() {
     let h = harness("production").await;

@@ -92,6 +92,17 @@ pub async fn put_secret(value: &str) -> String {
     format!("secretsmanager:{name}")
 }
 
+/// A new current value for a secret `put_secret` made (as Secrets Manager rotation does).
+pub async fn rotate_secret(reference: &str, value: &str) {
+    secrets_manager()
+        .put_secret_value()
+        .secret_id(reference.trim_start_matches("secretsmanager:"))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("secret rotated");
+}
+
 /// Standard Webhooks headers signing `body` with a `whsec_` secret.
 pub fn standard_webhook_headers(
     secret: &str,

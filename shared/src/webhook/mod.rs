@@ -191,6 +191,33 @@ impl WebhookIntake {
         body: &[u8],
     ) -> Result<verify::Verified, IntakeError> {
         connector.validate().map_err(IntakeError::Misconfigured)?;
+        let secrets = self.signing_secrets(connector).await?;
+        let verified = match self.check(connector, headers, body, &secrets) {
+            Err(verify::Rejection::SignatureInvalid) => {
+                match self.rotated_secrets(connector, &secrets).await {
+                    Some(rotated) => {
+                        let verified = self.check(connector, headers, body, &rotated);
+                        if verified.is_ok() {
+                            tracing::info!(
+                                connector_instance_id = connector.connector_instance_id,
+                                "a signing secret was rotated in its store; verified with the new value"
+                            );
+                        }
+                        verified
+                    }
+                    None => Err(verify::Rejection::SignatureInvalid),
+                }
+            }
+            other => other,
+        };
+        verified.map_err(IntakeError::Rejected)
+    }
+
+    /// The connector's signing secrets, as cached.
+    async fn signing_secrets(
+        &self,
+        connector: &ConnectorInstance,
+    ) -> Result<Vec<String>, IntakeError> {
         // During a rotation one of two references may already be gone: the other still
         // verifies. Only when none can be read is the delivery refused for now (503).
         let mut secrets = Vec::with_capacity(connector.secret_refs.len());
@@ -222,14 +249,45 @@ impl WebhookIntake {
                 "no usable signing secret (too short or malformed); every delivery is refused"
             );
         }
-        let verified = match connector.scheme {
+        Ok(secrets)
+    }
+
+    /// After a signature failed with `cached`: the secrets read again from their store,
+    /// when one of them has a value `cached` does not hold (rotated in place), else `None`.
+    async fn rotated_secrets(
+        &self,
+        connector: &ConnectorInstance,
+        cached: &[String],
+    ) -> Option<Vec<String>> {
+        let mut rotated = false;
+        let mut secrets = Vec::with_capacity(connector.secret_refs.len());
+        for reference in &connector.secret_refs {
+            let secret = match self.secrets.reread(reference).await {
+                Some(Ok(secret)) => {
+                    rotated |= !cached.contains(&secret);
+                    Ok(secret)
+                }
+                _ => self.secrets.resolve(reference).await,
+            };
+            secrets.extend(secret.ok());
+        }
+        rotated.then_some(secrets)
+    }
+
+    fn check(
+        &self,
+        connector: &ConnectorInstance,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+        secrets: &[String],
+    ) -> Result<verify::Verified, verify::Rejection> {
+        match connector.scheme {
             SignatureScheme::StandardWebhooks => {
-                verify::standard_webhooks(headers, body, &secrets, self.clock.now_secs())
+                verify::standard_webhooks(headers, body, secrets, self.clock.now_secs())
             }
-            SignatureScheme::Github => verify::github(headers, body, &secrets),
+            SignatureScheme::Github => verify::github(headers, body, secrets),
             SignatureScheme::None => Ok(unsigned_delivery(headers, body)),
-        };
-        verified.map_err(IntakeError::Rejected)
+        }
     }
 
     fn delivery<'a>(

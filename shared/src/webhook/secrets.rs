@@ -1,6 +1,7 @@
 //! Resolving secret references (Secrets Manager or SSM SecureString), cached for a short
-//! TTL so a warm function does not call the secret store per delivery, while a rotated
-//! secret is picked up within minutes. Secret values are never logged.
+//! TTL so a warm function does not call the secret store per delivery, while a secret
+//! rotated in place is read again as soon as a signature fails with the cached value.
+//! Secret values are never logged.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +22,13 @@ pub enum SecretError {
 #[async_trait]
 pub trait SecretResolver: Send + Sync {
     async fn resolve(&self, reference: &str) -> Result<String, SecretError>;
+
+    /// Reads a reference again after a signature did not verify with what `resolve`
+    /// gave: its value may have been rotated in place. `None` when there is nothing newer
+    /// to read (nothing cached, or read too recently to read again).
+    async fn reread(&self, _reference: &str) -> Option<Result<String, SecretError>> {
+        None
+    }
 }
 
 /// Where a reference points.
@@ -67,6 +75,10 @@ type Lookup = (i64, Result<String, SecretError>);
 /// How long a failed secret look-up is remembered.
 pub const NEGATIVE_TTL_MS: i64 = 30_000;
 
+/// How old a cached value must be before a failed signature reads it again: forged
+/// deliveries cost at most one read per reference per this long, per warm instance.
+pub const REREAD_AFTER_MS: i64 = 30_000;
+
 impl CachedSecrets {
     pub fn new(inner: Arc<dyn SecretResolver>, clock: Arc<dyn Clock>, ttl_ms: i64) -> Self {
         Self {
@@ -99,6 +111,26 @@ impl SecretResolver for CachedSecrets {
         if let Some(result) = cached {
             return result;
         }
+        self.load(reference, now).await
+    }
+
+    async fn reread(&self, reference: &str) -> Option<Result<String, SecretError>> {
+        let now = self.clock.now_ms();
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            let (loaded, _) = entries.get_mut(reference)?;
+            if now - *loaded < REREAD_AFTER_MS {
+                return None;
+            }
+            // Claimed: other failing deliveries meanwhile keep the cached value.
+            *loaded = now;
+        }
+        Some(self.load(reference, now).await)
+    }
+}
+
+impl CachedSecrets {
+    async fn load(&self, reference: &str, now: i64) -> Result<String, SecretError> {
         let result = self.inner.resolve(reference).await;
         self.entries
             .lock()
@@ -108,19 +140,26 @@ impl SecretResolver for CachedSecrets {
     }
 }
 
-/// Fixed secrets by reference, for unit tests.
+/// Secrets by reference, for unit tests (`set` rotates one in place).
 #[derive(Debug, Default)]
 pub struct StaticSecrets {
-    values: HashMap<String, String>,
+    values: Mutex<HashMap<String, String>>,
     reads: Mutex<usize>,
 }
 
 impl StaticSecrets {
     pub fn new(values: impl IntoIterator<Item = (String, String)>) -> Self {
         Self {
-            values: values.into_iter().collect(),
+            values: Mutex::new(values.into_iter().collect()),
             reads: Mutex::new(0),
         }
+    }
+
+    pub fn set(&self, reference: &str, value: &str) {
+        self.values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(reference.to_owned(), value.to_owned());
     }
 
     pub fn reads(&self) -> usize {
@@ -133,6 +172,8 @@ impl SecretResolver for StaticSecrets {
     async fn resolve(&self, reference: &str) -> Result<String, SecretError> {
         *self.reads.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         self.values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(reference)
             .cloned()
             .ok_or_else(|| SecretError::Unavailable {

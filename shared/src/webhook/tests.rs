@@ -408,3 +408,70 @@ async fn a_standard_webhooks_body_type_names_the_kind() {
         .unwrap();
     assert_eq!(queued(&h.queue)[0].event.kind.as_str(), "acme.invoice.paid");
 }
+
+/// A secret rotated in place (same reference, new value) verifies at once, not after the
+/// cache's TTL; a failing signature reads the store again at most once per
+/// `REREAD_AFTER_MS`, so forged deliveries cannot hammer it.
+#[tokio::test]
+async fn a_secret_rotated_in_place_verifies_with_its_new_value() {
+    use crate::webhook::secrets::{CachedSecrets, REREAD_AFTER_MS};
+    use hmac::{KeyInit, Mac};
+    const REFERENCE: &str = "ssm:/custos/webhooks/gh";
+    const OLD: &str = "It's a Secret to Everybody";
+    const NEW: &str = "It's a new Secret to Everybody";
+    const FORGED: &str = "a guess at the secret, long enough";
+    let mut h = harness().await;
+    let store = Arc::new(StaticSecrets::new([(REFERENCE.to_owned(), OLD.to_owned())]));
+    let clock = Arc::new(ManualClock::at_ms(0));
+    h.intake.secrets = Arc::new(CachedSecrets::new(store.clone(), clock.clone(), 300_000));
+    let signed = |secret: &str, delivery: &str| {
+        let key = verify::github_key(secret).unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(delivery.as_bytes());
+        HashMap::from([
+            (
+                "x-hub-signature-256".to_owned(),
+                format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+            ),
+            ("x-github-delivery".to_owned(), delivery.to_owned()),
+            ("x-github-event".to_owned(), "push".to_owned()),
+        ])
+    };
+    let receive = |secret: &'static str, delivery: &'static str| {
+        let intake = &h.intake;
+        let headers = signed(secret, delivery);
+        async move { intake.receive("gh1", &headers, delivery.as_bytes()).await }
+    };
+    let refused = |result: Result<EventId, IntakeError>| {
+        matches!(
+            result,
+            Err(IntakeError::Rejected(Rejection::SignatureInvalid))
+        )
+    };
+
+    receive(OLD, "one").await.unwrap();
+    assert_eq!(store.reads(), 1);
+    store.set(REFERENCE, NEW);
+    // Read 10 s ago: not read again yet, so the new value is refused for now.
+    clock.advance_ms(10_000);
+    assert!(refused(receive(NEW, "two").await));
+    assert_eq!(store.reads(), 1);
+    clock.advance_ms(REREAD_AFTER_MS);
+    receive(NEW, "three").await.unwrap();
+    assert_eq!(store.reads(), 2);
+    // The cache holds the new value now: the old one is refused, and forgeries right
+    // after a read cost no read.
+    assert!(refused(receive(OLD, "four").await));
+    assert!(refused(receive(FORGED, "five").await));
+    assert_eq!(store.reads(), 2);
+    clock.advance_ms(REREAD_AFTER_MS);
+    for delivery in ["six", "seven", "eight"] {
+        assert!(refused(receive(FORGED, delivery).await));
+    }
+    assert_eq!(
+        store.reads(),
+        3,
+        "one read again per REREAD_AFTER_MS, whatever comes"
+    );
+    assert_eq!(queued(&h.queue).len(), 2);
+}
