@@ -192,24 +192,20 @@ impl WebhookIntake {
     ) -> Result<verify::Verified, IntakeError> {
         connector.validate().map_err(IntakeError::Misconfigured)?;
         let secrets = self.signing_secrets(connector).await?;
-        let verified = match self.check(connector, headers, body, &secrets) {
-            Err(verify::Rejection::SignatureInvalid) => {
-                match self.rotated_secrets(connector, &secrets).await {
-                    Some(rotated) => {
-                        let verified = self.check(connector, headers, body, &rotated);
-                        if verified.is_ok() {
-                            tracing::info!(
-                                connector_instance_id = connector.connector_instance_id,
-                                "a signing secret was rotated in its store; verified with the new value"
-                            );
-                        }
-                        verified
-                    }
-                    None => Err(verify::Rejection::SignatureInvalid),
-                }
-            }
-            other => other,
+        let verified = self.check(connector, headers, body, &secrets);
+        if !matches!(verified, Err(verify::Rejection::SignatureInvalid)) {
+            return verified.map_err(IntakeError::Rejected);
+        }
+        let Some(rotated) = self.rotated_secrets(connector, &secrets).await else {
+            return Err(IntakeError::Rejected(verify::Rejection::SignatureInvalid));
         };
+        let verified = self.check(connector, headers, body, &rotated);
+        if verified.is_ok() {
+            tracing::info!(
+                connector_instance_id = connector.connector_instance_id,
+                "a signing secret was rotated in its store; verified with the new value"
+            );
+        }
         verified.map_err(IntakeError::Rejected)
     }
 

@@ -88,6 +88,15 @@ impl CachedSecrets {
             entries: Mutex::new(HashMap::new()),
         }
     }
+
+    async fn load(&self, reference: &str, now: i64) -> Result<String, SecretError> {
+        let result = self.inner.resolve(reference).await;
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(reference.to_owned(), (now, result.clone()));
+        result
+    }
 }
 
 #[async_trait]
@@ -126,17 +135,6 @@ impl SecretResolver for CachedSecrets {
             *loaded = now;
         }
         Some(self.load(reference, now).await)
-    }
-}
-
-impl CachedSecrets {
-    async fn load(&self, reference: &str, now: i64) -> Result<String, SecretError> {
-        let result = self.inner.resolve(reference).await;
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(reference.to_owned(), (now, result.clone()));
-        result
     }
 }
 
